@@ -1,0 +1,195 @@
+//! A fully connected layer: `y = W x + b`.
+//!
+//! Shapes: `W` is `(out, in)` as in PyTorch's `nn.Linear`, `b` is `(out)`, the input `x` is
+//! `(in, N)` (one column per example), the output `y` is `(out, N)`.
+//!
+//! Backward, given `dy = ∂L/∂y` `(out, N)`:
+//! `dW += dy · xᵀ`, `db += Σ_columns dy`, `dx = Wᵀ · dy` (the input gradient is written, not added).
+//! Parameter names: `weight`, `bias`.
+
+use crate::{
+    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite,
+    check_shape, matmul,
+};
+use nalgebra::DMatrix;
+
+/// `y = W x + b`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense<T: Float> {
+    /// `(out, in)`.
+    pub weight: Param<T>,
+    /// `(out)`.
+    pub bias: Param<T>,
+}
+
+impl<T: Float> Dense<T> {
+    /// A layer with PyTorch's default initialization (`U(-1/√in, 1/√in)` for weight and bias).
+    pub fn new(input: usize, output: usize, rng: &mut Rng) -> Result<Self> {
+        Self::with_init(input, output, Init::TorchDefault, Init::TorchDefault, rng)
+    }
+
+    /// A layer whose weight and bias are drawn by the given initializers (both with `fan_in = in`).
+    pub fn with_init(
+        input: usize,
+        output: usize,
+        weight: Init,
+        bias: Init,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        if input == 0 || output == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "Dense needs non-zero sizes, got in={input}, out={output}"
+            )));
+        }
+        let w = weight.matrix(output, input, rng)?;
+        let mut b = Param::vector(output);
+        bias.fill(&mut b.value, input, output, rng)?;
+        Ok(Dense {
+            weight: Param::matrix(w),
+            bias: b,
+        })
+    }
+
+    /// Number of input features.
+    pub fn input_size(&self) -> usize {
+        self.weight.value.ncols()
+    }
+
+    /// Number of outputs.
+    pub fn output_size(&self) -> usize {
+        self.weight.value.nrows()
+    }
+
+    fn check_input(&self, x: &DMatrix<T>) -> Result<()> {
+        if x.nrows() != self.input_size() {
+            return Err(Error::ShapeMismatch {
+                op: "Dense input",
+                expected: Shape(self.input_size(), x.ncols()),
+                got: Shape::from(x),
+            });
+        }
+        if x.ncols() == 0 {
+            return Err(Error::Empty {
+                op: "Dense",
+                what: "batch",
+            });
+        }
+        Ok(())
+    }
+
+    /// `y = W x + b` into a new matrix `(out, N)`.
+    pub fn forward(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+        let mut y = DMatrix::zeros(self.output_size(), x.ncols());
+        self.forward_to(x, &mut y)?;
+        Ok(y)
+    }
+
+    /// `y = W x + b` into the caller's `y` `(out, N)`. Checks shapes and that `x` is finite.
+    pub fn forward_to(&self, x: &DMatrix<T>, y: &mut DMatrix<T>) -> Result<()> {
+        self.check_input(x)?;
+        check_shape("Dense output", y, Shape(self.output_size(), x.ncols()))?;
+        check_finite("Dense input", x)?;
+        matmul(y, Accum::Replace, &self.weight.value, Trans::No, x, Trans::No);
+        let b = self.bias.value.as_slice();
+        for mut col in y.column_iter_mut() {
+            for (v, &bi) in col.iter_mut().zip(b) {
+                *v += bi;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `dy · xᵀ` to `weight.grad` and the column sums of `dy` to `bias.grad`; returns `dx`.
+    pub fn backward(&mut self, x: &DMatrix<T>, dy: &DMatrix<T>) -> Result<DMatrix<T>> {
+        let mut dx = DMatrix::zeros(self.input_size(), x.ncols());
+        self.backward_to(x, dy, Some(&mut dx))?;
+        Ok(dx)
+    }
+
+    /// Like [`Dense::backward`], writing `dx` into the caller's buffer, or skipping it (`None`).
+    pub fn backward_to(
+        &mut self,
+        x: &DMatrix<T>,
+        dy: &DMatrix<T>,
+        dx: Option<&mut DMatrix<T>>,
+    ) -> Result<()> {
+        self.check_input(x)?;
+        check_shape("Dense backward dy", dy, Shape(self.output_size(), x.ncols()))?;
+        if let Some(dx) = &dx {
+            check_shape("Dense backward dx", *dx, Shape::from(x))?;
+        }
+        matmul(&mut self.weight.grad, Accum::Add, dy, Trans::No, x, Trans::Yes);
+        let db = self.bias.grad.as_mut_slice();
+        for col in dy.column_iter() {
+            for (g, &d) in db.iter_mut().zip(col.iter()) {
+                *g += d;
+            }
+        }
+        if let Some(dx) = dx {
+            matmul(dx, Accum::Replace, &self.weight.value, Trans::Yes, dy, Trans::No);
+        }
+        Ok(())
+    }
+}
+
+impl<T: Float> Module<T> for Dense<T> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<T>)) {
+        f("weight", &self.weight);
+        f("bias", &self.bias);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<T>)) {
+        f("weight", &mut self.weight);
+        f("bias", &mut self.bias);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck;
+
+    #[test]
+    fn gradient_check_weights_bias_and_input() {
+        let mut rng = Rng::seed_from(4);
+        let mut dense = Dense::<f64>::new(5, 3, &mut rng).unwrap();
+        let x = Init::Normal { std: 1.0 }.matrix::<f64>(5, 4, &mut rng).unwrap();
+        let probe = Init::Normal { std: 1.0 }.matrix::<f64>(3, 4, &mut rng).unwrap();
+        // L = Σ y ⊙ probe, so dy = probe.
+        let report = gradcheck::check_params(&mut dense, |d| {
+            let y = d.forward(&x)?;
+            d.backward(&x, &probe)?;
+            Ok(y.component_mul(&probe).sum())
+        })
+        .unwrap();
+        assert!(report.max_rel_error <= 1e-6, "{report:?}");
+        let dx = dense.backward(&x, &probe).unwrap();
+        let report = gradcheck::check_input(&x, &dx, |x| {
+            Ok(dense.forward(x)?.component_mul(&probe).sum())
+        })
+        .unwrap();
+        assert!(report.max_rel_error <= 1e-6, "{report:?}");
+    }
+
+    #[test]
+    fn bad_shapes_and_values_are_errors() {
+        let mut rng = Rng::seed_from(0);
+        let mut dense = Dense::<f32>::new(3, 2, &mut rng).unwrap();
+        let err = dense.forward(&DMatrix::zeros(4, 2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Dense input: shape mismatch: expected (3, 2), got (4, 2)"
+        );
+        assert!(matches!(
+            dense.forward(&DMatrix::zeros(3, 0)),
+            Err(Error::Empty { .. })
+        ));
+        let mut x = DMatrix::zeros(3, 2);
+        x[(1, 1)] = f32::NAN;
+        assert!(matches!(
+            dense.forward(&x),
+            Err(Error::NonFinite { index: 4, .. })
+        ));
+        assert!(dense.backward(&DMatrix::zeros(3, 2), &DMatrix::zeros(2, 3)).is_err());
+        assert!(Dense::<f32>::new(0, 2, &mut rng).is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! The error type of nn-core, shared by the crates built on it for data and file errors.
+//!
+//! Every public function that takes user data checks it and returns one of these instead of
+//! panicking: a shape that does not fit, a class index out of range, an empty batch, a NaN or
+//! infinite value, a bad setting, or a weight file that is missing, corrupt or does not match.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A matrix shape `(rows, cols)`, printed as `(rows, cols)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape(pub usize, pub usize);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({}, {})", self.0, self.1)
+    }
+}
+
+impl<T, R: nalgebra::Dim, C: nalgebra::Dim, S: nalgebra::RawStorage<T, R, C>>
+    From<&nalgebra::Matrix<T, R, C, S>> for Shape
+{
+    fn from(m: &nalgebra::Matrix<T, R, C, S>) -> Self {
+        let (r, c) = m.shape();
+        Shape(r, c)
+    }
+}
+
+/// Everything that can go wrong in nn-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operand has the wrong shape.
+    #[error("{op}: shape mismatch: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// The operation and operand, e.g. `"Dense::forward input"`.
+        op: &'static str,
+        /// The shape that would fit.
+        expected: Shape,
+        /// The shape given.
+        got: Shape,
+    },
+    /// A length (of targets, of a sequence, ...) does not fit the data.
+    #[error("{op}: length mismatch: expected {expected}, got {got}")]
+    LengthMismatch {
+        /// The operation and operand.
+        op: &'static str,
+        /// The length that would fit.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// A class index is not below the number of classes.
+    #[error("{op}: target {target} at position {index} is out of range for {classes} classes")]
+    TargetOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// Position of the target in the batch.
+        index: usize,
+        /// The target given.
+        target: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// A batch, sequence or layer size of zero where at least one is needed.
+    #[error("{op}: empty input ({what} is 0)")]
+    Empty {
+        /// The operation.
+        op: &'static str,
+        /// What was empty: "batch", "steps", ...
+        what: &'static str,
+    },
+    /// A NaN or infinite value in data that must be finite.
+    #[error("{op}: non-finite value {value} at element {index}")]
+    NonFinite {
+        /// The operation and operand.
+        op: &'static str,
+        /// Element index (column-major) of the first bad value.
+        index: usize,
+        /// The value, as f64.
+        value: f64,
+    },
+    /// A configuration value that cannot work (a zero size, a negative rate, ...).
+    #[error("invalid setting: {0}")]
+    InvalidConfig(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A tensor file that is not valid safetensors, or whose metadata is unusable.
+    #[error("{path}: not a valid tensor file: {reason}")]
+    Format {
+        /// The file (or `"<bytes>"`).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the model needs is not in the file.
+    #[error("tensor `{name}` is missing")]
+    MissingTensor {
+        /// Its name.
+        name: String,
+    },
+    /// A tensor has a different shape from the model's.
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        /// Its name.
+        name: String,
+        /// The model's shape (PyTorch order).
+        expected: Vec<usize>,
+        /// The file's shape.
+        got: Vec<usize>,
+    },
+    /// A tensor's dtype is not one this library reads.
+    #[error("tensor `{name}` has dtype {dtype}, expected {expected}")]
+    TensorDtype {
+        /// Its name.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+        /// What would be read.
+        expected: &'static str,
+    },
+}
+
+/// nn-core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Checks that `m` is `expected`, naming `op` in the error.
+pub fn check_shape<T, R: nalgebra::Dim, C: nalgebra::Dim, S: nalgebra::RawStorage<T, R, C>>(
+    op: &'static str,
+    m: &nalgebra::Matrix<T, R, C, S>,
+    expected: Shape,
+) -> Result<()> {
+    let got = Shape::from(m);
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch { op, expected, got })
+    }
+}
+
+/// Checks that every value of `m` is finite, naming `op` and the first bad element.
+pub fn check_finite<
+    T: crate::Float,
+    R: nalgebra::Dim,
+    C: nalgebra::Dim,
+    S: nalgebra::RawStorage<T, R, C>,
+>(
+    op: &'static str,
+    m: &nalgebra::Matrix<T, R, C, S>,
+) -> Result<()> {
+    match m.iter().position(|v| !v.finite()) {
+        None => Ok(()),
+        Some(index) => Err(Error::NonFinite {
+            op,
+            index,
+            value: m.iter().nth(index).map_or(f64::NAN, |v| v.as_f64()),
+        }),
+    }
+}

@@ -1,0 +1,48 @@
+//! nn-core: the building blocks under the recurrent layers.
+//!
+//! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`]: matrix products with free transposes.
+//! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
+//! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
+//! - [`init`]: seeded initializers; [`Rng`]: the seeded generator they draw from.
+//! - [`gradcheck`]: finite-difference checks of any backward pass.
+//! - [`tensor_io`]: safetensors files (PyTorch weight files and the reference fixtures).
+//!
+//! Shapes are `(features, batch)`: each column is one example.
+//!
+//! ```
+//! use nn_core::{Dense, Module, Rng, loss};
+//! use nalgebra::DMatrix;
+//!
+//! let mut rng = Rng::seed_from(0);
+//! let mut dense = Dense::<f64>::new(3, 2, &mut rng).unwrap(); // 3 inputs -> 2 classes
+//! let x = DMatrix::from_column_slice(3, 2, &[1.0, 0.0, -1.0, 0.5, 0.5, 0.5]); // batch of 2
+//! let logits = dense.forward(&x).unwrap(); // (2, 2)
+//! let (loss, d_logits) = loss::softmax_cross_entropy_with_grad(&logits, &[0, 1]).unwrap();
+//! dense.zero_grad();
+//! let dx = dense.backward(&x, &d_logits).unwrap(); // fills dense.weight.grad, dense.bias.grad
+//! assert!(loss > 0.0 && dx.shape() == (3, 2));
+//! ```
+
+pub mod activation;
+pub mod dense;
+pub mod error;
+pub mod float;
+pub mod gemm;
+pub mod gradcheck;
+pub mod init;
+pub mod loss;
+pub mod param;
+pub mod rng;
+pub mod tensor_io;
+
+pub use activation::Activation;
+pub use dense::Dense;
+pub use error::{Error, Result, Shape, check_finite, check_shape};
+pub use float::{Float, lit};
+pub use gemm::{Accum, Trans, gemm, matmul};
+pub use init::Init;
+pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
+pub use rng::Rng;
+
+/// Re-exported so users need not pin the same nalgebra version themselves.
+pub use nalgebra;

@@ -1,0 +1,277 @@
+//! Losses, each a mean over the batch like PyTorch's default `reduction="mean"`, with backward.
+//!
+//! Shapes: predictions are `(C, N)` (one column per example); class targets are `N` indices.
+//! - Softmax + cross-entropy, fused (`F.cross_entropy` on logits `z`):
+//!   `L = (1/N) Σ_n [logΣ_c e^{z_cn} − z_{t_n n}]`, `∂L/∂z = (softmax(z) − onehot(t)) / N`.
+//! - Cross-entropy on probabilities `p` (`F.nll_loss(log p)`): `L = −(1/N) Σ_n log p_{t_n n}`,
+//!   `∂L/∂p_{t_n n} = −1/(N p_{t_n n})`, zero elsewhere.
+//! - Mean squared error (`F.mse_loss`, mean over all `C·N` elements): `L = mean (y − t)²`,
+//!   `∂L/∂y = 2 (y − t) / (C N)`.
+//! - Binary cross-entropy with logits (`F.binary_cross_entropy_with_logits`), targets in `[0, 1]`:
+//!   `L = mean [max(z,0) − z t + log(1 + e^{−|z|})]`, `∂L/∂z = (σ(z) − t) / (C N)`.
+//!
+//! Backward functions *write* the prediction gradient (they do not add). Bad input — wrong
+//! shapes, an empty batch, a target out of range, a NaN — is an [`Error`], never a panic.
+
+use crate::activation::sigmoid;
+use crate::{Error, Float, Result, Shape, check_finite, check_shape};
+use nalgebra::DMatrix;
+
+fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) -> Result<()> {
+    let (classes, n) = z.shape();
+    if n == 0 {
+        return Err(Error::Empty { op, what: "batch" });
+    }
+    if classes == 0 {
+        return Err(Error::Empty { op, what: "classes" });
+    }
+    if targets.len() != n {
+        return Err(Error::LengthMismatch {
+            op,
+            expected: n,
+            got: targets.len(),
+        });
+    }
+    if let Some((index, &target)) = targets.iter().enumerate().find(|(_, t)| **t >= classes) {
+        return Err(Error::TargetOutOfRange {
+            op,
+            index,
+            target,
+            classes,
+        });
+    }
+    check_finite(op, z)
+}
+
+/// Mean softmax cross-entropy of logits `(C, N)` against class indices.
+pub fn softmax_cross_entropy<T: Float>(logits: &DMatrix<T>, targets: &[usize]) -> Result<T> {
+    check_classes("softmax_cross_entropy", logits, targets)?;
+    let c = logits.nrows();
+    let mut total = T::zero();
+    for (col, &t) in logits.as_slice().chunks_exact(c).zip(targets) {
+        let max = col.iter().copied().fold(col[0], |a, b| a.max(b));
+        let sum = col.iter().fold(T::zero(), |s, &v| s + (v - max).exp());
+        total += sum.ln() + max - col[t];
+    }
+    Ok(total / T::cast(targets.len() as f64))
+}
+
+/// The fused forward and backward: returns the mean loss and writes `∂L/∂logits` into `d_logits`
+/// `(C, N)`. No allocation; this is what training loops call.
+pub fn softmax_cross_entropy_to<T: Float>(
+    logits: &DMatrix<T>,
+    targets: &[usize],
+    d_logits: &mut DMatrix<T>,
+) -> Result<T> {
+    check_classes("softmax_cross_entropy", logits, targets)?;
+    check_shape("softmax_cross_entropy d_logits", d_logits, Shape::from(logits))?;
+    let c = logits.nrows();
+    let inv_n = T::one() / T::cast(targets.len() as f64);
+    let mut total = T::zero();
+    for ((col, d), &t) in logits
+        .as_slice()
+        .chunks_exact(c)
+        .zip(d_logits.as_mut_slice().chunks_exact_mut(c))
+        .zip(targets)
+    {
+        let max = col.iter().copied().fold(col[0], |a, b| a.max(b));
+        let mut sum = T::zero();
+        for (di, &v) in d.iter_mut().zip(col) {
+            *di = (v - max).exp();
+            sum += *di;
+        }
+        total += sum.ln() + max - col[t];
+        let scale = inv_n / sum;
+        for di in d.iter_mut() {
+            *di *= scale;
+        }
+        d[t] -= inv_n;
+    }
+    Ok(total * inv_n)
+}
+
+/// `(loss, ∂L/∂logits)`, allocating the gradient.
+pub fn softmax_cross_entropy_with_grad<T: Float>(
+    logits: &DMatrix<T>,
+    targets: &[usize],
+) -> Result<(T, DMatrix<T>)> {
+    let mut d = DMatrix::zeros(logits.nrows(), logits.ncols());
+    let loss = softmax_cross_entropy_to(logits, targets, &mut d)?;
+    Ok((loss, d))
+}
+
+/// Writes `∂L/∂logits = (softmax − onehot)/N` of the mean softmax cross-entropy.
+pub fn softmax_cross_entropy_backward<T: Float>(
+    logits: &DMatrix<T>,
+    targets: &[usize],
+    d_logits: &mut DMatrix<T>,
+) -> Result<()> {
+    softmax_cross_entropy_to(logits, targets, d_logits).map(|_| ())
+}
+
+fn check_probs<T: Float>(op: &'static str, p: &DMatrix<T>, targets: &[usize]) -> Result<()> {
+    check_classes(op, p, targets)?;
+    let c = p.nrows();
+    for (n, &t) in targets.iter().enumerate() {
+        let v = p[(t, n)];
+        if !(v > T::zero()) {
+            return Err(Error::NonFinite {
+                op,
+                index: n * c + t,
+                value: v.as_f64(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Mean cross-entropy of probabilities `(C, N)` (each column a distribution) against class
+/// indices. A target probability that is not positive is an error (its log is not finite).
+pub fn cross_entropy<T: Float>(probs: &DMatrix<T>, targets: &[usize]) -> Result<T> {
+    check_probs("cross_entropy", probs, targets)?;
+    let total = targets
+        .iter()
+        .enumerate()
+        .fold(T::zero(), |s, (n, &t)| s - probs[(t, n)].ln());
+    Ok(total / T::cast(targets.len() as f64))
+}
+
+/// Writes `∂L/∂p` of [`cross_entropy`]: `−1/(N p)` at each target, zero elsewhere.
+pub fn cross_entropy_backward<T: Float>(
+    probs: &DMatrix<T>,
+    targets: &[usize],
+    d_probs: &mut DMatrix<T>,
+) -> Result<()> {
+    check_probs("cross_entropy", probs, targets)?;
+    check_shape("cross_entropy d_probs", d_probs, Shape::from(probs))?;
+    d_probs.fill(T::zero());
+    let n = T::cast(targets.len() as f64);
+    for (j, &t) in targets.iter().enumerate() {
+        d_probs[(t, j)] = -T::one() / (n * probs[(t, j)]);
+    }
+    Ok(())
+}
+
+fn check_pair<T: Float>(op: &'static str, y: &DMatrix<T>, t: &DMatrix<T>) -> Result<()> {
+    check_shape(op, t, Shape::from(y))?;
+    if y.is_empty() {
+        return Err(Error::Empty { op, what: "batch" });
+    }
+    check_finite(op, y)?;
+    check_finite(op, t)
+}
+
+/// Mean squared error over all elements.
+pub fn mse<T: Float>(pred: &DMatrix<T>, target: &DMatrix<T>) -> Result<T> {
+    check_pair("mse", pred, target)?;
+    let s = pred
+        .iter()
+        .zip(target.iter())
+        .fold(T::zero(), |s, (&y, &t)| s + (y - t) * (y - t));
+    Ok(s / T::cast(pred.len() as f64))
+}
+
+/// Writes `∂L/∂pred = 2 (pred − target) / numel`.
+pub fn mse_backward<T: Float>(
+    pred: &DMatrix<T>,
+    target: &DMatrix<T>,
+    d_pred: &mut DMatrix<T>,
+) -> Result<()> {
+    check_pair("mse", pred, target)?;
+    check_shape("mse d_pred", d_pred, Shape::from(pred))?;
+    let scale = T::cast(2.0 / pred.len() as f64);
+    for ((d, &y), &t) in d_pred.iter_mut().zip(pred.iter()).zip(target.iter()) {
+        *d = scale * (y - t);
+    }
+    Ok(())
+}
+
+/// Mean binary cross-entropy of logits against targets in `[0, 1]`, computed stably.
+pub fn bce_with_logits<T: Float>(logits: &DMatrix<T>, target: &DMatrix<T>) -> Result<T> {
+    check_pair("bce_with_logits", logits, target)?;
+    let s = logits.iter().zip(target.iter()).fold(T::zero(), |s, (&z, &t)| {
+        s + z.max(T::zero()) - z * t + (T::one() + (-z.abs()).exp()).ln()
+    });
+    Ok(s / T::cast(logits.len() as f64))
+}
+
+/// Writes `∂L/∂z = (σ(z) − t) / numel`.
+pub fn bce_with_logits_backward<T: Float>(
+    logits: &DMatrix<T>,
+    target: &DMatrix<T>,
+    d_logits: &mut DMatrix<T>,
+) -> Result<()> {
+    check_pair("bce_with_logits", logits, target)?;
+    check_shape("bce_with_logits d_logits", d_logits, Shape::from(logits))?;
+    let inv = T::one() / T::cast(logits.len() as f64);
+    for ((d, &z), &t) in d_logits.iter_mut().zip(logits.iter()).zip(target.iter()) {
+        *d = (sigmoid(z) - t) * inv;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Activation, Init, Rng, gradcheck};
+
+    fn setup() -> (DMatrix<f64>, Vec<usize>, DMatrix<f64>) {
+        let mut rng = Rng::seed_from(5);
+        let z = Init::Normal { std: 2.0 }.matrix::<f64>(4, 3, &mut rng).unwrap();
+        let t = Init::Uniform { bound: 1.0 }.matrix::<f64>(4, 3, &mut rng).unwrap().map(|v| v.abs());
+        (z, vec![2, 0, 3], t)
+    }
+
+    fn assert_check(name: &str, x: &DMatrix<f64>, dx: &DMatrix<f64>, f: impl FnMut(&DMatrix<f64>) -> Result<f64>) {
+        let r = gradcheck::check_input(x, dx, f).unwrap();
+        assert!(r.max_rel_error <= 1e-6, "{name}: {r:?}");
+    }
+
+    #[test]
+    fn every_loss_passes_the_gradient_check() {
+        let (z, targets, t) = setup();
+        let (_, d) = softmax_cross_entropy_with_grad(&z, &targets).unwrap();
+        assert_check("softmax_ce", &z, &d, |z| softmax_cross_entropy(z, &targets));
+
+        let p = Activation::Softmax.forward(&z).unwrap();
+        let mut d = DMatrix::zeros(4, 3);
+        cross_entropy_backward(&p, &targets, &mut d).unwrap();
+        assert_check("ce", &p, &d, |p| cross_entropy(p, &targets));
+
+        mse_backward(&z, &t, &mut d).unwrap();
+        assert_check("mse", &z, &d, |z| mse(z, &t));
+
+        bce_with_logits_backward(&z, &t, &mut d).unwrap();
+        assert_check("bce", &z, &d, |z| bce_with_logits(z, &t));
+    }
+
+    #[test]
+    fn values_match_hand_arithmetic() {
+        // Two equal logits: loss = ln 2.
+        let z = DMatrix::from_column_slice(2, 1, &[3.0, 3.0]);
+        assert!((softmax_cross_entropy(&z, &[1]).unwrap() - 2f64.ln()).abs() < 1e-15);
+        // bce at z = 0: ln 2 whatever the target.
+        let t = DMatrix::from_column_slice(1, 1, &[1.0]);
+        assert!((bce_with_logits(&DMatrix::zeros(1, 1), &t).unwrap() - 2f64.ln()).abs() < 1e-15);
+        assert_eq!(mse(&DMatrix::from_element(1, 2, 3.0), &DMatrix::from_element(1, 2, 1.0)).unwrap(), 4.0);
+    }
+
+    #[test]
+    fn each_bad_input_has_its_error() {
+        let (z, _, t) = setup();
+        assert!(matches!(
+            softmax_cross_entropy(&z, &[0, 4, 1]),
+            Err(Error::TargetOutOfRange { index: 1, target: 4, classes: 4, .. })
+        ));
+        assert!(matches!(softmax_cross_entropy(&z, &[0]), Err(Error::LengthMismatch { .. })));
+        assert!(matches!(
+            softmax_cross_entropy(&DMatrix::<f64>::zeros(4, 0), &[]),
+            Err(Error::Empty { what: "batch", .. })
+        ));
+        let mut bad = z.clone();
+        bad[(0, 0)] = f64::INFINITY;
+        assert!(matches!(softmax_cross_entropy(&bad, &[0, 0, 0]), Err(Error::NonFinite { .. })));
+        assert!(matches!(mse(&z, &t.columns(0, 2).into_owned()), Err(Error::ShapeMismatch { .. })));
+        assert!(cross_entropy(&DMatrix::<f64>::zeros(2, 1), &[0]).is_err());
+    }
+}

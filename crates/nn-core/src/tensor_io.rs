@@ -1,0 +1,424 @@
+//! Named tensors in safetensors files: PyTorch weight files, checkpoints and the fixtures.
+//!
+//! Layout rules (safetensors stores row-major tensors):
+//! - a PyTorch matrix `[r, c]` (a weight) becomes our column-major `(r, c)` [`DMatrix`]: the
+//!   bytes are transposed on the way in and out ([`TensorFile::load_param`], [`TensorWriter::param`]);
+//! - a data tensor `[..., F]` (`[T, B, F]`, `[N, F]`) is, as raw memory, exactly our `(F, T*B)`
+//!   column-major sequence batch, so it is read without moving anything ([`TensorFile::columns`]).
+//!
+//! A file is read whole, its header is validated by the `safetensors` crate (offsets, sizes,
+//! overflow) before any tensor is touched, and every failure is an [`Error`] naming the file or
+//! the tensor. Writes go to a temporary file in the same folder, are flushed to disk and then
+//! renamed over the target ([`write_atomic`]), so a crash leaves the old file or the new one.
+
+use crate::{Error, Float, Param, Result};
+use nalgebra::DMatrix;
+use safetensors::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Range<usize>,
+}
+
+/// A safetensors file read into memory, with its header parsed and checked.
+pub struct TensorFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    entries: HashMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for TensorFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorFile")
+            .field("path", &self.path)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+impl TensorFile {
+    /// Reads and validates the file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(bytes, path)
+    }
+
+    /// Validates `bytes` as a safetensors file; `path` is only used in error messages.
+    pub fn from_bytes(bytes: Vec<u8>, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let format = |reason: String| Error::Format {
+            path: path.clone(),
+            reason,
+        };
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+        let base = bytes.as_ptr() as usize;
+        let entries = st
+            .iter()
+            .map(|(name, view)| {
+                let start = view.data().as_ptr() as usize - base;
+                let entry = Entry {
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    bytes: start..start + view.data().len(),
+                };
+                (name.to_string(), entry)
+            })
+            .collect();
+        Ok(TensorFile {
+            path,
+            bytes,
+            entries,
+            metadata,
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A metadata value from the header's `__metadata__`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// The tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// `true` when the file has a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })
+    }
+
+    /// The PyTorch shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.entry(name)?.shape)
+    }
+
+    /// The values of a floating-point tensor, in file (row-major) order, converted to `T`.
+    /// `F32` and `F64` tensors are read; other dtypes are an error.
+    pub fn values<T: Float>(&self, name: &str) -> Result<Vec<T>> {
+        let e = self.entry(name)?;
+        let data = &self.bytes[e.bytes.clone()];
+        match e.dtype {
+            Dtype::F64 => Ok(data
+                .chunks_exact(8)
+                .map(|b| T::cast(f64::read_le(b)))
+                .collect()),
+            Dtype::F32 => Ok(data
+                .chunks_exact(4)
+                .map(|b| T::cast_f32(f32::read_le(b)))
+                .collect()),
+            other => Err(Error::TensorDtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+                expected: "F32 or F64",
+            }),
+        }
+    }
+
+    /// The values of an integer tensor (`I64`, `I32`, `U64` or `U32`) as `i128`, in file order.
+    pub fn integers(&self, name: &str) -> Result<Vec<i128>> {
+        let e = self.entry(name)?;
+        let data = &self.bytes[e.bytes.clone()];
+        let read = |n: usize, f: fn(&[u8]) -> i128| data.chunks_exact(n).map(f).collect();
+        match e.dtype {
+            Dtype::I64 => Ok(read(8, |b| i64::from_le_bytes(b.try_into().unwrap()) as i128)),
+            Dtype::U64 => Ok(read(8, |b| u64::from_le_bytes(b.try_into().unwrap()) as i128)),
+            Dtype::I32 => Ok(read(4, |b| i32::from_le_bytes(b.try_into().unwrap()) as i128)),
+            Dtype::U32 => Ok(read(4, |b| u32::from_le_bytes(b.try_into().unwrap()) as i128)),
+            other => Err(Error::TensorDtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+                expected: "I64, U64, I32 or U32",
+            }),
+        }
+    }
+
+    /// Class indices (`targets`): integers that must be non-negative.
+    pub fn indices(&self, name: &str) -> Result<Vec<usize>> {
+        self.integers(name)?
+            .into_iter()
+            .map(|v| {
+                usize::try_from(v).map_err(|_| Error::Format {
+                    path: self.path.clone(),
+                    reason: format!("tensor `{name}` holds {v}, not a class index"),
+                })
+            })
+            .collect()
+    }
+
+    /// A data tensor `[..., F]` as the column-major `(F, rest)` matrix with the same bytes
+    /// (`[T, B, F]` becomes `(F, T*B)`, column `t*B + b`). A 1-D `[n]` tensor becomes `(n, 1)`.
+    pub fn columns<T: Float>(&self, name: &str) -> Result<DMatrix<T>> {
+        let shape = self.shape(name)?.to_vec();
+        let values = self.values::<T>(name)?;
+        let f = if shape.len() <= 1 {
+            values.len()
+        } else {
+            shape[shape.len() - 1]
+        };
+        let cols = if f == 0 { 0 } else { values.len() / f };
+        Ok(DMatrix::from_vec(f, cols, values))
+    }
+
+    /// Like [`TensorFile::columns`], but checks the PyTorch shape first.
+    pub fn columns_shaped<T: Float>(&self, name: &str, expected: &[usize]) -> Result<DMatrix<T>> {
+        self.expect_shape(name, expected)?;
+        self.columns(name)
+    }
+
+    /// A PyTorch matrix `[r, c]` as our `(r, c)` (or a vector `[n]` as `(n, 1)`), checking its shape.
+    pub fn matrix<T: Float>(&self, name: &str, expected: &[usize]) -> Result<DMatrix<T>> {
+        self.expect_shape(name, expected)?;
+        let values = self.values::<T>(name)?;
+        Ok(match expected {
+            [n] => DMatrix::from_vec(*n, 1, values),
+            [r, c] => DMatrix::from_row_slice(*r, *c, &values),
+            _ => DMatrix::from_vec(values.len(), 1, values),
+        })
+    }
+
+    fn expect_shape(&self, name: &str, expected: &[usize]) -> Result<()> {
+        let got = self.shape(name)?;
+        if got != expected {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                got: got.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads tensor `name` into `param.value`, checking that its shape is the parameter's
+    /// PyTorch shape. Values are converted from the file's dtype (F32 or F64).
+    pub fn load_param<T: Float>(&self, name: &str, param: &mut Param<T>) -> Result<()> {
+        let m = self.matrix::<T>(name, &param.torch_shape())?;
+        param.value.copy_from(&m);
+        Ok(())
+    }
+}
+
+/// One tensor to be written: dtype, PyTorch shape and little-endian bytes.
+#[derive(Debug)]
+struct Owned {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Owned {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Collects named tensors and metadata, then writes one safetensors file atomically.
+#[derive(Debug, Default)]
+pub struct TensorWriter {
+    tensors: Vec<(String, Owned)>,
+    metadata: HashMap<String, String>,
+}
+
+impl TensorWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header metadata entry.
+    pub fn metadata(&mut self, key: &str, value: &str) -> &mut Self {
+        self.metadata.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Adds a parameter's value under its PyTorch shape (transposing a matrix to row-major).
+    pub fn param<T: Float>(&mut self, name: &str, param: &Param<T>) -> &mut Self {
+        self.matrix(name, &param.value, param.is_vector())
+    }
+
+    /// Adds a matrix as PyTorch `[r, c]` (row-major), or as `[r]` when `vector` (one column).
+    pub fn matrix<T: Float>(&mut self, name: &str, m: &DMatrix<T>, vector: bool) -> &mut Self {
+        let mut data = Vec::with_capacity(m.len() * T::BYTES);
+        for i in 0..m.nrows() {
+            for j in 0..m.ncols() {
+                m[(i, j)].write_le(&mut data);
+            }
+        }
+        let shape = if vector {
+            vec![m.nrows()]
+        } else {
+            vec![m.nrows(), m.ncols()]
+        };
+        self.push(name, T::DTYPE, shape, data)
+    }
+
+    /// Adds raw values in file (row-major) order under `shape`.
+    pub fn values<T: Float>(&mut self, name: &str, shape: &[usize], values: &[T]) -> &mut Self {
+        let mut data = Vec::with_capacity(values.len() * T::BYTES);
+        for v in values {
+            v.write_le(&mut data);
+        }
+        self.push(name, T::DTYPE, shape.to_vec(), data)
+    }
+
+    /// Adds `u64` values as a 1-D `U64` tensor (step counters, RNG state).
+    pub fn u64s(&mut self, name: &str, values: &[u64]) -> &mut Self {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push(name, Dtype::U64, vec![values.len()], data)
+    }
+
+    fn push(&mut self, name: &str, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> &mut Self {
+        self.tensors.retain(|(n, _)| n != name);
+        self.tensors.push((
+            name.to_string(),
+            Owned { dtype, shape, data },
+        ));
+        self
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        safetensors::serialize(self.tensors.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(
+            |e| Error::Format {
+                path: PathBuf::from("<writing>"),
+                reason: e.to_string(),
+            },
+        )
+    }
+
+    /// Writes the file atomically (see [`write_atomic`]).
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomic(path.as_ref(), &self.to_bytes()?)
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash at any moment leaves either the old file or the new
+/// one: write a temporary file in the same folder, flush it to disk, rename it over `path`, then
+/// flush the folder. On error the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source: std::io::Error, p: &Path| Error::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::other("not a file path"), path))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
+        f.write_all(bytes).map_err(|e| io(e, &tmp))?;
+        f.sync_all().map_err(|e| io(e, &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io(e, path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    // Make the rename itself durable; a folder that cannot be opened for sync is not an error.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_round_trip_is_bit_exact_and_layout_is_pytorch() {
+        let mut w = Param::<f64>::matrix(DMatrix::from_row_slice(2, 3, &[1., 2., 3., 4., 5., 6.]));
+        let mut b = Param::<f64>::vector(2);
+        b.value[(1, 0)] = 0.1;
+        let mut out = TensorWriter::new();
+        out.param("weight", &w).param("bias", &b).metadata("k", "v");
+        let file = TensorFile::from_bytes(out.to_bytes().unwrap(), "mem").unwrap();
+        assert_eq!(file.shape("weight").unwrap(), &[2, 3]);
+        assert_eq!(file.values::<f64>("weight").unwrap(), vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(file.metadata("k"), Some("v"));
+        let want = (w.value.clone(), b.value.clone());
+        w.value.fill(0.0);
+        b.value.fill(0.0);
+        file.load_param("weight", &mut w).unwrap();
+        file.load_param("bias", &mut b).unwrap();
+        assert_eq!((w.value, b.value), want);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(matches!(
+            TensorFile::from_bytes(b"garbage".to_vec(), "g"),
+            Err(Error::Format { .. })
+        ));
+        // A header claiming 2^60 bytes is rejected without allocating it.
+        let mut huge = (1u64 << 60).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert!(TensorFile::from_bytes(huge, "h").is_err());
+        let mut out = TensorWriter::new();
+        out.values::<f32>("x", &[3], &[1.0, 2.0, 3.0]);
+        let file = TensorFile::from_bytes(out.to_bytes().unwrap(), "m").unwrap();
+        let mut p = Param::<f64>::vector(4);
+        assert!(matches!(file.load_param("x", &mut p), Err(Error::TensorShape { .. })));
+        assert!(matches!(file.load_param("y", &mut p), Err(Error::MissingTensor { .. })));
+        assert!(matches!(
+            TensorFile::open("/definitely/not/here.safetensors"),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("nn-core-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.bin");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(write_atomic(&dir.join("missing/x.bin"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
