@@ -11,7 +11,7 @@
 //! the tensor. Writes go to a temporary file in the same folder, are flushed to disk and then
 //! renamed over the target ([`write_atomic`]), so a crash leaves the old file or the new one.
 
-use crate::{Error, Float, Param, Result};
+use crate::{Error, Float, Module, Param, Result};
 use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
@@ -221,6 +221,32 @@ impl TensorFile {
         param.value.copy_from(&m);
         Ok(())
     }
+
+    /// Loads every parameter of `module` from the tensor of the same name (PyTorch's
+    /// `load_state_dict` with `strict=True` for the model's own names; extra tensors are ignored).
+    /// Nothing is changed unless every tensor is present with the right shape and dtype.
+    pub fn load_module<T: Float, M: Module<T> + ?Sized>(&self, module: &mut M) -> Result<()> {
+        let mut loaded: Vec<DMatrix<T>> = Vec::new();
+        let mut first_err = None;
+        module.visit(&mut |name, p| {
+            if first_err.is_none() {
+                match self.matrix::<T>(name, &p.torch_shape()) {
+                    Ok(m) => loaded.push(m),
+                    Err(e) => first_err = Some(e),
+                }
+            }
+        });
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let mut it = loaded.into_iter();
+        module.visit_mut(&mut |_, p| {
+            if let Some(m) = it.next() {
+                p.value = m;
+            }
+        });
+        Ok(())
+    }
 }
 
 /// One tensor to be written: dtype, PyTorch shape and little-endian bytes.
@@ -268,6 +294,14 @@ impl TensorWriter {
     /// Adds a parameter's value under its PyTorch shape (transposing a matrix to row-major).
     pub fn param<T: Float>(&mut self, name: &str, param: &Param<T>) -> &mut Self {
         self.matrix(name, &param.value, param.is_vector())
+    }
+
+    /// Adds every parameter of `module` under its PyTorch name.
+    pub fn module<T: Float, M: Module<T> + ?Sized>(&mut self, module: &M) -> &mut Self {
+        module.visit(&mut |name, p| {
+            self.param(name, p);
+        });
+        self
     }
 
     /// Adds a matrix as PyTorch `[r, c]` (row-major), or as `[r]` when `vector` (one column).

@@ -1,0 +1,30 @@
+//! The PyTorch fixtures copied into `tests/fixtures/` agree with our code to 1e-9, and a garbage
+//! file is rejected with a clear error.
+
+use std::path::Path;
+use xtask::fixtures::{check_dir, run_file};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    xtask::project_root().join("tests/fixtures").join(name)
+}
+
+#[test]
+fn dense_fixture_agrees_with_pytorch() {
+    let err = run_file(&fixture("dense_softmax_ce.safetensors")).unwrap();
+    assert!(err <= 1e-9, "max error {err}");
+}
+
+#[test]
+fn garbage_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("xtask-garbage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("junk.safetensors");
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
+    let err = run_file(&path).unwrap_err();
+    assert!(err.contains("not a valid tensor file"), "{err}");
+    let results = check_dir(&dir).unwrap();
+    assert_eq!(results.len(), 1);
+    assert!(!results[0].passed());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(check_dir(Path::new("/no/such/folder")).is_err());
+}
