@@ -37,12 +37,16 @@ fn layers(c: &mut Criterion) {
             }
             group.bench_function("forward", |bench| {
                 bench.iter(|| {
-                    layer.forward(black_box(&x), batch, None, &mut cache).unwrap();
+                    layer
+                        .forward(black_box(&x), batch, None, &mut cache)
+                        .unwrap();
                 })
             });
             group.bench_function("forward+backward", |bench| {
                 bench.iter(|| {
-                    layer.forward(black_box(&x), batch, None, &mut cache).unwrap();
+                    layer
+                        .forward(black_box(&x), batch, None, &mut cache)
+                        .unwrap();
                     layer.backward(&x, &mut cache, &dy, None, None).unwrap();
                 })
             });
