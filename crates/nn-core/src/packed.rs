@@ -39,7 +39,12 @@
 //! path), then `C = acc` or `C = C + acc`. So the result does not depend on `n`, on the column
 //! offset, or on how many threads ran, only on the instruction set.
 //!
-//! The kernel runs on the calling thread.
+//! # Threads
+//!
+//! Large products (`m·k·n` ≥ [`PARALLEL_MIN_MACS`]) share their panels (chunks of rows of `C`)
+//! between the calling thread and one persistent helper thread, woken per call without
+//! allocating (it is spawned once, on the first large product). Splitting rows does not change
+//! any sum, so results are bit-identical to [`packed_matmul_single_thread`].
 
 use crate::Float;
 use crate::gemm::{Accum, Trans};
@@ -230,7 +235,7 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
     a: &PackedMatrix<T>,
     b: &Matrix<T, R2, C2, SB>,
     isa: Isa,
-    _allow_threads: bool,
+    allow_threads: bool,
 ) where
     T: Float,
     R1: Dim,
@@ -275,7 +280,182 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
     // SAFETY: the shapes were checked above; `a.buf` holds `panels · MR · k` values (pack's
     // invariant), `b` and `c` are nalgebra storages holding every element their shape and
     // strides describe, and `c` is a unique borrow, so it overlaps neither `a` nor `b`.
-    unsafe { run_panels(&prob, 0, panels, isa) };
+    unsafe {
+        if allow_threads && m * k * n >= PARALLEL_MIN_MACS && panels >= 4 {
+            parallel::run(&prob, panels, isa);
+        } else {
+            run_panels(&prob, 0, panels, isa);
+        }
+    }
+}
+
+/// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
+/// calling thread and the helper thread; smaller ones run on the calling thread.
+pub const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+/// Panels per unit of work claimed by a thread: one panel, or four for very narrow `B` (where
+/// the kernel works on four panels at once).
+fn chunk_panels(n: usize) -> usize {
+    if n <= 3 { 4 } else { 1 }
+}
+
+/// One persistent helper thread that takes a share of the panels of large products.
+///
+/// The caller posts a job (a pointer to its stack, no allocation) and wakes the helper, then
+/// claims chunks of panels itself from a shared counter. When it runs out, it either revokes the
+/// job (the helper never took it: the caller did all the work and returns at once) or waits for
+/// the helper to finish the chunks it claimed. So a helper that is slow to wake (busy machine)
+/// costs almost nothing. If another caller's job occupies the helper, the product simply runs
+/// on the calling thread. Each panel is computed the same way by either thread, so results are
+/// bit-identical to the single-thread ones.
+mod parallel {
+    use super::{Isa, Problem, chunk_panels, run_panels};
+    use crate::Float;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Status {
+        Idle,
+        Posted,
+        Taken,
+        Done,
+    }
+
+    /// A type-erased job: `run(data)` works through the chunks of a [`Job`].
+    #[derive(Clone, Copy, Debug)]
+    struct Slot {
+        status: Status,
+        run: unsafe fn(*const ()),
+        data: *const (),
+    }
+
+    // SAFETY: `data` points to a `Job` that outlives every access by the helper (the caller
+    // waits for `Done` or revokes before returning); the job's fields are only read, apart from
+    // the atomic counter, and the rows of `C` each thread writes are disjoint.
+    unsafe impl Send for Slot {}
+
+    #[derive(Debug)]
+    struct Helper {
+        slot: Mutex<Slot>,
+        posted: Condvar,
+        done: Condvar,
+    }
+
+    struct Job<T> {
+        prob: Problem<T>,
+        isa: Isa,
+        panels: usize,
+        next: AtomicUsize,
+    }
+
+    fn lock(h: &Helper) -> MutexGuard<'_, Slot> {
+        h.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    unsafe fn noop(_: *const ()) {}
+
+    fn helper() -> &'static Helper {
+        static HELPER: OnceLock<&'static Helper> = OnceLock::new();
+        HELPER.get_or_init(|| {
+            let h: &'static Helper = Box::leak(Box::new(Helper {
+                slot: Mutex::new(Slot {
+                    status: Status::Idle,
+                    run: noop,
+                    data: std::ptr::null(),
+                }),
+                posted: Condvar::new(),
+                done: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("nn-core packed_matmul".into())
+                .spawn(move || helper_loop(h))
+                .expect("spawning the packed_matmul helper thread");
+            h
+        })
+    }
+
+    fn helper_loop(h: &'static Helper) {
+        loop {
+            let mut g = lock(h);
+            while g.status != Status::Posted {
+                g = h.posted.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            g.status = Status::Taken;
+            let (run, data) = (g.run, g.data);
+            drop(g);
+            // SAFETY: the job was posted by a caller that now waits for `Done` (it saw `Taken`),
+            // so `data` stays valid until we report.
+            unsafe { run(data) };
+            lock(h).status = Status::Done;
+            h.done.notify_all();
+        }
+    }
+
+    /// Claims chunks of panels until none is left.
+    ///
+    /// # Safety
+    /// `data` must point to a live `Job<T>` set up by [`run`].
+    unsafe fn work<T: Float>(data: *const ()) {
+        // SAFETY: from the caller.
+        let job = unsafe { &*(data as *const Job<T>) };
+        let chunk = chunk_panels(job.prob.n);
+        loop {
+            let p0 = job.next.fetch_add(chunk, Ordering::Relaxed);
+            if p0 >= job.panels {
+                return;
+            }
+            let p1 = (p0 + chunk).min(job.panels);
+            // SAFETY: each chunk is claimed by exactly one thread, so the rows of `C` it writes
+            // are written by no one else; the rest is as [`super::run_panels`] requires.
+            unsafe { run_panels(&job.prob, p0, p1, job.isa) };
+        }
+    }
+
+    /// Runs all `panels` of `prob`, sharing them with the helper thread when it is free.
+    ///
+    /// # Safety
+    /// As [`super::run_panels`] for the whole panel range.
+    pub(super) unsafe fn run<T: Float>(prob: &Problem<T>, panels: usize, isa: Isa) {
+        let job = Job {
+            prob: *prob,
+            isa,
+            panels,
+            next: AtomicUsize::new(0),
+        };
+        let data = &job as *const Job<T> as *const ();
+        let h = helper();
+        {
+            let mut g = lock(h);
+            if g.status != Status::Idle {
+                drop(g);
+                // SAFETY: from the caller.
+                unsafe { work::<T>(data) };
+                return;
+            }
+            *g = Slot {
+                status: Status::Posted,
+                run: work::<T>,
+                data,
+            };
+        }
+        h.posted.notify_one();
+        // SAFETY: `job` is live; from the caller.
+        unsafe { work::<T>(data) };
+        let mut g = lock(h);
+        if g.status == Status::Posted {
+            // The helper never took the job; all chunks are done.
+        } else {
+            while g.status != Status::Done {
+                g = h.done.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        *g = Slot {
+            status: Status::Idle,
+            run: noop,
+            data: std::ptr::null(),
+        };
+    }
 }
 
 /// Runs panels `p0..p1` of the product on the given kernel.
@@ -663,6 +843,37 @@ mod tests {
                     );
                     assert_eq!(part, full.columns(j, w), "isa {isa:?} j {j} w {w}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn threaded_products_are_bit_identical_to_single_thread() {
+        // Just above the threshold; repeated so that the helper both takes and misses jobs.
+        for (m, k, n) in [(257, 128, 64), (1030, 512, 4)] {
+            assert!(m * k * n >= PARALLEL_MIN_MACS);
+            let a = rand_mat::<f32>(k, m, 21);
+            let mut packed = PackedMatrix::new();
+            packed.pack(&a, Trans::Yes);
+            let b = rand_mat::<f32>(k, n + 2, 22);
+            let b = b.columns(1, n);
+            let mut want = DMatrix::zeros(m, n);
+            packed_matmul_single_thread(&mut want, Accum::Replace, &packed, &b);
+            let mut naive = DMatrix::zeros(m, n);
+            gemm_naive(
+                1.0,
+                &a,
+                Trans::Yes,
+                &b.into_owned(),
+                Trans::No,
+                0.0,
+                &mut naive,
+            );
+            assert!((&want - naive).amax() < 1e-4);
+            for _ in 0..10 {
+                let mut got = DMatrix::from_element(m, n, f32::NAN);
+                packed_matmul(&mut got, Accum::Replace, &packed, &b);
+                assert_eq!(got, want);
             }
         }
     }

@@ -39,13 +39,21 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn time_loop_makes_no_allocation_after_packing() {
-    let (h, g, t_steps) = (24, 4, 5);
+    for (h, batches) in [(24, &[1usize, 3, 8, 13][..]), (128, &[1, 32][..])] {
+        time_loop(h, batches);
+    }
+}
+
+/// An LSTM-like loop (`4·h x h` weight), forward and backward; the last case is large enough to
+/// share work with the helper thread.
+fn time_loop(h: usize, batches: &[usize]) {
+    let (g, t_steps) = (4, 5);
     let w_hh = DMatrix::<f32>::from_fn(g * h, h, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.01);
     let mut gates = DMatrix::<f32>::zeros(g * h, 0);
     let mut hs = DMatrix::<f32>::zeros(h, 0);
     let mut fwd = PackedMatrix::new();
     let mut bwd = PackedMatrix::new();
-    for batch in [1usize, 3, 8, 13] {
+    for &batch in batches {
         gates.resize_mut(g * h, t_steps * batch, 0.0);
         hs.resize_mut(h, (t_steps + 1) * batch, 0.5);
         fwd.pack(&w_hh, Trans::No);
@@ -83,7 +91,7 @@ fn time_loop_makes_no_allocation_after_packing() {
         assert_eq!(
             after - before,
             0,
-            "batch {batch}: {} allocations",
+            "h {h} batch {batch}: {} allocations",
             after - before
         );
     }
