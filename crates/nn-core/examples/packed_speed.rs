@@ -5,11 +5,16 @@
 //! cargo run --release -p nn-core --example packed_speed
 //! ```
 //!
-//! matrixmultiply runs single-threaded unless `MATMUL_NUM_THREADS` is set; `packed_matmul` may
-//! use its helper thread on the biggest shape (the `1 thread` column forces it off... see below).
+//! Columns: `matmul` (matrixmultiply, single-threaded here unless `MATMUL_NUM_THREADS` is set;
+//! the library's default with the `threading` feature is one thread per physical core),
+//! `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
+//! shares products of at least `PARALLEL_MIN_MACS` multiply-adds with a helper thread), and the
+//! time to pack
+//! the weight once. `B` and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers
+//! are noisy on a shared machine: run it a few times.
 
 use nalgebra::DMatrix;
-use nn_core::packed::{PackedMatrix, packed_matmul, packed_matmul_single_thread};
+use nn_core::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
 use nn_core::{Accum, Trans, matmul};
 use std::hint::black_box;
 use std::time::Instant;
@@ -57,7 +62,7 @@ fn main() {
     }
     println!(
         "{:>22} {:>5} {:>12} {:>12} {:>12} {:>8}",
-        "m x k · k x n", "op(A)", "matmul", "packed 1thr", "packed", "pack ms"
+        "m x k · k x n", "op(A)", "matmul", "packed", "packed thr", "pack ms"
     );
     for &(m, k, n, trans) in &[
         (1024, 256, 32, Trans::No),
@@ -89,7 +94,7 @@ fn main() {
         let mut packed = PackedMatrix::new();
         let t_pack = time(|| packed.pack(black_box(&w), trans));
         let t_p1 = time(|| {
-            packed_matmul_single_thread(
+            packed_matmul(
                 &mut y.columns_mut(n, n),
                 Accum::Add,
                 &packed,
@@ -98,7 +103,7 @@ fn main() {
             black_box(&mut y);
         });
         let t_p = time(|| {
-            packed_matmul(
+            packed_matmul_threaded(
                 &mut y.columns_mut(n, n),
                 Accum::Add,
                 &packed,

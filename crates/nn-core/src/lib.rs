@@ -43,7 +43,7 @@ pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
 pub use gemm::{Accum, Trans, gemm, matmul};
 pub use init::Init;
-pub use packed::{PackedMatrix, packed_matmul};
+pub use packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
 

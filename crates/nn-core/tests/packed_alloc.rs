@@ -3,7 +3,7 @@
 //! allocates while counting.)
 
 use nalgebra::DMatrix;
-use nn_core::{Accum, PackedMatrix, Trans, packed_matmul};
+use nn_core::{Accum, PackedMatrix, Trans, packed_matmul, packed_matmul_threaded};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,8 +44,8 @@ fn time_loop_makes_no_allocation_after_packing() {
     }
 }
 
-/// An LSTM-like loop (`4·h x h` weight), forward and backward; the last case is large enough to
-/// share work with the helper thread.
+/// An LSTM-like loop (`4·h x h` weight), forward with `packed_matmul` and backward with
+/// `packed_matmul_threaded`; the last case is large enough to share work with the helper thread.
 fn time_loop(h: usize, batches: &[usize]) {
     let (g, t_steps) = (4, 5);
     let w_hh = DMatrix::<f32>::from_fn(g * h, h, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.01);
@@ -58,8 +58,8 @@ fn time_loop(h: usize, batches: &[usize]) {
         hs.resize_mut(h, (t_steps + 1) * batch, 0.5);
         fwd.pack(&w_hh, Trans::No);
         bwd.pack(&w_hh, Trans::Yes);
-        // Warm-up: anything lazily set up on a first call (CPU detection, a helper thread).
-        packed_matmul(
+        // Warm-up: anything lazily set up on a first call (CPU detection, the helper thread).
+        packed_matmul_threaded(
             &mut gates.columns_mut(0, batch),
             Accum::Add,
             &fwd,
@@ -78,7 +78,7 @@ fn time_loop(h: usize, batches: &[usize]) {
         }
         for t in (0..t_steps).rev() {
             let (dh, dg) = (&mut hs, &gates);
-            packed_matmul(
+            packed_matmul_threaded(
                 &mut dh.columns_mut((t + 1) * batch, batch),
                 Accum::Replace,
                 &bwd,
