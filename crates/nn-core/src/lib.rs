@@ -1,6 +1,7 @@
 //! nn-core: the building blocks under the recurrent layers.
 //!
-//! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`]: matrix products with free transposes.
+//! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`]: matrix products with free transposes;
+//!   [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops.
 //! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
 //! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
 //! - [`init`]: seeded initializers; [`Rng`]: the seeded generator they draw from.
@@ -31,6 +32,7 @@ pub mod gemm;
 pub mod gradcheck;
 pub mod init;
 pub mod loss;
+pub mod packed;
 pub mod param;
 pub mod rng;
 pub mod tensor_io;
@@ -41,6 +43,7 @@ pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
 pub use gemm::{Accum, Trans, gemm, matmul};
 pub use init::Init;
+pub use packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
 

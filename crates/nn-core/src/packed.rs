@@ -1,0 +1,912 @@
+//! A matrix product with a pre-packed left operand, for recurrent time loops.
+//!
+//! # What it computes
+//!
+//! [`packed_matmul`] computes `C = op(A) · B` ([`Accum::Replace`]) or `C += op(A) · B`
+//! ([`Accum::Add`]), where `op(A)` is `m x k` (`A` or `Aᵀ`, fixed when packing), `B` is
+//! `k x n` and `C` is `m x n`. `B` and `C` may be any nalgebra matrix or view (a column range of
+//! a bigger sequence matrix, say); column-major with unit row stride is the fast path, other
+//! strides are handled correctly, a little slower.
+//!
+//! # Why
+//!
+//! A recurrent layer runs, at every step `t`, `G_t += W_hh · h_{t-1}` (`W_hh` is `(G·H) x H`,
+//! `h` is `H x B` with a batch `B` of 1 to 64 columns) and, backwards, `dh = W_hhᵀ · dG_t`. The
+//! weight is the same for all `T` steps. `matrixmultiply` re-packs both operands and allocates
+//! a packing buffer on every call, which dominates for small `B`. Here `op(A)` is packed once per
+//! pass into a [`PackedMatrix`] that owns (and reuses) its buffer; each step then runs with no
+//! heap allocation and no packing of `A`. `B` is not packed at all: it is read in place.
+//!
+//! # Layout
+//!
+//! `op(A)` is cut into row panels of `MR` rows (`MR` = 16 for `f32`, 8 for `f64`: two 256-bit
+//! vectors). Panel `p` holds rows `p·MR .. p·MR + MR`, stored k-major: element `(p·MR + i, kk)`
+//! is at `buf[p·MR·k + kk·MR + i]`. The last panel is zero-padded to `MR` rows. The kernel thus
+//! reads one panel front to back as contiguous vectors while broadcasting `B` scalars.
+//!
+//! # Kernel
+//!
+//! A register-blocked micro-kernel keeps an `MR x NR` tile of `C` (`NR` ≤ 6 columns of `B`) in
+//! fixed-size local arrays that LLVM keeps in vector registers, with the `k` loop innermost over
+//! the packed panel. For very narrow `B` (1 to 3 columns, the matrix-vector case) it works on
+//! several panels at once instead, so that enough independent accumulators hide the latency of
+//! the multiply-adds. The body is compiled twice from one `#[inline(always)]` generic function:
+//! inside a `#[target_feature(enable = "avx2,fma")]` wrapper (x86_64, chosen at run time) with
+//! fused multiply-adds, and plainly (separate multiply and add) for other CPUs.
+//!
+//! Every element of `C` is the same sum in the same order whatever the tile shape or the thread
+//! split: `acc = 0; for kk in 0..k { acc = acc + op(A)[i, kk] · B[kk, j] }` (fused on the AVX2
+//! path), then `C = acc` or `C = C + acc`. So the result does not depend on `n`, on the column
+//! offset, or on how many threads ran, only on the instruction set.
+//!
+//! # Threads
+//!
+//! [`packed_matmul`] runs on the calling thread. [`packed_matmul_threaded`] (opt-in) shares the
+//! panels (chunks of rows of `C`) of large products (`m·k·n` ≥ [`PARALLEL_MIN_MACS`]) between
+//! the calling thread and one persistent helper thread, woken per call without allocating (it is
+//! spawned once, on the first large product). Splitting rows does not change any sum, so the
+//! results are bit-identical to [`packed_matmul`]'s.
+
+use crate::Float;
+use crate::gemm::{Accum, Trans};
+use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
+
+/// Widest column block of the micro-kernel (columns of `B` per tile).
+const NR: usize = 6;
+
+/// Rows per packed panel for `T`: two 256-bit vectors (16 `f32` or 8 `f64`).
+const fn panel_rows<T: Float>() -> usize {
+    64 / T::BYTES
+}
+
+/// `op(A)` packed into zero-padded, k-major row panels (see the [module docs](self)).
+///
+/// Pack once with [`pack`](Self::pack), then run [`packed_matmul`] as often as needed. Re-packing
+/// reuses the buffer and allocates only when it must grow.
+#[derive(Clone, Debug, Default)]
+pub struct PackedMatrix<T: Float> {
+    buf: Vec<T>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<T: Float> PackedMatrix<T> {
+    /// Rows per panel for this scalar type.
+    pub const MR: usize = panel_rows::<T>();
+
+    /// An empty (`0 x 0`) packed matrix; allocates nothing.
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            rows: 0,
+            cols: 0,
+        }
+    }
+
+    /// Packs `op(a)` (`a` or `aᵀ`, as `trans` says), replacing the previous contents. Allocates
+    /// only when the buffer must grow.
+    pub fn pack<R: Dim, C: Dim, S: RawStorage<T, R, C>>(
+        &mut self,
+        a: &Matrix<T, R, C, S>,
+        trans: Trans,
+    ) {
+        let mr = Self::MR;
+        let (m, k) = match trans {
+            Trans::No => a.shape(),
+            Trans::Yes => (a.ncols(), a.nrows()),
+        };
+        let panels = m.div_ceil(mr);
+        let panel_len = mr * k;
+        self.buf.clear();
+        self.buf.resize(panels * panel_len, T::zero());
+        self.rows = m;
+        self.cols = k;
+        if k == 0 {
+            return;
+        }
+        for (p, panel) in self.buf.chunks_exact_mut(panel_len).enumerate() {
+            let row0 = p * mr;
+            let rows = mr.min(m - row0);
+            match trans {
+                // op(A)[r, kk] = a[(r, kk)]: a column of `a` is contiguous over r.
+                Trans::No => {
+                    for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                        for i in 0..rows {
+                            dst[i] = a[(row0 + i, kk)];
+                        }
+                    }
+                }
+                // op(A)[r, kk] = a[(kk, r)]: a column of `a` is contiguous over kk.
+                Trans::Yes => {
+                    for i in 0..rows {
+                        for kk in 0..k {
+                            panel[kk * mr + i] = a[(kk, row0 + i)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows of `op(A)` (`m`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of `op(A)` (`k`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// Which compiled copy of the kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// Plain code, separate multiply and add; any CPU.
+    Generic,
+    /// AVX2 with fused multiply-adds (x86_64, detected at run time).
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+/// The best kernel for this CPU, detected once.
+fn best_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS_AVX2_FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let has = *HAS_AVX2_FMA.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        });
+        if has {
+            return Isa::Avx2Fma;
+        }
+    }
+    Isa::Generic
+}
+
+/// One product, as raw parts. `a` is the packed buffer (`panels · MR · k` values), `b` is
+/// `k x n` and `c` is `m x n`, each with its element strides.
+#[derive(Clone, Copy, Debug)]
+struct Problem<T> {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+    add: bool,
+}
+
+/// `C (=|+=) op(A) · B` with a packed `op(A)`, on the calling thread, allocating nothing.
+///
+/// `c` is `m x n`, `a` holds `op(A)` (`m x k`), `b` is `k x n`. With [`Accum::Replace`] the old
+/// contents of `c` are not read (they may be NaN); with [`Accum::Add`] the product is added.
+///
+/// # Panics
+/// When the shapes do not fit; this is an internal kernel, and callers check shapes first.
+#[track_caller]
+pub fn packed_matmul<T, R1, C1, SC, R2, C2, SB>(
+    c: &mut Matrix<T, R1, C1, SC>,
+    accum: Accum,
+    a: &PackedMatrix<T>,
+    b: &Matrix<T, R2, C2, SB>,
+) where
+    T: Float,
+    R1: Dim,
+    C1: Dim,
+    SC: RawStorageMut<T, R1, C1>,
+    R2: Dim,
+    C2: Dim,
+    SB: RawStorage<T, R2, C2>,
+{
+    packed_matmul_with(c, accum, a, b, best_isa(), false);
+}
+
+/// [`packed_matmul`], sharing products of at least [`PARALLEL_MIN_MACS`] multiply-adds with a
+/// helper thread (see [Threads](self#threads)); the result is the same, bit for bit.
+///
+/// Opt-in: on an idle two-core machine it ran the large shapes 1.3–1.5x faster, but when the
+/// other core is busy (other processes, or the caller's own threads) the helper may be
+/// descheduled while holding rows, and the call can be slower than [`packed_matmul`].
+///
+/// # Panics
+/// As [`packed_matmul`].
+#[track_caller]
+pub fn packed_matmul_threaded<T, R1, C1, SC, R2, C2, SB>(
+    c: &mut Matrix<T, R1, C1, SC>,
+    accum: Accum,
+    a: &PackedMatrix<T>,
+    b: &Matrix<T, R2, C2, SB>,
+) where
+    T: Float,
+    R1: Dim,
+    C1: Dim,
+    SC: RawStorageMut<T, R1, C1>,
+    R2: Dim,
+    C2: Dim,
+    SB: RawStorage<T, R2, C2>,
+{
+    packed_matmul_with(c, accum, a, b, best_isa(), true);
+}
+
+#[track_caller]
+fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
+    c: &mut Matrix<T, R1, C1, SC>,
+    accum: Accum,
+    a: &PackedMatrix<T>,
+    b: &Matrix<T, R2, C2, SB>,
+    isa: Isa,
+    allow_threads: bool,
+) where
+    T: Float,
+    R1: Dim,
+    C1: Dim,
+    SC: RawStorageMut<T, R1, C1>,
+    R2: Dim,
+    C2: Dim,
+    SB: RawStorage<T, R2, C2>,
+{
+    let (m, k) = (a.rows, a.cols);
+    let (k2, n) = b.shape();
+    let (cm, cn) = c.shape();
+    assert!(
+        k == k2 && cm == m && cn == n,
+        "packed_matmul: ({m}x{k}) * ({k2}x{n}) into ({cm}x{cn})"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if accum == Accum::Replace {
+            c.fill(T::zero());
+        }
+        return;
+    }
+    let (rsb, csb) = b.strides();
+    let (rsc, csc) = c.strides();
+    let prob = Problem {
+        m,
+        k,
+        n,
+        a: a.buf.as_ptr(),
+        b: b.data.ptr(),
+        rsb: rsb as isize,
+        csb: csb as isize,
+        c: c.data.ptr_mut(),
+        rsc: rsc as isize,
+        csc: csc as isize,
+        add: accum == Accum::Add,
+    };
+    let panels = m.div_ceil(panel_rows::<T>());
+    // SAFETY: the shapes were checked above; `a.buf` holds `panels · MR · k` values (pack's
+    // invariant), `b` and `c` are nalgebra storages holding every element their shape and
+    // strides describe, and `c` is a unique borrow, so it overlaps neither `a` nor `b`.
+    unsafe {
+        if allow_threads && m * k * n >= PARALLEL_MIN_MACS && panels >= 4 {
+            parallel::run(&prob, panels, isa);
+        } else {
+            run_panels(&prob, 0, panels, isa);
+        }
+    }
+}
+
+/// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
+/// calling thread and the helper thread; smaller ones run on the calling thread.
+pub const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+/// Panels per unit of work claimed by a thread: one panel, or four for very narrow `B` (where
+/// the kernel works on four panels at once).
+fn chunk_panels(n: usize) -> usize {
+    if n <= 3 { 4 } else { 1 }
+}
+
+/// One persistent helper thread that takes a share of the panels of large products.
+///
+/// The caller posts a job (a pointer to its stack, no allocation) and wakes the helper, then
+/// claims chunks of panels itself from a shared counter. When it runs out, it either revokes the
+/// job (the helper never took it: the caller did all the work and returns at once) or waits for
+/// the helper to finish the chunks it claimed. So a helper that is slow to wake (busy machine)
+/// costs almost nothing. If another caller's job occupies the helper, the product simply runs
+/// on the calling thread. Each panel is computed the same way by either thread, so results are
+/// bit-identical to the single-thread ones.
+mod parallel {
+    use super::{Isa, Problem, chunk_panels, run_panels};
+    use crate::Float;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Status {
+        Idle,
+        Posted,
+        Taken,
+        Done,
+    }
+
+    /// A type-erased job: `run(data)` works through the chunks of a [`Job`].
+    #[derive(Clone, Copy, Debug)]
+    struct Slot {
+        status: Status,
+        run: unsafe fn(*const ()),
+        data: *const (),
+    }
+
+    // SAFETY: `data` points to a `Job` that outlives every access by the helper (the caller
+    // waits for `Done` or revokes before returning); the job's fields are only read, apart from
+    // the atomic counter, and the rows of `C` each thread writes are disjoint.
+    unsafe impl Send for Slot {}
+
+    #[derive(Debug)]
+    struct Helper {
+        slot: Mutex<Slot>,
+        posted: Condvar,
+        done: Condvar,
+    }
+
+    struct Job<T> {
+        prob: Problem<T>,
+        isa: Isa,
+        panels: usize,
+        next: AtomicUsize,
+    }
+
+    fn lock(h: &Helper) -> MutexGuard<'_, Slot> {
+        h.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    unsafe fn noop(_: *const ()) {}
+
+    fn helper() -> &'static Helper {
+        static HELPER: OnceLock<&'static Helper> = OnceLock::new();
+        HELPER.get_or_init(|| {
+            let h: &'static Helper = Box::leak(Box::new(Helper {
+                slot: Mutex::new(Slot {
+                    status: Status::Idle,
+                    run: noop,
+                    data: std::ptr::null(),
+                }),
+                posted: Condvar::new(),
+                done: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("nn-core packed_matmul".into())
+                .spawn(move || helper_loop(h))
+                .expect("spawning the packed_matmul helper thread");
+            h
+        })
+    }
+
+    fn helper_loop(h: &'static Helper) {
+        loop {
+            let mut g = lock(h);
+            while g.status != Status::Posted {
+                g = h.posted.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            g.status = Status::Taken;
+            let (run, data) = (g.run, g.data);
+            drop(g);
+            // SAFETY: the job was posted by a caller that now waits for `Done` (it saw `Taken`),
+            // so `data` stays valid until we report.
+            unsafe { run(data) };
+            lock(h).status = Status::Done;
+            h.done.notify_all();
+        }
+    }
+
+    /// Claims chunks of panels until none is left.
+    ///
+    /// # Safety
+    /// `data` must point to a live `Job<T>` set up by [`run`].
+    unsafe fn work<T: Float>(data: *const ()) {
+        // SAFETY: from the caller.
+        let job = unsafe { &*(data as *const Job<T>) };
+        let chunk = chunk_panels(job.prob.n);
+        loop {
+            let p0 = job.next.fetch_add(chunk, Ordering::Relaxed);
+            if p0 >= job.panels {
+                return;
+            }
+            let p1 = (p0 + chunk).min(job.panels);
+            // SAFETY: each chunk is claimed by exactly one thread, so the rows of `C` it writes
+            // are written by no one else; the rest is as [`super::run_panels`] requires.
+            unsafe { run_panels(&job.prob, p0, p1, job.isa) };
+        }
+    }
+
+    /// Runs all `panels` of `prob`, sharing them with the helper thread when it is free.
+    ///
+    /// # Safety
+    /// As [`super::run_panels`] for the whole panel range.
+    pub(super) unsafe fn run<T: Float>(prob: &Problem<T>, panels: usize, isa: Isa) {
+        let job = Job {
+            prob: *prob,
+            isa,
+            panels,
+            next: AtomicUsize::new(0),
+        };
+        let data = &job as *const Job<T> as *const ();
+        let h = helper();
+        {
+            let mut g = lock(h);
+            if g.status != Status::Idle {
+                drop(g);
+                // SAFETY: from the caller.
+                unsafe { work::<T>(data) };
+                return;
+            }
+            *g = Slot {
+                status: Status::Posted,
+                run: work::<T>,
+                data,
+            };
+        }
+        h.posted.notify_one();
+        // SAFETY: `job` is live; from the caller.
+        unsafe { work::<T>(data) };
+        let mut g = lock(h);
+        if g.status == Status::Posted {
+            // The helper never took the job; all chunks are done.
+        } else {
+            while g.status != Status::Done {
+                g = h.done.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        *g = Slot {
+            status: Status::Idle,
+            run: noop,
+            data: std::ptr::null(),
+        };
+    }
+}
+
+/// Runs panels `p0..p1` of the product on the given kernel.
+///
+/// # Safety
+/// `prob` must describe valid storage as [`packed_matmul`] sets it up, with `p1` at most the
+/// number of panels; no other thread may write the same rows of `C` meanwhile.
+unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usize, isa: Isa) {
+    match isa {
+        // SAFETY: forwarded from the caller.
+        Isa::Generic => unsafe { drive::<T, false>(prob, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` is only chosen after run-time detection of avx2 and fma (or by tests
+        // that check it first); the rest is forwarded from the caller.
+        Isa::Avx2Fma => unsafe { drive_avx2_fma::<T>(prob, p0, p1) },
+    }
+}
+
+/// [`drive`] compiled with AVX2 and FMA enabled.
+///
+/// # Safety
+/// The CPU must support avx2 and fma; otherwise as [`run_panels`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn drive_avx2_fma<T: Float>(prob: &Problem<T>, p0: usize, p1: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { drive::<T, true>(prob, p0, p1) }
+}
+
+/// Picks the panel height for `T` (a const generic, so tile arrays have fixed sizes).
+///
+/// # Safety
+/// As [`run_panels`].
+#[inline(always)]
+unsafe fn drive<T: Float, const FMA: bool>(prob: &Problem<T>, p0: usize, p1: usize) {
+    // SAFETY: forwarded from the caller; the panel height matches `panel_rows::<T>()`.
+    unsafe {
+        match T::BYTES {
+            4 => drive_mr::<T, 16, FMA>(prob, p0, p1),
+            _ => drive_mr::<T, 8, FMA>(prob, p0, p1),
+        }
+    }
+}
+
+/// Width of the next column block when `rem` columns are left: blocks of 6, with the tail
+/// balanced so that no block narrower than 3 follows wide ones (7 = 3 + 4, 8 = 4 + 4, 9 = 5 + 4).
+#[inline(always)]
+fn block_width(rem: usize) -> usize {
+    if rem <= NR || rem >= NR + 4 {
+        rem.min(NR)
+    } else {
+        rem - 4
+    }
+}
+
+/// The loop over panels and column blocks, for panels `p0..p1`.
+///
+/// # Safety
+/// As [`run_panels`], and `MR` must be the packing's panel height.
+#[inline(always)]
+unsafe fn drive_mr<T: Float, const MR: usize, const FMA: bool>(
+    prob: &Problem<T>,
+    p0: usize,
+    p1: usize,
+) {
+    let k = prob.k;
+    let n = prob.n;
+    let panel_len = MR * k;
+    // SAFETY (whole body): each tile call gets a panel index below the panel count, a column
+    // block inside `0..n` and the number of valid rows of its panel(s), so every pointer formed
+    // stays inside the storages `prob` describes.
+    unsafe {
+        if n <= 3 {
+            // Matrix-vector-like: several panels at once, for enough independent accumulators.
+            let mut p = p0;
+            macro_rules! groups {
+                ($pm:literal, $nr:literal) => {{
+                    while p + $pm <= p1 {
+                        tile::<T, MR, $pm, $nr, FMA>(prob, p, 0, panel_len);
+                        p += $pm;
+                    }
+                    while p < p1 {
+                        tile::<T, MR, 1, $nr, FMA>(prob, p, 0, panel_len);
+                        p += 1;
+                    }
+                }};
+            }
+            match n {
+                1 => groups!(4, 1),
+                2 => groups!(3, 2),
+                _ => groups!(2, 3),
+            }
+            return;
+        }
+        for p in p0..p1 {
+            let mut j = 0;
+            while j < n {
+                let w = block_width(n - j);
+                match w {
+                    6 => tile::<T, MR, 1, 6, FMA>(prob, p, j, panel_len),
+                    5 => tile::<T, MR, 1, 5, FMA>(prob, p, j, panel_len),
+                    4 => tile::<T, MR, 1, 4, FMA>(prob, p, j, panel_len),
+                    3 => tile::<T, MR, 1, 3, FMA>(prob, p, j, panel_len),
+                    2 => tile::<T, MR, 1, 2, FMA>(prob, p, j, panel_len),
+                    _ => tile::<T, MR, 1, 1, FMA>(prob, p, j, panel_len),
+                }
+                j += w;
+            }
+        }
+    }
+}
+
+/// `acc + a·b`, fused or not.
+#[inline(always)]
+fn madd<T: Float, const FMA: bool>(a: T, b: T, acc: T) -> T {
+    if FMA { a.mul_add(b, acc) } else { acc + a * b }
+}
+
+/// One micro-tile: rows of panels `p .. p + PM` times columns `j0 .. j0 + NR` of `C`.
+///
+/// # Safety
+/// Panels `p .. p + PM` must exist and columns `j0 .. j0 + NR` must lie inside `0..n`; otherwise
+/// as [`run_panels`].
+#[inline(always)]
+unsafe fn tile<T: Float, const MR: usize, const PM: usize, const NR: usize, const FMA: bool>(
+    prob: &Problem<T>,
+    p: usize,
+    j0: usize,
+    panel_len: usize,
+) {
+    let k = prob.k;
+    let mut acc = [[[T::zero(); MR]; PM]; NR];
+    // SAFETY: panel `p` starts at `p · panel_len` in the packed buffer, and panels up to
+    // `p + PM` exist; column `j0 + j < n` of `B` starts at `(j0 + j) · csb`.
+    let a0 = unsafe { prob.a.add(p * panel_len) };
+    let b0 = unsafe { prob.b.offset(j0 as isize * prob.csb) };
+    let rsb = prob.rsb;
+    let csb = prob.csb;
+    for kk in 0..k {
+        let mut av = [[T::zero(); MR]; PM];
+        for q in 0..PM {
+            for i in 0..MR {
+                // SAFETY: `kk < k` and `i < MR`, so the index is inside panel `p + q`.
+                av[q][i] = unsafe { *a0.add(q * panel_len + kk * MR + i) };
+            }
+        }
+        for j in 0..NR {
+            // SAFETY: `kk < k` and `j0 + j < n`, an element of `B`.
+            let bv = unsafe { *b0.offset(kk as isize * rsb + j as isize * csb) };
+            for q in 0..PM {
+                for i in 0..MR {
+                    acc[j][q][i] = madd::<T, FMA>(av[q][i], bv, acc[j][q][i]);
+                }
+            }
+        }
+    }
+    let row0 = p * MR;
+    let rows = (PM * MR).min(prob.m - row0);
+    let add = prob.add;
+    // SAFETY: rows `row0 + r` with `r < rows` lie inside `0..m`, columns `j0 + j` inside `0..n`.
+    let c0 = unsafe {
+        prob.c
+            .offset(row0 as isize * prob.rsc + j0 as isize * prob.csc)
+    };
+    let (rsc, csc) = (prob.rsc, prob.csc);
+    // Only constant indices into `acc` (after unrolling `j` and `q`), so that it stays in
+    // registers during the k loop; a row of it is copied out before any variable indexing.
+    if rows == PM * MR && rsc == 1 {
+        for j in 0..NR {
+            for q in 0..PM {
+                let v = acc[j][q];
+                // SAFETY: rows `row0 + q·MR .. + MR` and column `j0 + j` lie inside `C`, whose
+                // rows are contiguous (`rsc == 1`).
+                let dst = unsafe { c0.offset((q * MR) as isize + j as isize * csc) };
+                for i in 0..MR {
+                    // SAFETY: as above; `c` is not read when replacing.
+                    unsafe { *dst.add(i) = if add { *dst.add(i) + v[i] } else { v[i] } };
+                }
+            }
+        }
+    } else {
+        for j in 0..NR {
+            for q in 0..PM {
+                let v = acc[j][q];
+                let lim = rows.saturating_sub(q * MR).min(MR);
+                for i in 0..lim {
+                    // SAFETY: row `row0 + q·MR + i < m`, column `j0 + j < n`; `c` is not read
+                    // when replacing.
+                    unsafe {
+                        let dst = c0.offset((q * MR + i) as isize * rsc + j as isize * csc);
+                        *dst = if add { *dst + v[i] } else { v[i] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::gemm_naive;
+    use nalgebra::DMatrix;
+
+    fn rand_mat<T: Float>(r: usize, c: usize, seed: u64) -> DMatrix<T> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        DMatrix::from_fn(r, c, |_, _| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            T::cast(((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5)
+        })
+    }
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Generic];
+        if best_isa() != Isa::Generic {
+            v.push(best_isa());
+        }
+        v
+    }
+
+    fn tol<T: Float>(k: usize) -> f64 {
+        (k as f64 + 1.0) * if T::BYTES == 4 { 1e-6 } else { 1e-15 }
+    }
+
+    /// `op(A)` from `a` stored as given (`a` is `op(A)ᵀ` when `trans` is `Yes`).
+    fn a_for<T: Float>(m: usize, k: usize, trans: Trans, seed: u64) -> DMatrix<T> {
+        match trans {
+            Trans::No => rand_mat(m, k, seed),
+            Trans::Yes => rand_mat(k, m, seed),
+        }
+    }
+
+    fn check_all_sizes<T: Float>() {
+        let mut packed = PackedMatrix::<T>::new();
+        for isa in isas() {
+            for trans in [Trans::No, Trans::Yes] {
+                for m in [0, 1, 5, 8, 16, 17, 33, 70] {
+                    for k in [0, 1, 3, 17] {
+                        let a = a_for::<T>(m, k, trans, (m * 31 + k) as u64);
+                        packed.pack(&a, trans);
+                        assert_eq!((packed.rows(), packed.cols()), (m, k));
+                        for n in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13] {
+                            let b = rand_mat::<T>(k, n, 7 + n as u64);
+                            let c0 = rand_mat::<T>(m, n, 11);
+                            for accum in [Accum::Replace, Accum::Add] {
+                                let beta = if accum == Accum::Add {
+                                    T::one()
+                                } else {
+                                    T::zero()
+                                };
+                                let mut want = c0.clone();
+                                gemm_naive(T::one(), &a, trans, &b, Trans::No, beta, &mut want);
+                                let mut got = match accum {
+                                    Accum::Add => c0.clone(),
+                                    Accum::Replace => {
+                                        DMatrix::from_element(m, n, T::cast(f64::NAN))
+                                    }
+                                };
+                                packed_matmul_with(&mut got, accum, &packed, &b, isa, true);
+                                let err = (got - want).amax().as_f64();
+                                assert!(
+                                    err <= tol::<T>(k),
+                                    "{isa:?} {trans:?} {accum:?} m={m} k={k} n={n}: err {err}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_matches_naive_on_all_edge_sizes() {
+        check_all_sizes::<f32>();
+    }
+
+    #[test]
+    fn f64_matches_naive_on_all_edge_sizes() {
+        check_all_sizes::<f64>();
+    }
+
+    #[test]
+    fn column_views_and_replace_ignores_nan() {
+        let (m, k, n) = (19, 9, 7);
+        for isa in isas() {
+            for trans in [Trans::No, Trans::Yes] {
+                let a = a_for::<f64>(m, k, trans, 3);
+                let mut packed = PackedMatrix::new();
+                packed.pack(&a.columns(0, a.ncols()), trans);
+                let x = rand_mat::<f64>(k, 20, 4);
+                let mut y = DMatrix::from_element(m, 20, f64::NAN);
+                packed_matmul_with(
+                    &mut y.columns_mut(5, n),
+                    Accum::Replace,
+                    &packed,
+                    &x.columns(3, n),
+                    isa,
+                    true,
+                );
+                let b = x.columns(3, n).into_owned();
+                let mut want = DMatrix::zeros(m, n);
+                gemm_naive(1.0, &a, trans, &b, Trans::No, 0.0, &mut want);
+                assert!((y.columns(5, n) - &want).amax() < 1e-13);
+                assert!(y.columns(0, 5).iter().all(|v| v.is_nan()));
+                assert!(y.columns(5 + n, 20 - 5 - n).iter().all(|v| v.is_nan()));
+                // Accumulate a second time into the same view.
+                packed_matmul_with(
+                    &mut y.columns_mut(5, n),
+                    Accum::Add,
+                    &packed,
+                    &x.columns(3, n),
+                    isa,
+                    true,
+                );
+                assert!((y.columns(5, n) - &want * 2.0).amax() < 1e-13);
+            }
+        }
+    }
+
+    #[test]
+    fn general_strides_of_b_and_c() {
+        // B with row stride 2 (every other row of x), C with row stride 3.
+        let (m, k, n) = (21, 6, 5);
+        for isa in isas() {
+            let a = rand_mat::<f32>(m, k, 5);
+            let mut packed = PackedMatrix::new();
+            packed.pack(&a, Trans::No);
+            let x = rand_mat::<f32>(2 * k, n + 1, 6);
+            let bview = x.view_with_steps((1, 1), (k, n), (1, 0));
+            let b = bview.into_owned();
+            let c0 = rand_mat::<f32>(3 * m, n, 8);
+            let mut want = c0.view_with_steps((0, 0), (m, n), (2, 0)).into_owned();
+            gemm_naive(1.0, &a, Trans::No, &b, Trans::No, 1.0, &mut want);
+            let mut c = c0.clone();
+            packed_matmul_with(
+                &mut c.view_with_steps_mut((0, 0), (m, n), (2, 0)),
+                Accum::Add,
+                &packed,
+                &bview,
+                isa,
+                true,
+            );
+            assert!((c.view_with_steps((0, 0), (m, n), (2, 0)) - want).amax() < 1e-5);
+            // Rows not in the view are untouched.
+            assert_eq!(c.row(1), c0.row(1));
+            // A transposed B (k x n view of an n x k matrix's transpose layout).
+            let bt = rand_mat::<f32>(n, k, 9);
+            let btv = bt.transpose();
+            let mut got = DMatrix::zeros(m, n);
+            let view = nalgebra::DMatrixView::from_slice_with_strides_generic(
+                bt.as_slice(),
+                nalgebra::Dyn(k),
+                nalgebra::Dyn(n),
+                nalgebra::Dyn(n),
+                nalgebra::Dyn(1),
+            );
+            packed_matmul_with(&mut got, Accum::Replace, &packed, &view, isa, true);
+            assert!((got - &a * btv).amax() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn columns_do_not_depend_on_batch_width_or_threads() {
+        let (m, k) = (37, 29);
+        let a = rand_mat::<f32>(m, k, 12);
+        let mut packed = PackedMatrix::new();
+        packed.pack(&a, Trans::No);
+        let b = rand_mat::<f32>(k, 13, 13);
+        for isa in isas() {
+            let mut full = DMatrix::zeros(m, 13);
+            packed_matmul_with(&mut full, Accum::Replace, &packed, &b, isa, true);
+            for j in 0..13 {
+                for w in 1..=(13 - j).min(4) {
+                    let mut part = DMatrix::zeros(m, w);
+                    packed_matmul_with(
+                        &mut part,
+                        Accum::Replace,
+                        &packed,
+                        &b.columns(j, w),
+                        isa,
+                        false,
+                    );
+                    assert_eq!(part, full.columns(j, w), "isa {isa:?} j {j} w {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn threaded_products_are_bit_identical_to_single_thread() {
+        // Just above the threshold; repeated so that the helper both takes and misses jobs.
+        for (m, k, n) in [(257, 128, 64), (1030, 512, 4)] {
+            assert!(m * k * n >= PARALLEL_MIN_MACS);
+            let a = rand_mat::<f32>(k, m, 21);
+            let mut packed = PackedMatrix::new();
+            packed.pack(&a, Trans::Yes);
+            let b = rand_mat::<f32>(k, n + 2, 22);
+            let b = b.columns(1, n);
+            let mut want = DMatrix::zeros(m, n);
+            packed_matmul(&mut want, Accum::Replace, &packed, &b);
+            let mut naive = DMatrix::zeros(m, n);
+            gemm_naive(
+                1.0,
+                &a,
+                Trans::Yes,
+                &b.into_owned(),
+                Trans::No,
+                0.0,
+                &mut naive,
+            );
+            assert!((&want - naive).amax() < 1e-4);
+            for _ in 0..10 {
+                let mut got = DMatrix::from_element(m, n, f32::NAN);
+                packed_matmul_threaded(&mut got, Accum::Replace, &packed, &b);
+                assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn repacking_reuses_the_buffer() {
+        let mut packed = PackedMatrix::<f64>::new();
+        assert_eq!((packed.rows(), packed.cols()), (0, 0));
+        let big = rand_mat::<f64>(40, 30, 1);
+        packed.pack(&big, Trans::No);
+        let cap = packed.buf.capacity();
+        let small = rand_mat::<f64>(9, 5, 2);
+        packed.pack(&small, Trans::Yes);
+        assert_eq!(packed.buf.capacity(), cap);
+        assert_eq!((packed.rows(), packed.cols()), (5, 9));
+        let b = rand_mat::<f64>(9, 3, 3);
+        let mut c = DMatrix::zeros(5, 3);
+        packed_matmul(&mut c, Accum::Replace, &packed, &b);
+        assert!((c - small.transpose() * b).amax() < 1e-14);
+    }
+
+    #[test]
+    #[should_panic(expected = "packed_matmul: (4x3) * (2x1) into (4x1)")]
+    fn shape_mismatch_panics() {
+        let mut packed = PackedMatrix::<f32>::new();
+        packed.pack(&DMatrix::<f32>::zeros(4, 3), Trans::No);
+        let mut c = DMatrix::zeros(4, 1);
+        packed_matmul(&mut c, Accum::Add, &packed, &DMatrix::zeros(2, 1));
+    }
+}

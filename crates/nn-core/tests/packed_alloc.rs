@@ -1,0 +1,98 @@
+//! `packed_matmul` allocates nothing once the weight is packed: a counting global allocator
+//! watches a recurrent-style time loop. (One test in this file, so no other test thread
+//! allocates while counting.)
+
+use nalgebra::DMatrix;
+use nn_core::{Accum, PackedMatrix, Trans, packed_matmul, packed_matmul_threaded};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded from the caller.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn time_loop_makes_no_allocation_after_packing() {
+    for (h, batches) in [(24, &[1usize, 3, 8, 13][..]), (128, &[1, 32][..])] {
+        time_loop(h, batches);
+    }
+}
+
+/// An LSTM-like loop (`4·h x h` weight), forward with `packed_matmul` and backward with
+/// `packed_matmul_threaded`; the last case is large enough to share work with the helper thread.
+fn time_loop(h: usize, batches: &[usize]) {
+    let (g, t_steps) = (4, 5);
+    let w_hh = DMatrix::<f32>::from_fn(g * h, h, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.01);
+    let mut gates = DMatrix::<f32>::zeros(g * h, 0);
+    let mut hs = DMatrix::<f32>::zeros(h, 0);
+    let mut fwd = PackedMatrix::new();
+    let mut bwd = PackedMatrix::new();
+    for &batch in batches {
+        gates.resize_mut(g * h, t_steps * batch, 0.0);
+        hs.resize_mut(h, (t_steps + 1) * batch, 0.5);
+        fwd.pack(&w_hh, Trans::No);
+        bwd.pack(&w_hh, Trans::Yes);
+        // Warm-up: anything lazily set up on a first call (CPU detection, the helper thread).
+        packed_matmul_threaded(
+            &mut gates.columns_mut(0, batch),
+            Accum::Add,
+            &fwd,
+            &hs.columns(0, batch),
+        );
+
+        let before = ALLOCS.load(Ordering::SeqCst);
+        for t in 0..t_steps {
+            let cols = t * batch..(t + 1) * batch;
+            packed_matmul(
+                &mut gates.columns_mut(cols.start, batch),
+                Accum::Add,
+                &fwd,
+                &hs.columns(cols.start, batch),
+            );
+        }
+        for t in (0..t_steps).rev() {
+            let (dh, dg) = (&mut hs, &gates);
+            packed_matmul_threaded(
+                &mut dh.columns_mut((t + 1) * batch, batch),
+                Accum::Replace,
+                &bwd,
+                &dg.columns(t * batch, batch),
+            );
+        }
+        // Re-packing the same shape reuses the buffer.
+        fwd.pack(&w_hh, Trans::No);
+        let after = ALLOCS.load(Ordering::SeqCst);
+        assert_eq!(
+            after - before,
+            0,
+            "h {h} batch {batch}: {} allocations",
+            after - before
+        );
+    }
+}
