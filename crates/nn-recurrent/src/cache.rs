@@ -4,14 +4,14 @@
 //! sequence, so the hidden states are stored once, in the output), and for layers below the top
 //! the gradient arriving at that output from the layer above. Per layer-direction
 //! ([`DirectionCache`]): the gates, the GRU's hidden-side gates, the LSTM's cell sequence and its
-//! `tanh`, the gradient buffers of backward, and `W_hhᵀ`.
+//! `tanh`, the gradient buffers of backward, and `W_hh` packed for the step products.
 //!
 //! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
 //! backward reuse every buffer and allocate nothing.
 
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::Float;
+use nn_core::{Float, PackedMatrix};
 
 /// Buffers of one layer-direction (`G` gate blocks, `T` steps, `B` sequences).
 #[derive(Debug)]
@@ -30,8 +30,9 @@ pub(crate) struct DirectionCache<T: Float> {
     pub d_gates: DMatrix<T>,
     /// GRU only `(3H, T*B)`: gradient of the hidden-side gates (`dW_hh`, `db_hh`, `dh_{t-1}`).
     pub d_hidden_gates: DMatrix<T>,
-    /// `(H, G*H)`: `W_hhᵀ`, copied once per backward so the per-step product is a plain one.
-    pub w_hh_t: DMatrix<T>,
+    /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
+    /// backward. Packed once per pass, so each step's product allocates nothing.
+    pub packed_hh: PackedMatrix<T>,
 }
 
 impl<T: Float> DirectionCache<T> {
@@ -53,7 +54,7 @@ impl<T: Float> DirectionCache<T> {
             tanh_cells: sized(lstm, hidden),
             d_gates: DMatrix::zeros(rows, cols),
             d_hidden_gates: sized(gru, rows),
-            w_hh_t: DMatrix::zeros(hidden, rows),
+            packed_hh: PackedMatrix::new(),
         }
     }
 }

@@ -24,7 +24,10 @@ use crate::cell::{fold_bias, gru, lstm, rnn};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
-use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape, matmul};
+use nn_core::{
+    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape, matmul,
+    packed_matmul,
+};
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
 ///
@@ -104,18 +107,17 @@ impl Dims {
     }
 }
 
-/// `out (=|+=) w · h` for one time step: `W_hh · h_{t-1}` in forward, `W_hhᵀ · dG_t` in backward
-/// (with `W_hhᵀ` stored). This is the only product inside the time loops; it is one function so
-/// that an allocation-free packed kernel can replace `matmul` (which allocates a packing buffer on
-/// every call) in one place.
+/// `out (=|+=) w · h` for one time step: `W_hh · h_{t-1}` in forward, `W_hhᵀ · dG_t` in backward.
+/// This is the only product inside the time loops. `w` was packed once before the loop
+/// ([`PackedMatrix`]), so the step allocates nothing and skips matrixmultiply's per-call repacking.
 #[inline]
 pub(crate) fn step_product<T: Float>(
     out: &mut DMatrixViewMut<'_, T>,
     accum: Accum,
-    w: &DMatrix<T>,
+    w: &PackedMatrix<T>,
     h: &DMatrixView<'_, T>,
 ) {
-    matmul(out, accum, w, Trans::No, h, Trans::No);
+    packed_matmul(out, accum, w, h);
 }
 
 /// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]).
@@ -538,9 +540,11 @@ fn forward_direction<T: Float>(
         hidden_gates,
         cells,
         tanh_cells,
+        packed_hh,
         ..
     } = dc;
     project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch));
+    packed_hh.pack(&w.weight_hh.value, Trans::No);
     let h0 = slot_slice(Some(&initial.h), slot, dims);
     let c0 = slot_slice(initial.c.as_ref(), slot, dims);
     let b_hn = &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..];
@@ -552,18 +556,17 @@ fn forward_direction<T: Float>(
                 Some(tp) => out.view((r0, tp * batch), (h, batch)),
                 None => initial.h.columns(slot * batch, batch),
             };
-            let w_hh = &w.weight_hh.value;
             match cell {
                 CellKind::Gru => step_product(
                     &mut hidden_gates.columns_mut(t * batch, batch),
                     Accum::Replace,
-                    w_hh,
+                    packed_hh,
                     &h_prev,
                 ),
                 _ => step_product(
                     &mut gates.columns_mut(t * batch, batch),
                     Accum::Add,
-                    w_hh,
+                    packed_hh,
                     &h_prev,
                 ),
             }
@@ -635,14 +638,9 @@ fn backward_direction<T: Float>(
         tanh_cells,
         d_gates,
         d_hidden_gates,
-        w_hh_t,
+        packed_hh,
     } = dc;
-    let w_hh = &w.weight_hh.value;
-    for j in 0..gh {
-        for i in 0..h {
-            w_hh_t[(i, j)] = w_hh[(j, i)];
-        }
-    }
+    packed_hh.pack(&w.weight_hh.value, Trans::Yes);
     let h0 = slot_slice(Some(&initial.h), slot, dims);
     let c0 = slot_slice(initial.c.as_ref(), slot, dims);
     let (out_data, dy_data) = (out.as_slice(), dy.as_slice());
@@ -705,7 +703,7 @@ fn backward_direction<T: Float>(
         step_product(
             &mut dh_m.columns_mut(slot * batch, batch),
             accum,
-            w_hh_t,
+            packed_hh,
             &d_hidden.columns(t * batch, batch),
         );
     }

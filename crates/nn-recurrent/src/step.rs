@@ -9,7 +9,7 @@ use crate::cell::{gru, lstm, rnn};
 use crate::layer::{project_input, step_product};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{Accum, Error, Float, Result, Shape, check_finite, check_shape};
+use nn_core::{Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape};
 
 /// Buffers for [`Recurrent::step`], sized on first use (and again when `B` or the layer changes).
 #[derive(Debug)]
@@ -23,6 +23,9 @@ pub struct StepScratch<T: Float> {
     tanh_c: DMatrix<T>,
     /// `(H, B)`: the new `h` of the layer being stepped; the top layer's after the step.
     h: DMatrix<T>,
+    /// The stepped layer's `W_hh`, packed for the product (re-packed each step: the weights may
+    /// have changed between calls).
+    packed_hh: PackedMatrix<T>,
 }
 
 impl<T: Float> Default for StepScratch<T> {
@@ -40,6 +43,7 @@ impl<T: Float> StepScratch<T> {
             c: DMatrix::zeros(0, 0),
             tanh_c: DMatrix::zeros(0, 0),
             h: DMatrix::zeros(0, 0),
+            packed_hh: PackedMatrix::new(),
         }
     }
 
@@ -124,6 +128,7 @@ impl<T: Float> Recurrent<T> {
             c: c_new,
             tanh_c,
             h: h_new,
+            packed_hh,
         } = scratch;
         let gh = cell.gate_count() * h;
         let span = |l: usize| l * batch * h..(l + 1) * batch * h;
@@ -136,15 +141,20 @@ impl<T: Float> Recurrent<T> {
                 };
                 project_input(cell, w, &input, &mut gates.columns_mut(0, batch));
                 let h_prev = state.h.columns(l * batch, batch);
-                let w_hh = &w.weight_hh.value;
+                packed_hh.pack(&w.weight_hh.value, Trans::No);
                 match cell {
                     CellKind::Gru => step_product(
                         &mut hidden_gates.columns_mut(0, batch),
                         Accum::Replace,
-                        w_hh,
+                        packed_hh,
                         &h_prev,
                     ),
-                    _ => step_product(&mut gates.columns_mut(0, batch), Accum::Add, w_hh, &h_prev),
+                    _ => step_product(
+                        &mut gates.columns_mut(0, batch),
+                        Accum::Add,
+                        packed_hh,
+                        &h_prev,
+                    ),
                 }
             }
             let h_prev = &state.h.as_slice()[span(l)];
