@@ -15,7 +15,7 @@
 //! `dgx_r = dgh_r = dr·r(1-r)`, `dgx_z = dgh_z = dz·z(1-z)`.
 
 use nn_core::Float;
-use nn_core::activation::sigmoid;
+use nn_core::activation::{sigmoid, tanh};
 
 /// `gates` (`3H`) holds the input side `gx` (with `b_hr`, `b_hz` folded in) and becomes `r, z, n`;
 /// `hidden` (`3H`) holds `W_hh h_prev` and its `n` block gets `+ b_hn`; writes `h` (`H`).
@@ -37,7 +37,7 @@ pub(crate) fn forward<T: Float>(
         r[j] = sigmoid(r[j] + hr[j]);
         z[j] = sigmoid(z[j] + hz[j]);
         hn[j] += b_hn[j];
-        nn[j] = (nn[j] + r[j] * hn[j]).tanh();
+        nn[j] = tanh(nn[j] + r[j] * hn[j]);
         h[j] = (T::one() - z[j]) * nn[j] + z[j] * h_prev[j];
     }
 }

@@ -12,7 +12,7 @@
 //! `da_i = di·i(1-i)`, `da_f = df·f(1-f)`, `da_g = dg·(1-g²)`, `da_o = do·o(1-o)`.
 
 use nn_core::Float;
-use nn_core::activation::sigmoid;
+use nn_core::activation::{sigmoid, tanh};
 
 /// Turns the pre-activations in `gates` (`4H`) into `i, f, g, o` in place and computes `c`,
 /// `tanh(c)` and `h` (each `H`) from `c_prev`.
@@ -32,10 +32,10 @@ pub(crate) fn forward<T: Float>(
     for j in 0..n {
         i[j] = sigmoid(i[j]);
         f[j] = sigmoid(f[j]);
-        g[j] = g[j].tanh();
+        g[j] = tanh(g[j]);
         o[j] = sigmoid(o[j]);
         c[j] = f[j] * c_prev[j] + i[j] * g[j];
-        tanh_c[j] = c[j].tanh();
+        tanh_c[j] = tanh(c[j]);
         h[j] = o[j] * tanh_c[j];
     }
 }

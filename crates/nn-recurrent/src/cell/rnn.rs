@@ -13,7 +13,7 @@ pub(crate) fn forward<T: Float>(act: Nonlinearity, pre: &[T], h: &mut [T]) {
     match act {
         Nonlinearity::Tanh => {
             for (h, &a) in h.iter_mut().zip(pre) {
-                *h = a.tanh();
+                *h = nn_core::activation::tanh(a);
             }
         }
         Nonlinearity::Relu => {
