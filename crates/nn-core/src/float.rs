@@ -169,7 +169,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     (p * r * r + r + 1.0) * scale
 }
 
@@ -188,6 +188,12 @@ pub fn tanh_f32(x: f32) -> f32 {
     let small = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))));
     let large = 1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0);
     if x2 < 0.015_625 { small } else { large }
+}
+
+/// Converts an `f64` constant into `T`; shorthand used throughout the crates.
+#[inline(always)]
+pub fn lit<T: Float>(x: f64) -> T {
+    T::cast(x)
 }
 
 #[cfg(test)]
@@ -221,10 +227,4 @@ mod tests {
         assert_eq!((tanh_f32(50.0), tanh_f32(-50.0)), (1.0, -1.0));
         assert_eq!(tanh_f32(0.0), 0.0);
     }
-}
-
-/// Converts an `f64` constant into `T`; shorthand used throughout the crates.
-#[inline(always)]
-pub fn lit<T: Float>(x: f64) -> T {
-    T::cast(x)
 }
