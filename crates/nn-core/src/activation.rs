@@ -45,7 +45,10 @@ pub fn sigmoid<T: Float>(x: T) -> T {
 
 /// Softmax of one column in place: subtract the max, exponentiate, normalize.
 pub fn softmax_in_place<T: Float>(col: &mut [T]) {
-    let max = col.iter().copied().fold(T::min_value().unwrap(), |a, b| a.max(b));
+    let max = col
+        .iter()
+        .copied()
+        .fold(T::min_value().unwrap(), |a, b| a.max(b));
     let mut sum = T::zero();
     for v in col.iter_mut() {
         *v = (*v - max).exp();
@@ -166,8 +169,12 @@ mod tests {
     #[test]
     fn every_backward_passes_the_gradient_check() {
         let mut rng = Rng::seed_from(9);
-        let x = Init::Normal { std: 1.5 }.matrix::<f64>(4, 3, &mut rng).unwrap();
-        let probe = Init::Normal { std: 1.0 }.matrix::<f64>(4, 3, &mut rng).unwrap();
+        let x = Init::Normal { std: 1.5 }
+            .matrix::<f64>(4, 3, &mut rng)
+            .unwrap();
+        let probe = Init::Normal { std: 1.0 }
+            .matrix::<f64>(4, 3, &mut rng)
+            .unwrap();
         for act in [
             Activation::Identity,
             Activation::Relu,
@@ -200,8 +207,16 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let y = DMatrix::<f32>::zeros(2, 2);
-        assert!(Activation::Tanh.backward(&y, &DMatrix::zeros(2, 3)).is_err());
+        assert!(
+            Activation::Tanh
+                .backward(&y, &DMatrix::zeros(2, 3))
+                .is_err()
+        );
         assert!(Activation::LeakyRelu { slope: -1.0 }.forward(&y).is_err());
-        assert!(Activation::Softmax.forward(&DMatrix::<f32>::zeros(0, 2)).is_err());
+        assert!(
+            Activation::Softmax
+                .forward(&DMatrix::<f32>::zeros(0, 2))
+                .is_err()
+        );
     }
 }

@@ -8,8 +8,8 @@
 //! Parameter names: `weight`, `bias`.
 
 use crate::{
-    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite,
-    check_shape, matmul,
+    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite, check_shape,
+    matmul,
 };
 use nalgebra::DMatrix;
 
@@ -89,7 +89,14 @@ impl<T: Float> Dense<T> {
         self.check_input(x)?;
         check_shape("Dense output", y, Shape(self.output_size(), x.ncols()))?;
         check_finite("Dense input", x)?;
-        matmul(y, Accum::Replace, &self.weight.value, Trans::No, x, Trans::No);
+        matmul(
+            y,
+            Accum::Replace,
+            &self.weight.value,
+            Trans::No,
+            x,
+            Trans::No,
+        );
         let b = self.bias.value.as_slice();
         for mut col in y.column_iter_mut() {
             for (v, &bi) in col.iter_mut().zip(b) {
@@ -114,11 +121,22 @@ impl<T: Float> Dense<T> {
         dx: Option<&mut DMatrix<T>>,
     ) -> Result<()> {
         self.check_input(x)?;
-        check_shape("Dense backward dy", dy, Shape(self.output_size(), x.ncols()))?;
+        check_shape(
+            "Dense backward dy",
+            dy,
+            Shape(self.output_size(), x.ncols()),
+        )?;
         if let Some(dx) = &dx {
             check_shape("Dense backward dx", *dx, Shape::from(x))?;
         }
-        matmul(&mut self.weight.grad, Accum::Add, dy, Trans::No, x, Trans::Yes);
+        matmul(
+            &mut self.weight.grad,
+            Accum::Add,
+            dy,
+            Trans::No,
+            x,
+            Trans::Yes,
+        );
         let db = self.bias.grad.as_mut_slice();
         for col in dy.column_iter() {
             for (g, &d) in db.iter_mut().zip(col.iter()) {
@@ -126,7 +144,14 @@ impl<T: Float> Dense<T> {
             }
         }
         if let Some(dx) = dx {
-            matmul(dx, Accum::Replace, &self.weight.value, Trans::Yes, dy, Trans::No);
+            matmul(
+                dx,
+                Accum::Replace,
+                &self.weight.value,
+                Trans::Yes,
+                dy,
+                Trans::No,
+            );
         }
         Ok(())
     }
@@ -152,8 +177,12 @@ mod tests {
     fn gradient_check_weights_bias_and_input() {
         let mut rng = Rng::seed_from(4);
         let mut dense = Dense::<f64>::new(5, 3, &mut rng).unwrap();
-        let x = Init::Normal { std: 1.0 }.matrix::<f64>(5, 4, &mut rng).unwrap();
-        let probe = Init::Normal { std: 1.0 }.matrix::<f64>(3, 4, &mut rng).unwrap();
+        let x = Init::Normal { std: 1.0 }
+            .matrix::<f64>(5, 4, &mut rng)
+            .unwrap();
+        let probe = Init::Normal { std: 1.0 }
+            .matrix::<f64>(3, 4, &mut rng)
+            .unwrap();
         // L = Σ y ⊙ probe, so dy = probe.
         let report = gradcheck::check_params(&mut dense, |d| {
             let y = d.forward(&x)?;
@@ -189,7 +218,11 @@ mod tests {
             dense.forward(&x),
             Err(Error::NonFinite { index: 4, .. })
         ));
-        assert!(dense.backward(&DMatrix::zeros(3, 2), &DMatrix::zeros(2, 3)).is_err());
+        assert!(
+            dense
+                .backward(&DMatrix::zeros(3, 2), &DMatrix::zeros(2, 3))
+                .is_err()
+        );
         assert!(Dense::<f32>::new(0, 2, &mut rng).is_err());
     }
 }

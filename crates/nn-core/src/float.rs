@@ -111,7 +111,9 @@ macro_rules! impl_float {
             ) {
                 // SAFETY: forwarded from the caller's contract.
                 unsafe {
-                    matrixmultiply::$gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+                    matrixmultiply::$gemm(
+                        m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+                    )
                 }
             }
         }

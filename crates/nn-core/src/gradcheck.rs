@@ -111,7 +111,12 @@ pub fn check_input(
         xp.as_mut_slice()[k] = orig - EPS;
         let minus = f(&xp)?;
         xp.as_mut_slice()[k] = orig;
-        report.add("input", k, analytic.as_slice()[k], (plus - minus) / (2.0 * EPS));
+        report.add(
+            "input",
+            k,
+            analytic.as_slice()[k],
+            (plus - minus) / (2.0 * EPS),
+        );
     }
     Ok(report)
 }

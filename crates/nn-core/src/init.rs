@@ -170,9 +170,13 @@ mod tests {
     #[test]
     fn orthogonal_is_orthogonal_both_ways() {
         let mut rng = Rng::seed_from(2);
-        let tall = Init::Orthogonal { gain: 1.0 }.matrix::<f64>(6, 4, &mut rng).unwrap();
+        let tall = Init::Orthogonal { gain: 1.0 }
+            .matrix::<f64>(6, 4, &mut rng)
+            .unwrap();
         assert!((tall.transpose() * &tall - DMatrix::identity(4, 4)).amax() < 1e-12);
-        let wide = Init::Orthogonal { gain: 2.0 }.matrix::<f64>(3, 5, &mut rng).unwrap();
+        let wide = Init::Orthogonal { gain: 2.0 }
+            .matrix::<f64>(3, 5, &mut rng)
+            .unwrap();
         assert!((&wide * wide.transpose() - DMatrix::identity(3, 3) * 4.0).amax() < 1e-12);
     }
 }

@@ -46,3 +46,8 @@ pub use rng::Rng;
 
 /// Re-exported so users need not pin the same nalgebra version themselves.
 pub use nalgebra;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -23,7 +23,10 @@ fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) 
         return Err(Error::Empty { op, what: "batch" });
     }
     if classes == 0 {
-        return Err(Error::Empty { op, what: "classes" });
+        return Err(Error::Empty {
+            op,
+            what: "classes",
+        });
     }
     if targets.len() != n {
         return Err(Error::LengthMismatch {
@@ -64,7 +67,11 @@ pub fn softmax_cross_entropy_to<T: Float>(
     d_logits: &mut DMatrix<T>,
 ) -> Result<T> {
     check_classes("softmax_cross_entropy", logits, targets)?;
-    check_shape("softmax_cross_entropy d_logits", d_logits, Shape::from(logits))?;
+    check_shape(
+        "softmax_cross_entropy d_logits",
+        d_logits,
+        Shape::from(logits),
+    )?;
     let c = logits.nrows();
     let inv_n = T::one() / T::cast(targets.len() as f64);
     let mut total = T::zero();
@@ -114,7 +121,7 @@ fn check_probs<T: Float>(op: &'static str, p: &DMatrix<T>, targets: &[usize]) ->
     let c = p.nrows();
     for (n, &t) in targets.iter().enumerate() {
         let v = p[(t, n)];
-        if !(v > T::zero()) {
+        if v.partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
             return Err(Error::NonFinite {
                 op,
                 index: n * c + t,
@@ -189,9 +196,12 @@ pub fn mse_backward<T: Float>(
 /// Mean binary cross-entropy of logits against targets in `[0, 1]`, computed stably.
 pub fn bce_with_logits<T: Float>(logits: &DMatrix<T>, target: &DMatrix<T>) -> Result<T> {
     check_pair("bce_with_logits", logits, target)?;
-    let s = logits.iter().zip(target.iter()).fold(T::zero(), |s, (&z, &t)| {
-        s + z.max(T::zero()) - z * t + (T::one() + (-z.abs()).exp()).ln()
-    });
+    let s = logits
+        .iter()
+        .zip(target.iter())
+        .fold(T::zero(), |s, (&z, &t)| {
+            s + z.max(T::zero()) - z * t + (T::one() + (-z.abs()).exp()).ln()
+        });
     Ok(s / T::cast(logits.len() as f64))
 }
 
@@ -217,12 +227,22 @@ mod tests {
 
     fn setup() -> (DMatrix<f64>, Vec<usize>, DMatrix<f64>) {
         let mut rng = Rng::seed_from(5);
-        let z = Init::Normal { std: 2.0 }.matrix::<f64>(4, 3, &mut rng).unwrap();
-        let t = Init::Uniform { bound: 1.0 }.matrix::<f64>(4, 3, &mut rng).unwrap().map(|v| v.abs());
+        let z = Init::Normal { std: 2.0 }
+            .matrix::<f64>(4, 3, &mut rng)
+            .unwrap();
+        let t = Init::Uniform { bound: 1.0 }
+            .matrix::<f64>(4, 3, &mut rng)
+            .unwrap()
+            .map(|v| v.abs());
         (z, vec![2, 0, 3], t)
     }
 
-    fn assert_check(name: &str, x: &DMatrix<f64>, dx: &DMatrix<f64>, f: impl FnMut(&DMatrix<f64>) -> Result<f64>) {
+    fn assert_check(
+        name: &str,
+        x: &DMatrix<f64>,
+        dx: &DMatrix<f64>,
+        f: impl FnMut(&DMatrix<f64>) -> Result<f64>,
+    ) {
         let r = gradcheck::check_input(x, dx, f).unwrap();
         assert!(r.max_rel_error <= 1e-6, "{name}: {r:?}");
     }
@@ -253,7 +273,14 @@ mod tests {
         // bce at z = 0: ln 2 whatever the target.
         let t = DMatrix::from_column_slice(1, 1, &[1.0]);
         assert!((bce_with_logits(&DMatrix::zeros(1, 1), &t).unwrap() - 2f64.ln()).abs() < 1e-15);
-        assert_eq!(mse(&DMatrix::from_element(1, 2, 3.0), &DMatrix::from_element(1, 2, 1.0)).unwrap(), 4.0);
+        assert_eq!(
+            mse(
+                &DMatrix::from_element(1, 2, 3.0),
+                &DMatrix::from_element(1, 2, 1.0)
+            )
+            .unwrap(),
+            4.0
+        );
     }
 
     #[test]
@@ -261,17 +288,31 @@ mod tests {
         let (z, _, t) = setup();
         assert!(matches!(
             softmax_cross_entropy(&z, &[0, 4, 1]),
-            Err(Error::TargetOutOfRange { index: 1, target: 4, classes: 4, .. })
+            Err(Error::TargetOutOfRange {
+                index: 1,
+                target: 4,
+                classes: 4,
+                ..
+            })
         ));
-        assert!(matches!(softmax_cross_entropy(&z, &[0]), Err(Error::LengthMismatch { .. })));
+        assert!(matches!(
+            softmax_cross_entropy(&z, &[0]),
+            Err(Error::LengthMismatch { .. })
+        ));
         assert!(matches!(
             softmax_cross_entropy(&DMatrix::<f64>::zeros(4, 0), &[]),
             Err(Error::Empty { what: "batch", .. })
         ));
         let mut bad = z.clone();
         bad[(0, 0)] = f64::INFINITY;
-        assert!(matches!(softmax_cross_entropy(&bad, &[0, 0, 0]), Err(Error::NonFinite { .. })));
-        assert!(matches!(mse(&z, &t.columns(0, 2).into_owned()), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(
+            softmax_cross_entropy(&bad, &[0, 0, 0]),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            mse(&z, &t.columns(0, 2).into_owned()),
+            Err(Error::ShapeMismatch { .. })
+        ));
         assert!(cross_entropy(&DMatrix::<f64>::zeros(2, 1), &[0]).is_err());
     }
 }

@@ -146,10 +146,18 @@ impl TensorFile {
         let data = &self.bytes[e.bytes.clone()];
         let read = |n: usize, f: fn(&[u8]) -> i128| data.chunks_exact(n).map(f).collect();
         match e.dtype {
-            Dtype::I64 => Ok(read(8, |b| i64::from_le_bytes(b.try_into().unwrap()) as i128)),
-            Dtype::U64 => Ok(read(8, |b| u64::from_le_bytes(b.try_into().unwrap()) as i128)),
-            Dtype::I32 => Ok(read(4, |b| i32::from_le_bytes(b.try_into().unwrap()) as i128)),
-            Dtype::U32 => Ok(read(4, |b| u32::from_le_bytes(b.try_into().unwrap()) as i128)),
+            Dtype::I64 => Ok(read(8, |b| {
+                i64::from_le_bytes(b.try_into().unwrap()) as i128
+            })),
+            Dtype::U64 => Ok(read(8, |b| {
+                u64::from_le_bytes(b.try_into().unwrap()) as i128
+            })),
+            Dtype::I32 => Ok(read(4, |b| {
+                i32::from_le_bytes(b.try_into().unwrap()) as i128
+            })),
+            Dtype::U32 => Ok(read(4, |b| {
+                u32::from_le_bytes(b.try_into().unwrap()) as i128
+            })),
             other => Err(Error::TensorDtype {
                 name: name.to_string(),
                 dtype: format!("{other:?}"),
@@ -181,7 +189,7 @@ impl TensorFile {
         } else {
             shape[shape.len() - 1]
         };
-        let cols = if f == 0 { 0 } else { values.len() / f };
+        let cols = values.len().checked_div(f).unwrap_or(0);
         Ok(DMatrix::from_vec(f, cols, values))
     }
 
@@ -337,10 +345,8 @@ impl TensorWriter {
 
     fn push(&mut self, name: &str, dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> &mut Self {
         self.tensors.retain(|(n, _)| n != name);
-        self.tensors.push((
-            name.to_string(),
-            Owned { dtype, shape, data },
-        ));
+        self.tensors
+            .push((name.to_string(), Owned { dtype, shape, data }));
         self
     }
 
@@ -411,7 +417,10 @@ mod tests {
         out.param("weight", &w).param("bias", &b).metadata("k", "v");
         let file = TensorFile::from_bytes(out.to_bytes().unwrap(), "mem").unwrap();
         assert_eq!(file.shape("weight").unwrap(), &[2, 3]);
-        assert_eq!(file.values::<f64>("weight").unwrap(), vec![1., 2., 3., 4., 5., 6.]);
+        assert_eq!(
+            file.values::<f64>("weight").unwrap(),
+            vec![1., 2., 3., 4., 5., 6.]
+        );
         assert_eq!(file.metadata("k"), Some("v"));
         let want = (w.value.clone(), b.value.clone());
         w.value.fill(0.0);
@@ -435,8 +444,14 @@ mod tests {
         out.values::<f32>("x", &[3], &[1.0, 2.0, 3.0]);
         let file = TensorFile::from_bytes(out.to_bytes().unwrap(), "m").unwrap();
         let mut p = Param::<f64>::vector(4);
-        assert!(matches!(file.load_param("x", &mut p), Err(Error::TensorShape { .. })));
-        assert!(matches!(file.load_param("y", &mut p), Err(Error::MissingTensor { .. })));
+        assert!(matches!(
+            file.load_param("x", &mut p),
+            Err(Error::TensorShape { .. })
+        ));
+        assert!(matches!(
+            file.load_param("y", &mut p),
+            Err(Error::MissingTensor { .. })
+        ));
         assert!(matches!(
             TensorFile::open("/definitely/not/here.safetensors"),
             Err(Error::Io { .. })
