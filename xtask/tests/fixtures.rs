@@ -28,3 +28,11 @@ fn garbage_file_is_a_clear_error() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(check_dir(Path::new("/no/such/folder")).is_err());
 }
+
+#[test]
+fn train_fixtures_agree_with_pytorch() {
+    for name in ["train_lstm_sgd.safetensors", "train_gru_adam.safetensors"] {
+        let err = run_file(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(err <= 1e-9, "{name}: max error {err}");
+    }
+}

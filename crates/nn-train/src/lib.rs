@@ -15,3 +15,13 @@ pub use optim::{
     AdagradConfig, AdamConfig, Optimizer, OptimizerConfig, ParamState, RmsPropConfig, SgdConfig,
 };
 pub use schedule::LrSchedule;
+pub mod seq_model;
+pub mod trainer;
+pub use seq_model::{Objective, SeqModel, SeqModelConfig, SeqWorkspace, Target};
+pub use trainer::{
+    Batch, BatchSource, Bptt, Clip, Progress, StepReport, Targets, TrainReport, Trainer,
+    TrainerConfig, Validate, batch_fn,
+};
+pub mod checkpoint;
+pub mod sample;
+pub use sample::{SampleConfig, sample, sample_logits};
