@@ -30,6 +30,42 @@ fn garbage_file_is_a_clear_error() {
 }
 
 #[test]
+fn every_recurrent_fixture_agrees_with_pytorch() {
+    let dir = xtask::project_root().join("tests/fixtures");
+    let mut checked = Vec::new();
+    for result in check_dir(&dir).unwrap() {
+        let case = xtask::fixtures::Case::open(&result.path).unwrap();
+        if case.str("kind") != Ok("recurrent") {
+            continue;
+        }
+        let name = result
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        match result.result {
+            Ok(err) => assert!(err <= 1e-9, "{name}: max error {err}"),
+            Err(why) => panic!("{name}: {why}"),
+        }
+        checked.push(name);
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "gru_basic.safetensors",
+            "gru_stacked_bidir.safetensors",
+            "lstm_basic.safetensors",
+            "lstm_stacked_bidir.safetensors",
+            "rnn_basic.safetensors",
+            "rnn_relu.safetensors",
+            "rnn_stacked_bidir.safetensors",
+        ]
+    );
+}
+
+#[test]
 fn train_fixtures_agree_with_pytorch() {
     for name in ["train_lstm_sgd.safetensors", "train_gru_adam.safetensors"] {
         let err = run_file(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));

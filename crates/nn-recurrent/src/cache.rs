@@ -1,0 +1,168 @@
+//! What a forward pass keeps for backward, and the results of both; sized once per `(T, B)`.
+//!
+//! Per layer `l`: the output `(D*H, T*B)` (rows `d*H..(d+1)*H` are direction `d`'s hidden
+//! sequence, so the hidden states are stored once, in the output), and for layers below the top
+//! the gradient arriving at that output from the layer above. Per layer-direction
+//! ([`DirectionCache`]): the gates, the GRU's hidden-side gates, the LSTM's cell sequence and its
+//! `tanh`, the gradient buffers of backward, and `W_hhᵀ`.
+//!
+//! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
+//! backward reuse every buffer and allocate nothing.
+
+use crate::{CellKind, RecurrentConfig, RecurrentState};
+use nalgebra::DMatrix;
+use nn_core::Float;
+
+/// Buffers of one layer-direction (`G` gate blocks, `T` steps, `B` sequences).
+#[derive(Debug)]
+pub(crate) struct DirectionCache<T: Float> {
+    /// `(G*H, T*B)`: the input projection `W_ih X + b_ih (+ b_hh)`, then `+ W_hh h_{t-1}` and the
+    /// gate activations (RNN: the pre-activation; LSTM `i, f, g, o`; GRU `r, z, n`).
+    pub gates: DMatrix<T>,
+    /// GRU only `(3H, T*B)`: `W_hh h_{t-1}`, with `b_hn` added to the `n` block; else empty.
+    pub hidden_gates: DMatrix<T>,
+    /// LSTM only `(H, T*B)`: `c_t`; else empty.
+    pub cells: DMatrix<T>,
+    /// LSTM only `(H, T*B)`: `tanh(c_t)`; else empty.
+    pub tanh_cells: DMatrix<T>,
+    /// `(G*H, T*B)`: gradient of the input-side gate pre-activations (`dW_ih`, `db_ih`, `dX`);
+    /// for RNN and LSTM also the hidden side's.
+    pub d_gates: DMatrix<T>,
+    /// GRU only `(3H, T*B)`: gradient of the hidden-side gates (`dW_hh`, `db_hh`, `dh_{t-1}`).
+    pub d_hidden_gates: DMatrix<T>,
+    /// `(H, G*H)`: `W_hhᵀ`, copied once per backward so the per-step product is a plain one.
+    pub w_hh_t: DMatrix<T>,
+}
+
+impl<T: Float> DirectionCache<T> {
+    fn new(cell: CellKind, hidden: usize, cols: usize) -> Self {
+        let rows = cell.gate_count() * hidden;
+        let gru = cell == CellKind::Gru;
+        let lstm = cell == CellKind::Lstm;
+        let sized = |on: bool, r: usize| {
+            if on {
+                DMatrix::zeros(r, cols)
+            } else {
+                DMatrix::zeros(0, 0)
+            }
+        };
+        DirectionCache {
+            gates: DMatrix::zeros(rows, cols),
+            hidden_gates: sized(gru, rows),
+            cells: sized(lstm, hidden),
+            tanh_cells: sized(lstm, hidden),
+            d_gates: DMatrix::zeros(rows, cols),
+            d_hidden_gates: sized(gru, rows),
+            w_hh_t: DMatrix::zeros(hidden, rows),
+        }
+    }
+}
+
+/// Buffers of one stacked layer.
+#[derive(Debug)]
+pub(crate) struct LayerCache<T: Float> {
+    /// `(D*H, T*B)`: the layer's output, direction `d` in rows `d*H..(d+1)*H`.
+    pub output: DMatrix<T>,
+    /// `(D*H, T*B)` below the top layer: `∂L/∂output` from the layer above; empty on top.
+    pub d_output: DMatrix<T>,
+    /// One per direction.
+    pub directions: Vec<DirectionCache<T>>,
+}
+
+/// Everything forward keeps for backward, and the results; sized once per `(T, B)` and reused.
+#[derive(Debug)]
+pub struct RecurrentCache<T: Float> {
+    /// The settings, `T` and `B` the buffers are sized for (`None` before the first forward).
+    pub(crate) sized_for: Option<(RecurrentConfig, usize, usize)>,
+    /// `true` once a forward has filled the buffers.
+    pub(crate) ready: bool,
+    pub(crate) layers: Vec<LayerCache<T>>,
+    /// A copy of the forward's initial state (zeros when none was given).
+    pub(crate) initial: RecurrentState<T>,
+    pub(crate) final_state: RecurrentState<T>,
+    pub(crate) d_initial: RecurrentState<T>,
+    empty: DMatrix<T>,
+}
+
+impl<T: Float> Default for RecurrentCache<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> RecurrentCache<T> {
+    /// An empty cache; the first forward sizes it.
+    pub fn new() -> Self {
+        let empty_state = || RecurrentState {
+            h: DMatrix::zeros(0, 0),
+            c: None,
+        };
+        RecurrentCache {
+            sized_for: None,
+            ready: false,
+            layers: Vec::new(),
+            initial: empty_state(),
+            final_state: empty_state(),
+            d_initial: empty_state(),
+            empty: DMatrix::zeros(0, 0),
+        }
+    }
+
+    /// The output `(D*H, T*B)` of the last forward (empty before the first).
+    pub fn output(&self) -> &DMatrix<T> {
+        match self.layers.last() {
+            Some(top) if self.ready => &top.output,
+            _ => &self.empty,
+        }
+    }
+
+    /// The final state (`h_n`, `c_n`) of the last forward: `(H, L*D*B)`, column `(l*D + d)*B + b`.
+    pub fn final_state(&self) -> &RecurrentState<T> {
+        &self.final_state
+    }
+
+    /// The gradient of the initial state, after a backward (same layout as the state).
+    pub fn d_initial(&self) -> &RecurrentState<T> {
+        &self.d_initial
+    }
+
+    /// `(T, B)` of the last forward, or `None` before the first.
+    pub fn steps_and_batch(&self) -> Option<(usize, usize)> {
+        match &self.sized_for {
+            Some((_, t, b)) if self.ready => Some((*t, *b)),
+            _ => None,
+        }
+    }
+
+    /// Makes every buffer fit `config`, `steps` and `batch`, reallocating only when they changed.
+    pub(crate) fn prepare(&mut self, config: &RecurrentConfig, steps: usize, batch: usize) {
+        if matches!(&self.sized_for, Some((c, t, b)) if c == config && *t == steps && *b == batch) {
+            return;
+        }
+        let (h, d, l) = (
+            config.hidden_size,
+            config.num_directions(),
+            config.num_layers,
+        );
+        let cols = steps * batch;
+        self.layers = (0..l)
+            .map(|k| LayerCache {
+                output: DMatrix::zeros(d * h, cols),
+                d_output: if k + 1 < l {
+                    DMatrix::zeros(d * h, cols)
+                } else {
+                    DMatrix::zeros(0, 0)
+                },
+                directions: (0..d)
+                    .map(|_| DirectionCache::new(config.cell, h, cols))
+                    .collect(),
+            })
+            .collect();
+        let with_c = config.cell.has_cell_state();
+        self.initial = RecurrentState::zeros(h, l * d, batch, with_c);
+        self.final_state = RecurrentState::zeros(h, l * d, batch, with_c);
+        self.d_initial = RecurrentState::zeros(h, l * d, batch, with_c);
+        self.sized_for = Some((config.clone(), steps, batch));
+        self.ready = false;
+    }
+}

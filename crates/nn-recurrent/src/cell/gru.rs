@@ -1,0 +1,79 @@
+//! GRU step (PyTorch's `nn.GRU`), gate blocks `r, z, n` of `H` rows each (`G = 3`):
+//!
+//! ```text
+//! r = σ(W_ir x + b_ir + W_hr h_{t-1} + b_hr)
+//! z = σ(W_iz x + b_iz + W_hz h_{t-1} + b_hz)
+//! n = tanh(W_in x + b_in + r ⊙ (W_hn h_{t-1} + b_hn))
+//! h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+//! ```
+//!
+//! The reset gate acts after the hidden product, so the input side `gx = W_ih x + b_ih (+ b_hr, b_hz)`
+//! and the hidden side `gh = W_hh h_{t-1}` are kept apart; `ĝ_n = gh_n + b_hn` is stored for backward.
+//!
+//! Backward, with `dh = dh_t + dy_t`: `dn = dh(1-z)`, `dz = dh(h_{t-1} - n)`, `dh_{t-1} = dh·z + W_hhᵀ dgh`;
+//! `da_n = dn(1-n²)` gives `dgx_n = da_n`, `dgh_n = da_n·r`, `dr = da_n·ĝ_n`;
+//! `dgx_r = dgh_r = dr·r(1-r)`, `dgx_z = dgh_z = dz·z(1-z)`.
+
+use nn_core::Float;
+use nn_core::activation::sigmoid;
+
+/// `gates` (`3H`) holds the input side `gx` (with `b_hr`, `b_hz` folded in) and becomes `r, z, n`;
+/// `hidden` (`3H`) holds `W_hh h_prev` and its `n` block gets `+ b_hn`; writes `h` (`H`).
+#[inline]
+pub(crate) fn forward<T: Float>(
+    gates: &mut [T],
+    hidden: &mut [T],
+    b_hn: &[T],
+    h_prev: &[T],
+    h: &mut [T],
+) {
+    let n = h.len();
+    let (r, rest) = gates[..3 * n].split_at_mut(n);
+    let (z, nn) = rest.split_at_mut(n);
+    let (hr, rest) = hidden[..3 * n].split_at_mut(n);
+    let (hz, hn) = rest.split_at_mut(n);
+    let (b_hn, h_prev) = (&b_hn[..n], &h_prev[..n]);
+    for j in 0..n {
+        r[j] = sigmoid(r[j] + hr[j]);
+        z[j] = sigmoid(z[j] + hz[j]);
+        hn[j] += b_hn[j];
+        nn[j] = (nn[j] + r[j] * hn[j]).tanh();
+        h[j] = (T::one() - z[j]) * nn[j] + z[j] * h_prev[j];
+    }
+}
+
+/// Writes `d_gx` and `d_gh` (`3H` each) from `dh + dy`, and sets `dh` to the direct part of
+/// `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ d_gh`).
+#[inline]
+pub(crate) fn backward<T: Float>(
+    gates: &[T],
+    hidden: &[T],
+    h_prev: &[T],
+    dh: &mut [T],
+    dy: &[T],
+    d_gx: &mut [T],
+    d_gh: &mut [T],
+) {
+    let n = dh.len();
+    let (r, z, nn) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n]);
+    let hn = &hidden[2 * n..3 * n];
+    let (dxr, rest) = d_gx[..3 * n].split_at_mut(n);
+    let (dxz, dxn) = rest.split_at_mut(n);
+    let (dhr, rest) = d_gh[..3 * n].split_at_mut(n);
+    let (dhz, dhn) = rest.split_at_mut(n);
+    let (h_prev, dy) = (&h_prev[..n], &dy[..n]);
+    let one = T::one();
+    for j in 0..n {
+        let dh_j = dh[j] + dy[j];
+        let da_n = dh_j * (one - z[j]) * (one - nn[j] * nn[j]);
+        let da_z = dh_j * (h_prev[j] - nn[j]) * z[j] * (one - z[j]);
+        let da_r = da_n * hn[j] * r[j] * (one - r[j]);
+        dxr[j] = da_r;
+        dhr[j] = da_r;
+        dxz[j] = da_z;
+        dhz[j] = da_z;
+        dxn[j] = da_n;
+        dhn[j] = da_n * r[j];
+        dh[j] = dh_j * z[j];
+    }
+}

@@ -1,0 +1,76 @@
+//! LSTM step (PyTorch's `nn.LSTM`), gate blocks `i, f, g, o` of `H` rows each (`G = 4`):
+//!
+//! ```text
+//! i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)     a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+//! c_t = f ⊙ c_{t-1} + i ⊙ g
+//! h_t = o ⊙ tanh(c_t)
+//! ```
+//!
+//! Backward, with `dh = dh_t + dy_t` and `dc` the gradient of `c_t` from step `t+1` (or of `c_n`):
+//! `do = dh ⊙ tanh(c_t)`, `dc += dh ⊙ o ⊙ (1 - tanh²(c_t))`, `di = dc ⊙ g`, `dg = dc ⊙ i`,
+//! `df = dc ⊙ c_{t-1}`, `dc_{t-1} = dc ⊙ f`; through the activations
+//! `da_i = di·i(1-i)`, `da_f = df·f(1-f)`, `da_g = dg·(1-g²)`, `da_o = do·o(1-o)`.
+
+use nn_core::Float;
+use nn_core::activation::sigmoid;
+
+/// Turns the pre-activations in `gates` (`4H`) into `i, f, g, o` in place and computes `c`,
+/// `tanh(c)` and `h` (each `H`) from `c_prev`.
+#[inline]
+pub(crate) fn forward<T: Float>(
+    gates: &mut [T],
+    c_prev: &[T],
+    c: &mut [T],
+    tanh_c: &mut [T],
+    h: &mut [T],
+) {
+    let n = h.len();
+    let (i, rest) = gates[..4 * n].split_at_mut(n);
+    let (f, rest) = rest.split_at_mut(n);
+    let (g, o) = rest.split_at_mut(n);
+    let (c_prev, c, tanh_c) = (&c_prev[..n], &mut c[..n], &mut tanh_c[..n]);
+    for j in 0..n {
+        i[j] = sigmoid(i[j]);
+        f[j] = sigmoid(f[j]);
+        g[j] = g[j].tanh();
+        o[j] = sigmoid(o[j]);
+        c[j] = f[j] * c_prev[j] + i[j] * g[j];
+        tanh_c[j] = c[j].tanh();
+        h[j] = o[j] * tanh_c[j];
+    }
+}
+
+/// Writes the gate pre-activation gradients `d_gates` (`4H`) from `dh + dy`, and turns `dc`
+/// (the gradient of `c_t`) into the gradient of `c_{t-1}`.
+#[inline]
+pub(crate) fn backward<T: Float>(
+    gates: &[T],
+    c_prev: &[T],
+    tanh_c: &[T],
+    dh: &[T],
+    dy: &[T],
+    dc: &mut [T],
+    d_gates: &mut [T],
+) {
+    let n = dc.len();
+    let (i, f, g, o) = (
+        &gates[..n],
+        &gates[n..2 * n],
+        &gates[2 * n..3 * n],
+        &gates[3 * n..4 * n],
+    );
+    let (di, rest) = d_gates[..4 * n].split_at_mut(n);
+    let (df, rest) = rest.split_at_mut(n);
+    let (dg, d_o) = rest.split_at_mut(n);
+    let (c_prev, tanh_c, dh, dy) = (&c_prev[..n], &tanh_c[..n], &dh[..n], &dy[..n]);
+    let one = T::one();
+    for j in 0..n {
+        let dh_j = dh[j] + dy[j];
+        let dc_j = dc[j] + dh_j * o[j] * (one - tanh_c[j] * tanh_c[j]);
+        di[j] = dc_j * g[j] * i[j] * (one - i[j]);
+        df[j] = dc_j * c_prev[j] * f[j] * (one - f[j]);
+        dg[j] = dc_j * i[j] * (one - g[j] * g[j]);
+        d_o[j] = dh_j * tanh_c[j] * o[j] * (one - o[j]);
+        dc[j] = dc_j * f[j];
+    }
+}

@@ -1,0 +1,131 @@
+//! Layer settings: which cell, the sizes, the depth and the directions.
+//!
+//! Shape key used across the crate: `I` input features, `H` hidden units, `G` gate blocks per cell
+//! (RNN 1, LSTM 4, GRU 3), `L` stacked layers, `D` directions (1, or 2 when bidirectional),
+//! `T` time steps, `B` sequences in a batch.
+//!
+//! `RecurrentConfig::new(cell, I, H).with_num_layers(L).with_bidirectional(true).init(&mut rng)`
+//! builds a [`Recurrent`] whose every tensor is drawn from PyTorch's `U(-1/√H, 1/√H)`.
+
+use crate::Recurrent;
+use crate::weights::DirectionWeights;
+use nn_core::{Error, Float, Init, Result, Rng};
+
+/// The vanilla RNN's nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
+    Tanh,
+    /// `max(0, ·)`.
+    Relu,
+}
+
+/// Which recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellKind {
+    /// `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
+    Rnn(Nonlinearity),
+    /// Gates `i, f, g, o`.
+    Lstm,
+    /// Gates `r, z, n`.
+    Gru,
+}
+
+impl CellKind {
+    /// `G`, the number of `H`-row gate blocks in `weight_ih` and `weight_hh`: 1, 4 or 3.
+    pub fn gate_count(self) -> usize {
+        match self {
+            CellKind::Rnn(_) => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// `true` for the LSTM, the one cell with a cell state `c` besides `h`.
+    pub fn has_cell_state(self) -> bool {
+        self == CellKind::Lstm
+    }
+}
+
+/// Layer settings: `RecurrentConfig::new(cell, input, hidden).with_num_layers(2).with_bidirectional(true)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentConfig {
+    /// The cell.
+    pub cell: CellKind,
+    /// Input features `I`.
+    pub input_size: usize,
+    /// Hidden units `H`.
+    pub hidden_size: usize,
+    /// Stacked layers `L` (default 1).
+    pub num_layers: usize,
+    /// Two directions `D = 2` when true (default false).
+    pub bidirectional: bool,
+}
+
+impl RecurrentConfig {
+    /// One unidirectional layer.
+    pub fn new(cell: CellKind, input_size: usize, hidden_size: usize) -> Self {
+        RecurrentConfig {
+            cell,
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: false,
+        }
+    }
+
+    /// Sets `L`.
+    pub fn with_num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+
+    /// Sets bidirectional.
+    pub fn with_bidirectional(mut self, b: bool) -> Self {
+        self.bidirectional = b;
+        self
+    }
+
+    /// `D`: 2 when bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Checks that every size is non-zero.
+    pub fn validate(&self) -> Result<()> {
+        for (what, v) in [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+        ] {
+            if v == 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "RecurrentConfig: {what} must be at least 1, got 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the layer with PyTorch's init `U(-1/√H, 1/√H)` for every tensor. Zero sizes are errors.
+    ///
+    /// Tensors are drawn in visiting order (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` per
+    /// layer and direction), each in column-major order, so one seed gives one layer.
+    pub fn init<T: Float>(&self, rng: &mut Rng) -> Result<Recurrent<T>> {
+        self.validate()?;
+        let (h, d) = (self.hidden_size, self.num_directions());
+        let init = Init::Uniform {
+            bound: 1.0 / (h as f64).sqrt(),
+        };
+        let mut directions = Vec::with_capacity(self.num_layers * d);
+        for layer in 0..self.num_layers {
+            let input = if layer == 0 { self.input_size } else { d * h };
+            for reverse in 0..d {
+                let mut w = DirectionWeights::zeros(self.cell, input, h, layer, reverse == 1);
+                w.fill(&init, rng)?;
+                directions.push(w);
+            }
+        }
+        Ok(Recurrent::from_parts(self.clone(), directions))
+    }
+}

@@ -1,0 +1,735 @@
+//! The stacked, optionally bidirectional recurrent layer: forward over a sequence batch and BPTT.
+//!
+//! Shapes (key in [`crate::config`]): input `X` `(I, T*B)`, column `t*B + b` = step `t` of
+//! sequence `b`; output `Y` `(D*H, T*B)`, rows `0..H` the forward direction and `H..2H` the
+//! reverse one; states `(H, L*D*B)`, column `(l*D + d)*B + b`. Layer `l > 0` reads layer `l-1`'s
+//! output, so its input size is `D*H`.
+//!
+//! Forward, per layer and direction:
+//! 1. `G_x = W_ih · X + b_ih (+ b_hh)`: one product over all `T*B` columns into the gate buffer.
+//! 2. For each step (in reverse order for `d = 1`): `G_t += W_hh · h_{t-1}` (one product,
+//!    [`step_product`]), then the cell's elementwise math writes `h_t` into the output.
+//!
+//! Backward, per layer (top first) and direction:
+//! 1. The time loop (forward order reversed) only computes `dG_t` from `dh_t` (the upstream `dY`
+//!    column plus what step `t+1` sent back) and `dh_{t-1} = W_hhᵀ · dG_t` (one product per step).
+//! 2. Then once over the whole sequence: `dW_ih += dG · Xᵀ`, `dW_hh += dG · H_prevᵀ` (`H_prev` is
+//!    the hidden sequence shifted by one step, starting at `h0`, read from the output without a
+//!    copy), `db += Σ_columns dG`, and `dX = W_ihᵀ · dG`, skipped when no input gradient is wanted.
+//!
+//! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
+
+use crate::cache::{DirectionCache, LayerCache};
+use crate::cell::{fold_bias, gru, lstm, rnn};
+use crate::weights::DirectionWeights;
+use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
+use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape, matmul};
+
+/// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
+///
+/// With input `x_t` and, per layer and direction, `h_{t-1}` (`c_{t-1}`) the state of the
+/// previous step in that direction's order (step `t+1` for the reverse direction):
+/// - RNN: `h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`, `act` = tanh or ReLU;
+/// - LSTM: `[i, f, g, o] = [σ, σ, tanh, σ](W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`,
+///   `c_t = f ⊙ c_{t-1} + i ⊙ g`, `h_t = o ⊙ tanh(c_t)`;
+/// - GRU: `[r, z] = σ(W_i[rz] x_t + b_i[rz] + W_h[rz] h_{t-1} + b_h[rz])`,
+///   `n = tanh(W_in x_t + b_in + r ⊙ (W_hn h_{t-1} + b_hn))`, `h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}`.
+///
+/// Shapes: `x` `(I, T*B)` (column `t*B + b`), output `(D*H, T*B)` (forward direction in rows
+/// `0..H`, reverse in `H..2H`), states `h`, `c` `(H, L*D*B)` (column `(l*D + d)*B + b`),
+/// `weight_ih_l{k}` `(G*H, I or D*H)`, `weight_hh_l{k}` `(G*H, H)`, biases `[G*H]`.
+///
+/// ```
+/// use nn_core::{Module, Rng};
+/// use nn_recurrent::{CellKind, RecurrentCache, RecurrentConfig};
+/// use nalgebra::DMatrix;
+///
+/// let (input, hidden, steps, batch) = (3, 4, 5, 2);
+/// for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn(nn_recurrent::Nonlinearity::Tanh)] {
+///     let config = RecurrentConfig::new(cell, input, hidden).with_num_layers(2).with_bidirectional(true);
+///     let mut layer = config.init::<f64>(&mut Rng::seed_from(0)).unwrap();
+///     let x = DMatrix::from_fn(input, steps * batch, |i, j| ((i + 2 * j) as f64).sin());
+///     let mut cache = RecurrentCache::new();
+///     layer.forward(&x, batch, None, &mut cache).unwrap();
+///     assert_eq!(cache.output().shape(), (2 * hidden, steps * batch));
+///     assert_eq!(cache.final_state().h.shape(), (hidden, 2 * 2 * batch));
+///
+///     // L = sum of the outputs: dL/dY is all ones.
+///     let d_output = DMatrix::from_element(2 * hidden, steps * batch, 1.0);
+///     let mut d_x = DMatrix::zeros(input, steps * batch);
+///     layer.zero_grad();
+///     layer.backward(&x, &mut cache, &d_output, None, Some(&mut d_x)).unwrap();
+///     assert!(d_x.iter().all(|v| v.is_finite()));
+///     assert_eq!(cache.d_initial().h.shape(), (hidden, 2 * 2 * batch));
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Recurrent<T: Float> {
+    config: RecurrentConfig,
+    /// Layer `l`, direction `d` at `l*D + d`.
+    directions: Vec<DirectionWeights<T>>,
+}
+
+/// The sizes one layer-direction pass works with.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    hidden: usize,
+    steps: usize,
+    batch: usize,
+    /// 0 forward, 1 reverse.
+    dir: usize,
+    /// `l*D + d`: the block of columns of this layer-direction in a state.
+    slot: usize,
+}
+
+impl Dims {
+    /// The step processed `s`-th (forward order for `dir = 0`, reversed for `dir = 1`).
+    fn step(&self, s: usize) -> usize {
+        if self.dir == 0 { s } else { self.steps - 1 - s }
+    }
+
+    /// The step whose state feeds step `t`, or `None` when it is the initial state.
+    fn prev(&self, t: usize) -> Option<usize> {
+        if self.dir == 0 {
+            t.checked_sub(1)
+        } else {
+            (t + 1 < self.steps).then_some(t + 1)
+        }
+    }
+
+    /// The step whose state is the final one.
+    fn last(&self) -> usize {
+        self.step(self.steps - 1)
+    }
+}
+
+/// `out (=|+=) w · h` for one time step: `W_hh · h_{t-1}` in forward, `W_hhᵀ · dG_t` in backward
+/// (with `W_hhᵀ` stored). This is the only product inside the time loops; it is one function so
+/// that an allocation-free packed kernel can replace `matmul` (which allocates a packing buffer on
+/// every call) in one place.
+#[inline]
+pub(crate) fn step_product<T: Float>(
+    out: &mut DMatrixViewMut<'_, T>,
+    accum: Accum,
+    w: &DMatrix<T>,
+    h: &DMatrixView<'_, T>,
+) {
+    matmul(out, accum, w, Trans::No, h, Trans::No);
+}
+
+/// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]).
+pub(crate) fn project_input<T: Float>(
+    cell: CellKind,
+    w: &DirectionWeights<T>,
+    x: &DMatrixView<'_, T>,
+    gates: &mut DMatrixViewMut<'_, T>,
+) {
+    matmul(
+        gates,
+        Accum::Replace,
+        &w.weight_ih.value,
+        Trans::No,
+        x,
+        Trans::No,
+    );
+    let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
+    let hidden = w.weight_hh.value.ncols();
+    for mut col in gates.column_iter_mut() {
+        for (row, v) in col.iter_mut().enumerate() {
+            *v += if fold_bias(cell, row, hidden) {
+                b_ih[row] + b_hh[row]
+            } else {
+                b_ih[row]
+            };
+        }
+    }
+}
+
+/// `db += Σ_columns m`.
+fn add_row_sums<T: Float>(db: &mut [T], m: &DMatrix<T>) {
+    for col in m.as_slice().chunks_exact(m.nrows().max(1)) {
+        for (g, &v) in db.iter_mut().zip(col) {
+            *g += v;
+        }
+    }
+}
+
+/// Rows `r0..r0+n` of column `src` (shared) and of column `dst` (mutable) of one column-major
+/// buffer with `rows` rows. `src != dst`.
+fn split_cols<T>(
+    data: &mut [T],
+    rows: usize,
+    r0: usize,
+    n: usize,
+    src: usize,
+    dst: usize,
+) -> (&[T], &mut [T]) {
+    debug_assert_ne!(src, dst);
+    if src < dst {
+        let (a, b) = data.split_at_mut(dst * rows);
+        (&a[src * rows + r0..][..n], &mut b[r0..r0 + n])
+    } else {
+        let (a, b) = data.split_at_mut(src * rows);
+        (&b[r0..r0 + n], &mut a[dst * rows + r0..][..n])
+    }
+}
+
+/// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.
+fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T] {
+    let n = dims.hidden * dims.batch;
+    m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
+}
+
+impl<T: Float> Recurrent<T> {
+    pub(crate) fn from_parts(
+        config: RecurrentConfig,
+        directions: Vec<DirectionWeights<T>>,
+    ) -> Self {
+        Recurrent { config, directions }
+    }
+
+    pub(crate) fn directions(&self) -> &[DirectionWeights<T>] {
+        &self.directions
+    }
+
+    pub(crate) fn directions_mut(&mut self) -> &mut [DirectionWeights<T>] {
+        &mut self.directions
+    }
+
+    /// The settings it was built with.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// `D * H`, the output features.
+    pub fn output_size(&self) -> usize {
+        self.config.num_directions() * self.config.hidden_size
+    }
+
+    /// The tensors of layer `layer`, direction `direction` (0 forward, 1 reverse), if they exist.
+    pub fn weights(&self, layer: usize, direction: usize) -> Option<&DirectionWeights<T>> {
+        let d = self.config.num_directions();
+        (layer < self.config.num_layers && direction < d)
+            .then(|| &self.directions[layer * d + direction])
+    }
+
+    /// Mutable counterpart of [`Recurrent::weights`].
+    pub fn weights_mut(
+        &mut self,
+        layer: usize,
+        direction: usize,
+    ) -> Option<&mut DirectionWeights<T>> {
+        let d = self.config.num_directions();
+        (layer < self.config.num_layers && direction < d)
+            .then(|| &mut self.directions[layer * d + direction])
+    }
+
+    /// A zero state for batch `B`: `h` (and `c` for the LSTM) `(H, L*D*B)`.
+    pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
+        let c = &self.config;
+        RecurrentState::zeros(
+            c.hidden_size,
+            c.num_layers * c.num_directions(),
+            batch,
+            c.cell.has_cell_state(),
+        )
+    }
+
+    /// Checks a sequence batch and returns `T`.
+    fn check_sequence(&self, op: &'static str, x: &DMatrix<T>, batch: usize) -> Result<usize> {
+        let input = self.config.input_size;
+        if x.nrows() != input {
+            return Err(Error::ShapeMismatch {
+                op,
+                expected: Shape(input, x.ncols()),
+                got: Shape::from(x),
+            });
+        }
+        if batch == 0 {
+            return Err(Error::Empty { op, what: "batch" });
+        }
+        if x.ncols() == 0 {
+            return Err(Error::Empty { op, what: "steps" });
+        }
+        if x.ncols() % batch != 0 {
+            return Err(Error::LengthMismatch {
+                op: "Recurrent::forward input columns (T*B, a multiple of the batch)",
+                expected: x.ncols().next_multiple_of(batch),
+                got: x.ncols(),
+            });
+        }
+        check_finite(op, x)?;
+        Ok(x.ncols() / batch)
+    }
+
+    /// Checks a state for batch `batch`: `h` `(H, L*D*B)`, `c` the same for the LSTM (where
+    /// `None` means zeros) and absent for the other cells; finite when `finite`.
+    fn check_state(
+        &self,
+        op: &'static str,
+        s: &RecurrentState<T>,
+        batch: usize,
+        slots: usize,
+        finite: bool,
+    ) -> Result<()> {
+        let expected = Shape(self.config.hidden_size, slots * batch);
+        check_shape(op, &s.h, expected)?;
+        if finite {
+            check_finite(op, &s.h)?;
+        }
+        match &s.c {
+            Some(c) if self.config.cell.has_cell_state() => {
+                check_shape(op, c, expected)?;
+                if finite {
+                    check_finite(op, c)?;
+                }
+                Ok(())
+            }
+            Some(_) => Err(Error::InvalidConfig(format!(
+                "{op}: only an LSTM has a cell state `c`, this layer is {:?}",
+                self.config.cell
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn slots(&self) -> usize {
+        self.config.num_layers * self.config.num_directions()
+    }
+
+    /// Runs the whole sequence batch `x` `(I, T*B)` from `initial` (zeros when `None`);
+    /// results in `cache.output()` and `cache.final_state()`.
+    ///
+    /// `batch` is `B`; `T = x.ncols() / B`. `initial` is `(H, L*D*B)` (an LSTM's `c: None` means
+    /// zeros). Errors: wrong input rows, columns not a multiple of `B`, `B = 0` or `T = 0`, a
+    /// NaN or infinite input or initial state, an initial state of the wrong shape.
+    pub fn forward(
+        &self,
+        x: &DMatrix<T>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        cache: &mut RecurrentCache<T>,
+    ) -> Result<()> {
+        cache.ready = false;
+        let steps = self.check_sequence("Recurrent::forward input", x, batch)?;
+        if let Some(s) = initial {
+            self.check_state(
+                "Recurrent::forward initial state",
+                s,
+                batch,
+                self.slots(),
+                true,
+            )?;
+        }
+        cache.prepare(&self.config, steps, batch);
+        match initial {
+            Some(s) => {
+                cache.initial.h.copy_from(&s.h);
+                if let Some(c) = &mut cache.initial.c {
+                    match &s.c {
+                        Some(src) => c.copy_from(src),
+                        None => c.fill(T::zero()),
+                    }
+                }
+            }
+            None => cache.initial.fill_zero(),
+        }
+        let (cell, hidden, dirs) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+        );
+        let RecurrentCache {
+            layers,
+            initial,
+            final_state,
+            ..
+        } = cache;
+        for l in 0..self.config.num_layers {
+            let (below, rest) = layers.split_at_mut(l);
+            let LayerCache {
+                output, directions, ..
+            } = &mut rest[0];
+            let input = match below.last() {
+                None => x.columns(0, x.ncols()),
+                Some(prev) => prev.output.columns(0, prev.output.ncols()),
+            };
+            for (d, dc) in directions.iter_mut().enumerate() {
+                let dims = Dims {
+                    hidden,
+                    steps,
+                    batch,
+                    dir: d,
+                    slot: l * dirs + d,
+                };
+                let w = &self.directions[dims.slot];
+                forward_direction(cell, w, &input, dims, initial, output, dc, final_state);
+            }
+        }
+        cache.ready = true;
+        Ok(())
+    }
+
+    /// BPTT for the last forward on `x`: adds into every parameter's gradient, writes the input
+    /// gradient into `d_input` `(I, T*B)` when given, and `cache.d_initial()`.
+    /// `d_output` is `(D*H, T*B)`; `d_final` the gradient of `h_n`/`c_n` (zeros when `None`;
+    /// an LSTM's `c: None` means zeros too).
+    ///
+    /// Errors: a cache without a forward of a layer with these settings, an `x`, `d_output`,
+    /// `d_final` or `d_input` of the wrong shape.
+    pub fn backward(
+        &mut self,
+        x: &DMatrix<T>,
+        cache: &mut RecurrentCache<T>,
+        d_output: &DMatrix<T>,
+        d_final: Option<&RecurrentState<T>>,
+        mut d_input: Option<&mut DMatrix<T>>,
+    ) -> Result<()> {
+        let (steps, batch) = match &cache.sized_for {
+            Some((c, t, b)) if cache.ready && *c == self.config => (*t, *b),
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "Recurrent::backward: the cache holds no forward pass of a layer with these \
+                     settings; run forward first"
+                        .into(),
+                ));
+            }
+        };
+        let cols = steps * batch;
+        let input = self.config.input_size;
+        check_shape(
+            "Recurrent::backward input (must be the forward's)",
+            x,
+            Shape(input, cols),
+        )?;
+        check_shape(
+            "Recurrent::backward d_output",
+            d_output,
+            Shape(self.output_size(), cols),
+        )?;
+        if let Some(s) = d_final {
+            self.check_state("Recurrent::backward d_final", s, batch, self.slots(), false)?;
+        }
+        if let Some(dx) = &d_input {
+            check_shape("Recurrent::backward d_input", *dx, Shape(input, cols))?;
+        }
+        let RecurrentCache {
+            layers,
+            initial,
+            d_initial,
+            ..
+        } = cache;
+        // The running gradients dh (and dc) of each layer-direction live in `d_initial`: they
+        // start as ∂L/∂h_n and end, after step 0 (forward order), as ∂L/∂h0.
+        match d_final {
+            Some(s) => {
+                d_initial.h.copy_from(&s.h);
+                if let Some(dc) = &mut d_initial.c {
+                    match &s.c {
+                        Some(src) => dc.copy_from(src),
+                        None => dc.fill(T::zero()),
+                    }
+                }
+            }
+            None => d_initial.fill_zero(),
+        }
+        let (cell, hidden, dirs, num_layers) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+            self.config.num_layers,
+        );
+        for l in (0..num_layers).rev() {
+            let (below, rest) = layers.split_at_mut(l);
+            let LayerCache {
+                output,
+                d_output: d_out_here,
+                directions,
+            } = &mut rest[0];
+            let dy: &DMatrix<T> = if l + 1 == num_layers {
+                d_output
+            } else {
+                d_out_here
+            };
+            let (x_in, mut d_x) = match below.last_mut() {
+                None => (x.columns(0, cols), d_input.as_deref_mut()),
+                Some(LayerCache {
+                    output: prev_out,
+                    d_output: prev_d,
+                    ..
+                }) => (prev_out.columns(0, cols), Some(prev_d)),
+            };
+            for (d, dc) in directions.iter_mut().enumerate() {
+                let dims = Dims {
+                    hidden,
+                    steps,
+                    batch,
+                    dir: d,
+                    slot: l * dirs + d,
+                };
+                // Both directions feed the same input: the first writes dX, the second adds.
+                let accum = if d == 0 { Accum::Replace } else { Accum::Add };
+                backward_direction(
+                    cell,
+                    &mut self.directions[dims.slot],
+                    &x_in,
+                    dims,
+                    initial,
+                    output,
+                    dy,
+                    dc,
+                    d_initial,
+                    d_x.as_deref_mut().map(|m| (m, accum)),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forward of one layer-direction over the whole sequence: fills `out`'s rows `dir*H..`, the
+/// cache `dc`, and slot `dims.slot` of `final_state`.
+#[allow(clippy::too_many_arguments)]
+fn forward_direction<T: Float>(
+    cell: CellKind,
+    w: &DirectionWeights<T>,
+    x: &DMatrixView<'_, T>,
+    dims: Dims,
+    initial: &RecurrentState<T>,
+    out: &mut DMatrix<T>,
+    dc: &mut DirectionCache<T>,
+    final_state: &mut RecurrentState<T>,
+) {
+    let Dims {
+        hidden: h,
+        steps,
+        batch,
+        dir,
+        slot,
+    } = dims;
+    let (gh, rows_out, r0) = (cell.gate_count() * h, out.nrows(), dir * h);
+    let DirectionCache {
+        gates,
+        hidden_gates,
+        cells,
+        tanh_cells,
+        ..
+    } = dc;
+    project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch));
+    let h0 = slot_slice(Some(&initial.h), slot, dims);
+    let c0 = slot_slice(initial.c.as_ref(), slot, dims);
+    let b_hn = &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..];
+    for s in 0..steps {
+        let t = dims.step(s);
+        let prev = dims.prev(t);
+        {
+            let h_prev = match prev {
+                Some(tp) => out.view((r0, tp * batch), (h, batch)),
+                None => initial.h.columns(slot * batch, batch),
+            };
+            let w_hh = &w.weight_hh.value;
+            match cell {
+                CellKind::Gru => step_product(
+                    &mut hidden_gates.columns_mut(t * batch, batch),
+                    Accum::Replace,
+                    w_hh,
+                    &h_prev,
+                ),
+                _ => step_product(
+                    &mut gates.columns_mut(t * batch, batch),
+                    Accum::Add,
+                    w_hh,
+                    &h_prev,
+                ),
+            }
+        }
+        let out_data = out.as_mut_slice();
+        for b in 0..batch {
+            let col = t * batch + b;
+            let (h_prev, h_new) = match prev {
+                Some(tp) => split_cols(out_data, rows_out, r0, h, tp * batch + b, col),
+                None => (&h0[b * h..][..h], &mut out_data[col * rows_out + r0..][..h]),
+            };
+            let g = &mut gates.as_mut_slice()[col * gh..][..gh];
+            match cell {
+                CellKind::Rnn(act) => rnn::forward(act, g, h_new),
+                CellKind::Lstm => {
+                    let (c_prev, c_new) = match prev {
+                        Some(tp) => split_cols(cells.as_mut_slice(), h, 0, h, tp * batch + b, col),
+                        None => (&c0[b * h..][..h], &mut cells.as_mut_slice()[col * h..][..h]),
+                    };
+                    let tc = &mut tanh_cells.as_mut_slice()[col * h..][..h];
+                    lstm::forward(g, c_prev, c_new, tc, h_new);
+                }
+                CellKind::Gru => {
+                    let hg = &mut hidden_gates.as_mut_slice()[col * gh..][..gh];
+                    gru::forward(g, hg, b_hn, h_prev, h_new);
+                }
+            }
+        }
+    }
+    let last = dims.last() * batch;
+    final_state
+        .h
+        .columns_mut(slot * batch, batch)
+        .copy_from(&out.view((r0, last), (h, batch)));
+    if let Some(c_n) = &mut final_state.c {
+        c_n.columns_mut(slot * batch, batch)
+            .copy_from(&cells.columns(last, batch));
+    }
+}
+
+/// Backward of one layer-direction: adds into `w`'s gradients, turns slot `dims.slot` of
+/// `d_state` from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`, and writes or adds `W_ihᵀ dG` into
+/// `d_x` when given. `dy` is `∂L/∂out` (`(D*H, T*B)`, rows `dir*H..` are this direction's).
+#[allow(clippy::too_many_arguments)]
+fn backward_direction<T: Float>(
+    cell: CellKind,
+    w: &mut DirectionWeights<T>,
+    x: &DMatrixView<'_, T>,
+    dims: Dims,
+    initial: &RecurrentState<T>,
+    out: &DMatrix<T>,
+    dy: &DMatrix<T>,
+    dc: &mut DirectionCache<T>,
+    d_state: &mut RecurrentState<T>,
+    d_x: Option<(&mut DMatrix<T>, Accum)>,
+) {
+    let Dims {
+        hidden: h,
+        steps,
+        batch,
+        dir,
+        slot,
+    } = dims;
+    let (gh, rows_out, r0) = (cell.gate_count() * h, out.nrows(), dir * h);
+    let DirectionCache {
+        gates,
+        hidden_gates,
+        cells,
+        tanh_cells,
+        d_gates,
+        d_hidden_gates,
+        w_hh_t,
+    } = dc;
+    let w_hh = &w.weight_hh.value;
+    for j in 0..gh {
+        for i in 0..h {
+            w_hh_t[(i, j)] = w_hh[(j, i)];
+        }
+    }
+    let h0 = slot_slice(Some(&initial.h), slot, dims);
+    let c0 = slot_slice(initial.c.as_ref(), slot, dims);
+    let (out_data, dy_data) = (out.as_slice(), dy.as_slice());
+    let RecurrentState { h: dh_m, c: dc_m } = d_state;
+    let span = slot * batch * h..(slot + 1) * batch * h;
+    for s in 0..steps {
+        // Steps in the reverse of the forward's order.
+        let t = dims.step(steps - 1 - s);
+        let prev = dims.prev(t);
+        let dh_all = &mut dh_m.as_mut_slice()[span.clone()];
+        let dc_all = match dc_m {
+            Some(m) => &mut m.as_mut_slice()[span.clone()],
+            None => &mut [][..],
+        };
+        for b in 0..batch {
+            let col = t * batch + b;
+            let dh = &mut dh_all[b * h..][..h];
+            let dy_col = &dy_data[col * rows_out + r0..][..h];
+            let h_prev = match prev {
+                Some(tp) => &out_data[(tp * batch + b) * rows_out + r0..][..h],
+                None => &h0[b * h..][..h],
+            };
+            let dg = &mut d_gates.as_mut_slice()[col * gh..][..gh];
+            match cell {
+                CellKind::Rnn(act) => {
+                    let h_t = &out_data[col * rows_out + r0..][..h];
+                    rnn::backward(act, h_t, dh, dy_col, dg);
+                }
+                CellKind::Lstm => {
+                    let c_prev = match prev {
+                        Some(tp) => &cells.as_slice()[(tp * batch + b) * h..][..h],
+                        None => &c0[b * h..][..h],
+                    };
+                    lstm::backward(
+                        &gates.as_slice()[col * gh..][..gh],
+                        c_prev,
+                        &tanh_cells.as_slice()[col * h..][..h],
+                        dh,
+                        dy_col,
+                        &mut dc_all[b * h..][..h],
+                        dg,
+                    );
+                }
+                CellKind::Gru => gru::backward(
+                    &gates.as_slice()[col * gh..][..gh],
+                    &hidden_gates.as_slice()[col * gh..][..gh],
+                    h_prev,
+                    dh,
+                    dy_col,
+                    dg,
+                    &mut d_hidden_gates.as_mut_slice()[col * gh..][..gh],
+                ),
+            }
+        }
+        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
+        let (d_hidden, accum) = match cell {
+            CellKind::Gru => (&*d_hidden_gates, Accum::Add),
+            _ => (&*d_gates, Accum::Replace),
+        };
+        step_product(
+            &mut dh_m.columns_mut(slot * batch, batch),
+            accum,
+            w_hh_t,
+            &d_hidden.columns(t * batch, batch),
+        );
+    }
+    // Whole-sequence products.
+    let d_hidden: &DMatrix<T> = match cell {
+        CellKind::Gru => d_hidden_gates,
+        _ => d_gates,
+    };
+    matmul(
+        &mut w.weight_ih.grad,
+        Accum::Add,
+        &*d_gates,
+        Trans::No,
+        x,
+        Trans::Yes,
+    );
+    let shifted = (steps - 1) * batch;
+    if shifted > 0 {
+        // Step t's h_{t-1} is output column block t-1 (forward) or t+1 (reverse).
+        let (g0, h0_col) = if dir == 0 { (batch, 0) } else { (0, batch) };
+        matmul(
+            &mut w.weight_hh.grad,
+            Accum::Add,
+            &d_hidden.columns(g0, shifted),
+            Trans::No,
+            &out.view((r0, h0_col), (h, shifted)),
+            Trans::Yes,
+        );
+    }
+    let first = dims.step(0) * batch;
+    matmul(
+        &mut w.weight_hh.grad,
+        Accum::Add,
+        &d_hidden.columns(first, batch),
+        Trans::No,
+        &initial.h.columns(slot * batch, batch),
+        Trans::Yes,
+    );
+    add_row_sums(w.bias_ih.grad.as_mut_slice(), d_gates);
+    add_row_sums(w.bias_hh.grad.as_mut_slice(), d_hidden);
+    if let Some((d_x, accum)) = d_x {
+        matmul(
+            d_x,
+            accum,
+            &w.weight_ih.value,
+            Trans::Yes,
+            &*d_gates,
+            Trans::No,
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! The recurrent state of every layer and direction: `h`, and `c` for the LSTM.
+//!
+//! Both are `(H, L*D*B)`: column `(l*D + d)*B + b` is sequence `b`'s state in layer `l`,
+//! direction `d` — the bytes of PyTorch's `h_n` / `c_n` `[L*D, B, H]`.
+
+use nalgebra::{DMatrix, DMatrixView};
+use nn_core::Float;
+
+/// Hidden (and, for LSTM, cell) state of all layers and directions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentState<T: Float> {
+    /// `(H, L*D*B)`, column `(l*D + d)*B + b`.
+    pub h: DMatrix<T>,
+    /// LSTM only: same layout as `h`.
+    pub c: Option<DMatrix<T>>,
+}
+
+impl<T: Float> RecurrentState<T> {
+    /// A zero state of `slots = L*D` blocks of `batch` columns, with a cell state when `with_c`.
+    pub fn zeros(hidden: usize, slots: usize, batch: usize, with_c: bool) -> Self {
+        RecurrentState {
+            h: DMatrix::zeros(hidden, slots * batch),
+            c: with_c.then(|| DMatrix::zeros(hidden, slots * batch)),
+        }
+    }
+
+    /// The batch size `B`, given `slots = L*D`.
+    pub fn batch(&self, slots: usize) -> usize {
+        self.h.ncols() / slots.max(1)
+    }
+
+    /// The `(H, B)` hidden state of slot `slot = l*D + d`.
+    pub fn h_slot(&self, slot: usize, batch: usize) -> DMatrixView<'_, T> {
+        self.h.columns(slot * batch, batch)
+    }
+
+    /// The `(H, B)` cell state of slot `slot = l*D + d` (LSTM only).
+    pub fn c_slot(&self, slot: usize, batch: usize) -> Option<DMatrixView<'_, T>> {
+        self.c.as_ref().map(|c| c.columns(slot * batch, batch))
+    }
+
+    /// Sets every value to zero.
+    pub fn fill_zero(&mut self) {
+        self.h.fill(T::zero());
+        if let Some(c) = &mut self.c {
+            c.fill(T::zero());
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! One time step of a unidirectional layer, for generation: `x_t` `(I, B)` and the state
+//! `(H, L*B)` in, the new state in place and the top layer's `h_t` `(H, B)` out.
+//!
+//! It runs exactly the sequence forward's arithmetic for one step (the same input projection with
+//! folded biases, the same [`step_product`], the same cell code), so feeding a sequence step by
+//! step gives the same numbers as [`Recurrent::forward`].
+
+use crate::cell::{gru, lstm, rnn};
+use crate::layer::{project_input, step_product};
+use crate::{CellKind, Recurrent, RecurrentState};
+use nalgebra::DMatrix;
+use nn_core::{Accum, Error, Float, Result, Shape, check_finite, check_shape};
+
+/// Buffers for [`Recurrent::step`], sized on first use (and again when `B` or the layer changes).
+#[derive(Debug)]
+pub struct StepScratch<T: Float> {
+    /// `(G*H, B)`: the gates of the layer being stepped.
+    gates: DMatrix<T>,
+    /// GRU only `(3H, B)`: `W_hh h_{t-1}` (`+ b_hn` in the `n` block).
+    hidden_gates: DMatrix<T>,
+    /// LSTM only `(H, B)`: the new `c` and `tanh(c)`.
+    c: DMatrix<T>,
+    tanh_c: DMatrix<T>,
+    /// `(H, B)`: the new `h` of the layer being stepped; the top layer's after the step.
+    h: DMatrix<T>,
+}
+
+impl<T: Float> Default for StepScratch<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> StepScratch<T> {
+    /// Empty buffers; the first step sizes them.
+    pub fn new() -> Self {
+        StepScratch {
+            gates: DMatrix::zeros(0, 0),
+            hidden_gates: DMatrix::zeros(0, 0),
+            c: DMatrix::zeros(0, 0),
+            tanh_c: DMatrix::zeros(0, 0),
+            h: DMatrix::zeros(0, 0),
+        }
+    }
+
+    fn prepare(&mut self, cell: CellKind, hidden: usize, batch: usize) {
+        let gh = cell.gate_count() * hidden;
+        let (gru, lstm) = (cell == CellKind::Gru, cell == CellKind::Lstm);
+        let want = |on: bool, rows: usize| if on { (rows, batch) } else { (0, 0) };
+        if self.gates.shape() == (gh, batch)
+            && self.h.shape() == (hidden, batch)
+            && self.hidden_gates.shape() == want(gru, gh)
+            && self.c.shape() == want(lstm, hidden)
+        {
+            return;
+        }
+        let zeros = |(r, c): (usize, usize)| DMatrix::zeros(r, c);
+        self.gates = zeros((gh, batch));
+        self.hidden_gates = zeros(want(gru, gh));
+        self.c = zeros(want(lstm, hidden));
+        self.tanh_c = zeros(want(lstm, hidden));
+        self.h = zeros((hidden, batch));
+    }
+}
+
+impl<T: Float> Recurrent<T> {
+    /// One time step for generation (unidirectional layers only; bidirectional is an error):
+    /// `x_t` `(I, B)`, `state` updated in place, returns the top layer's new `h` `(H, B)`.
+    /// Agrees with [`Recurrent::forward`] run step by step.
+    ///
+    /// `state` is `(H, L*B)` (an LSTM needs its `c` too), e.g. from [`Recurrent::zero_state`] or a
+    /// forward's final state. Errors: a bidirectional layer, wrong shapes, `B = 0`, a NaN or
+    /// infinite input.
+    pub fn step<'s>(
+        &self,
+        x_t: &DMatrix<T>,
+        state: &mut RecurrentState<T>,
+        scratch: &'s mut StepScratch<T>,
+    ) -> Result<&'s DMatrix<T>> {
+        let op = "Recurrent::step";
+        let config = self.config();
+        if config.bidirectional {
+            return Err(Error::InvalidConfig(
+                "Recurrent::step: a bidirectional layer needs the whole sequence; use forward"
+                    .into(),
+            ));
+        }
+        let (cell, h, layers) = (config.cell, config.hidden_size, config.num_layers);
+        let batch = x_t.ncols();
+        if x_t.nrows() != config.input_size {
+            return Err(Error::ShapeMismatch {
+                op: "Recurrent::step input",
+                expected: Shape(config.input_size, batch),
+                got: Shape::from(x_t),
+            });
+        }
+        if batch == 0 {
+            return Err(Error::Empty { op, what: "batch" });
+        }
+        check_finite("Recurrent::step input", x_t)?;
+        let expected = Shape(h, layers * batch);
+        check_shape("Recurrent::step state h", &state.h, expected)?;
+        match (&state.c, cell.has_cell_state()) {
+            (Some(c), true) => check_shape("Recurrent::step state c", c, expected)?,
+            (None, false) => {}
+            (None, true) => {
+                return Err(Error::ShapeMismatch {
+                    op: "Recurrent::step state c (an LSTM steps h and c)",
+                    expected,
+                    got: Shape(0, 0),
+                });
+            }
+            (Some(_), false) => {
+                return Err(Error::InvalidConfig(format!(
+                    "{op}: only an LSTM has a cell state `c`, this layer is {cell:?}"
+                )));
+            }
+        }
+        scratch.prepare(cell, h, batch);
+        let StepScratch {
+            gates,
+            hidden_gates,
+            c: c_new,
+            tanh_c,
+            h: h_new,
+        } = scratch;
+        let gh = cell.gate_count() * h;
+        let span = |l: usize| l * batch * h..(l + 1) * batch * h;
+        for (l, w) in self.directions().iter().enumerate() {
+            {
+                let input = if l == 0 {
+                    x_t.columns(0, batch)
+                } else {
+                    state.h.columns((l - 1) * batch, batch)
+                };
+                project_input(cell, w, &input, &mut gates.columns_mut(0, batch));
+                let h_prev = state.h.columns(l * batch, batch);
+                let w_hh = &w.weight_hh.value;
+                match cell {
+                    CellKind::Gru => step_product(
+                        &mut hidden_gates.columns_mut(0, batch),
+                        Accum::Replace,
+                        w_hh,
+                        &h_prev,
+                    ),
+                    _ => step_product(&mut gates.columns_mut(0, batch), Accum::Add, w_hh, &h_prev),
+                }
+            }
+            let h_prev = &state.h.as_slice()[span(l)];
+            let c_prev = state.c.as_ref().map_or(&[][..], |c| &c.as_slice()[span(l)]);
+            let b_hn = &w.bias_hh.value.as_slice()[gh - h..];
+            for b in 0..batch {
+                let g = &mut gates.as_mut_slice()[b * gh..][..gh];
+                let hn = &mut h_new.as_mut_slice()[b * h..][..h];
+                match cell {
+                    CellKind::Rnn(act) => rnn::forward(act, g, hn),
+                    CellKind::Lstm => lstm::forward(
+                        g,
+                        &c_prev[b * h..][..h],
+                        &mut c_new.as_mut_slice()[b * h..][..h],
+                        &mut tanh_c.as_mut_slice()[b * h..][..h],
+                        hn,
+                    ),
+                    CellKind::Gru => gru::forward(
+                        g,
+                        &mut hidden_gates.as_mut_slice()[b * gh..][..gh],
+                        b_hn,
+                        &h_prev[b * h..][..h],
+                        hn,
+                    ),
+                }
+            }
+            state.h.as_mut_slice()[span(l)].copy_from_slice(h_new.as_slice());
+            if let Some(c) = &mut state.c {
+                c.as_mut_slice()[span(l)].copy_from_slice(c_new.as_slice());
+            }
+        }
+        Ok(h_new)
+    }
+}
