@@ -15,7 +15,7 @@ use crate::error::{Result, invalid};
 use nalgebra::DMatrix;
 use nn_core::{Float, lit};
 
-/// Settings of [`torch.optim.SGD`]; defaults are PyTorch's (everything but `lr` is zero/false).
+/// Settings of `torch.optim.SGD`; defaults are PyTorch's (everything but `lr` is zero/false).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
     /// Learning rate.
