@@ -365,8 +365,18 @@ impl<T: Float> Trainer<T> {
         Ok(())
     }
 
-    /// Runs one training step with a batch from `source`.
+    /// Runs one training step with a batch from `source`. On error the step counter is not
+    /// advanced and the carried state is dropped (the next step starts from zeros); with
+    /// truncated BPTT the windows before the failing one have made their updates.
     pub fn train_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
+        let result = self.try_step(source);
+        if result.is_err() {
+            self.state_valid = false;
+        }
+        result
+    }
+
+    fn try_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
         let started = Instant::now();
         let step = self.step + 1;
         source.fill(step, &mut self.rng, &mut self.batch)?;
