@@ -294,6 +294,28 @@ impl<T: Float> Recurrent<T> {
         }
     }
 
+    /// Checks that every parameter still has its shape (they are reachable mutably through
+    /// [`nn_core::Module::visit_mut`] and [`Recurrent::weights_mut`]).
+    pub(crate) fn check_weights(&self, op: &'static str) -> Result<()> {
+        let (cell, h, d) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+        );
+        let gh = cell.gate_count() * h;
+        for (k, w) in self.directions.iter().enumerate() {
+            let input = if k < d { self.config.input_size } else { d * h };
+            check_shape(op, &w.weight_ih.value, Shape(gh, input))?;
+            check_shape(op, &w.weight_hh.value, Shape(gh, h))?;
+            check_shape(op, &w.bias_ih.value, Shape(gh, 1))?;
+            check_shape(op, &w.bias_hh.value, Shape(gh, 1))?;
+            for p in [&w.weight_ih, &w.weight_hh, &w.bias_ih, &w.bias_hh] {
+                check_shape(op, &p.grad, Shape::from(&p.value))?;
+            }
+        }
+        Ok(())
+    }
+
     fn slots(&self) -> usize {
         self.config.num_layers * self.config.num_directions()
     }
@@ -312,6 +334,7 @@ impl<T: Float> Recurrent<T> {
         cache: &mut RecurrentCache<T>,
     ) -> Result<()> {
         cache.ready = false;
+        self.check_weights("Recurrent::forward parameter")?;
         let steps = self.check_sequence("Recurrent::forward input", x, batch)?;
         if let Some(s) = initial {
             self.check_state(
@@ -396,6 +419,7 @@ impl<T: Float> Recurrent<T> {
                 ));
             }
         };
+        self.check_weights("Recurrent::backward parameter")?;
         let cols = steps * batch;
         let input = self.config.input_size;
         check_shape(

@@ -85,6 +85,7 @@ impl<T: Float> Recurrent<T> {
                     .into(),
             ));
         }
+        self.check_weights("Recurrent::step parameter")?;
         let (cell, h, layers) = (config.cell, config.hidden_size, config.num_layers);
         let batch = x_t.ncols();
         if x_t.nrows() != config.input_size {

@@ -352,6 +352,17 @@ fn bad_inputs_are_typed_errors() {
     assert!(layer.forward(&bad, 2, None, &mut cache).is_err());
     assert!(layer.backward(&x, &mut cache, &d_out, None, None).is_err());
 
+    // A parameter replaced by one of another shape (reachable through `visit_mut`).
+    let mut broken = layer.clone();
+    broken.weights_mut(0, 0).unwrap().weight_hh = nn_core::Param::matrix(DMatrix::zeros(16, 3));
+    assert!(shape(broken.forward(&x, 2, None, &mut cache)));
+    let mut st = broken.zero_state(2);
+    assert!(
+        broken
+            .step(&DMatrix::zeros(3, 2), &mut st, &mut StepScratch::new())
+            .is_err()
+    );
+
     // A cell state for a cell that has none.
     let rnn = RecurrentConfig::new(CellKind::Rnn(Nonlinearity::Tanh), 3, 4)
         .init::<f32>(&mut Rng::seed_from(0))

@@ -77,3 +77,27 @@ pub(crate) fn backward<T: Float>(
         dh[j] = dh_j * z[j];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_gates_by_hand() {
+        // gx = 0, W_hh h = 0, b_hn = 1: r = z = 1/2, ĝ_n = 1, n = tanh(1/2), h = n/2 + h_prev/2.
+        let (mut gates, mut hidden, mut h) = ([0.0; 3], [0.0; 3], [0.0]);
+        forward(&mut gates, &mut hidden, &[1.0], &[4.0], &mut h);
+        let n = 0.5f64.tanh();
+        assert_eq!(gates, [0.5, 0.5, n]);
+        assert_eq!(hidden[2], 1.0);
+        assert_eq!(h[0], 0.5 * n + 2.0);
+        // dh = 1: dz = h_prev - n, da_z = dz/4; da_n = (1/2)(1-n²); dgh_n = da_n/2; dr = da_n·1;
+        // da_r = dr/4; the direct part of dh_prev is z = 1/2.
+        let (mut dh, mut dx, mut dhh) = ([1.0], [0.0; 3], [0.0; 3]);
+        backward(&gates, &hidden, &[4.0], &mut dh, &[0.0], &mut dx, &mut dhh);
+        let da_n = 0.5 * (1.0 - n * n);
+        assert_eq!(dx, [da_n * 0.25, (4.0 - n) * 0.25, da_n]);
+        assert_eq!(dhh, [da_n * 0.25, (4.0 - n) * 0.25, da_n * 0.5]);
+        assert_eq!(dh[0], 0.5);
+    }
+}

@@ -74,3 +74,24 @@ pub(crate) fn backward<T: Float>(
         dc[j] = dc_j * f[j];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_gates_by_hand() {
+        // a = 0: i = f = o = 1/2, g = 0, so c = c_prev/2 and h = tanh(c)/2.
+        let mut gates = [0.0; 4];
+        let (mut c, mut tc, mut h) = ([0.0], [0.0], [0.0]);
+        forward(&mut gates, &[2.0], &mut c, &mut tc, &mut h);
+        assert_eq!(gates, [0.5, 0.5, 0.0, 0.5]);
+        assert_eq!((c[0], tc[0], h[0]), (1.0, 1f64.tanh(), 0.5 * 1f64.tanh()));
+        // Only c_n gets a gradient (dc = 1): di = dc·g·i(1-i) = 0, df = dc·c_prev·f(1-f) = 0.5,
+        // dg = dc·i·(1-g²) = 0.5, do = 0, and dc_prev = dc·f = 0.5.
+        let (mut dc, mut dg) = ([1.0], [9.0; 4]);
+        backward(&gates, &[2.0], &tc, &[0.0], &[0.0], &mut dc, &mut dg);
+        assert_eq!(dg, [0.0, 0.5, 0.5, 0.0]);
+        assert_eq!(dc[0], 0.5);
+    }
+}

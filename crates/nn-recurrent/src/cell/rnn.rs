@@ -46,3 +46,24 @@ pub(crate) fn backward<T: Float>(act: Nonlinearity, h: &[T], dh: &[T], dy: &[T],
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tanh_and_relu_by_hand() {
+        let mut h = [0.0; 3];
+        forward(Nonlinearity::Tanh, &[0.0, 0.5, -1.0], &mut h);
+        assert_eq!(h, [0.0, 0.5f64.tanh(), (-1.0f64).tanh()]);
+        forward(Nonlinearity::Relu, &[0.0, 0.5, -1.0], &mut h);
+        assert_eq!(h, [0.0, 0.5, 0.0]);
+        // ReLU: the gradient passes where h > 0; dh + dy = 1 + 2 = 3.
+        let mut d = [9.0; 3];
+        backward(Nonlinearity::Relu, &h, &[1.0; 3], &[2.0; 3], &mut d);
+        assert_eq!(d, [0.0, 3.0, 0.0]);
+        // tanh: 3 · (1 - 0.5²) = 2.25 at h = 0.5.
+        backward(Nonlinearity::Tanh, &[0.5], &[1.0], &[2.0], &mut d);
+        assert_eq!(d[0], 2.25);
+    }
+}
