@@ -1,0 +1,664 @@
+//! Optimizers with PyTorch's exact update rules, for any [`Module`] through its parameter visitor.
+//!
+//! [`Optimizer`] holds one [`OptimizerConfig`] (SGD, Adagrad, RMSprop, Adam or AdamW; the math of
+//! each is in its own file), the current learning rate (which a schedule may change), the step
+//! count `t` and one [`ParamState`] per parameter, in the model's visiting order. The state is
+//! created at the first [`Optimizer::step`] from the parameters' names and shapes, and every
+//! later step checks that the model still has exactly those parameters.
+//!
+//! Per-parameter state is exported under `<prefix>.<param name>.<buffer>` with PyTorch's buffer
+//! names (`momentum_buffer`, `sum`, `square_avg`, `grad_avg`, `exp_avg`, `exp_avg_sq`) and the
+//! parameter's PyTorch shape; `<prefix>.step`, `<prefix>.lr` and `<prefix>.hparams` hold the step
+//! count, the current learning rate and the exact settings.
+
+mod adagrad;
+mod adam;
+mod rmsprop;
+mod sgd;
+
+pub use adagrad::AdagradConfig;
+pub use adam::AdamConfig;
+pub use rmsprop::RmsPropConfig;
+pub use sgd::SgdConfig;
+
+use crate::error::{Error, Result, invalid};
+use nalgebra::DMatrix;
+use nn_core::tensor_io::{TensorFile, TensorWriter};
+use nn_core::{Float, Module, Param};
+use serde_json::{Value, json};
+
+/// Which optimizer, with its settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerConfig {
+    /// `torch.optim.SGD`.
+    Sgd(SgdConfig),
+    /// `torch.optim.Adagrad`.
+    Adagrad(AdagradConfig),
+    /// `torch.optim.RMSprop`.
+    RmsProp(RmsPropConfig),
+    /// `torch.optim.Adam`, or `torch.optim.AdamW` when `decoupled_weight_decay`.
+    Adam(AdamConfig),
+}
+
+impl From<SgdConfig> for OptimizerConfig {
+    fn from(c: SgdConfig) -> Self {
+        OptimizerConfig::Sgd(c)
+    }
+}
+impl From<AdagradConfig> for OptimizerConfig {
+    fn from(c: AdagradConfig) -> Self {
+        OptimizerConfig::Adagrad(c)
+    }
+}
+impl From<RmsPropConfig> for OptimizerConfig {
+    fn from(c: RmsPropConfig) -> Self {
+        OptimizerConfig::RmsProp(c)
+    }
+}
+impl From<AdamConfig> for OptimizerConfig {
+    fn from(c: AdamConfig) -> Self {
+        OptimizerConfig::Adam(c)
+    }
+}
+
+impl OptimizerConfig {
+    /// `"sgd"`, `"adagrad"`, `"rmsprop"`, `"adam"` or `"adamw"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OptimizerConfig::Sgd(_) => "sgd",
+            OptimizerConfig::Adagrad(_) => "adagrad",
+            OptimizerConfig::RmsProp(_) => "rmsprop",
+            OptimizerConfig::Adam(c) => c.kind(),
+        }
+    }
+
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd(c) => c.lr,
+            OptimizerConfig::Adagrad(c) => c.lr,
+            OptimizerConfig::RmsProp(c) => c.lr,
+            OptimizerConfig::Adam(c) => c.lr,
+        }
+    }
+
+    /// Checks the settings as PyTorch's constructors do.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            OptimizerConfig::Sgd(c) => c.validate(),
+            OptimizerConfig::Adagrad(c) => c.validate(),
+            OptimizerConfig::RmsProp(c) => c.validate(),
+            OptimizerConfig::Adam(c) => c.validate(),
+        }
+    }
+
+    /// Names of the per-parameter state buffers, in order.
+    pub fn buffer_names(&self) -> &'static [&'static str] {
+        match self {
+            OptimizerConfig::Sgd(c) => c.buffers(),
+            OptimizerConfig::Adagrad(c) => c.buffers(),
+            OptimizerConfig::RmsProp(c) => c.buffers(),
+            OptimizerConfig::Adam(c) => c.buffers(),
+        }
+    }
+
+    fn initial_buffer_value(&self) -> f64 {
+        match self {
+            OptimizerConfig::Adagrad(c) => c.initial_accumulator_value,
+            _ => 0.0,
+        }
+    }
+
+    /// The PyTorch constructor keyword arguments, e.g. `{"lr": 0.001, "betas": [0.9, 0.999], ...}`.
+    pub fn to_torch_kwargs(&self) -> Value {
+        match *self {
+            OptimizerConfig::Sgd(c) => json!({
+                "lr": c.lr, "momentum": c.momentum, "dampening": c.dampening,
+                "weight_decay": c.weight_decay, "nesterov": c.nesterov,
+            }),
+            OptimizerConfig::Adagrad(c) => json!({
+                "lr": c.lr, "lr_decay": c.lr_decay, "weight_decay": c.weight_decay,
+                "initial_accumulator_value": c.initial_accumulator_value, "eps": c.eps,
+            }),
+            OptimizerConfig::RmsProp(c) => json!({
+                "lr": c.lr, "alpha": c.alpha, "eps": c.eps, "weight_decay": c.weight_decay,
+                "momentum": c.momentum, "centered": c.centered,
+            }),
+            OptimizerConfig::Adam(c) => json!({
+                "lr": c.lr, "betas": [c.betas.0, c.betas.1], "eps": c.eps,
+                "weight_decay": c.weight_decay,
+            }),
+        }
+    }
+
+    /// Builds a config from an optimizer name and PyTorch constructor keyword arguments.
+    ///
+    /// `kind` is `sgd` (also `sgd_momentum`), `adagrad`, `rmsprop`, `adam` or `adamw`; missing
+    /// arguments take PyTorch's defaults (`lr` too, except for SGD, where it is required).
+    /// Unknown arguments, and options this crate does not implement (`amsgrad`, `maximize`,
+    /// `foreach`-style switches set to a non-default value), are errors.
+    pub fn from_torch_kwargs(kind: &str, kwargs: &Value) -> Result<Self> {
+        let obj = match kwargs {
+            Value::Object(m) => m.clone(),
+            Value::Null => Default::default(),
+            other => {
+                return Err(invalid(format!(
+                    "optimizer kwargs must be an object, got {other}"
+                )));
+            }
+        };
+        let num = |key: &str, default: f64| -> Result<f64> {
+            match obj.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| invalid(format!("{kind}: `{key}` must be a number, got {v}"))),
+            }
+        };
+        let flag = |key: &str| -> Result<bool> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(false),
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| invalid(format!("{kind}: `{key}` must be a boolean, got {v}"))),
+            }
+        };
+        let allowed: &[&str] = match kind {
+            "sgd" | "sgd_momentum" => &["lr", "momentum", "dampening", "weight_decay", "nesterov"],
+            "adagrad" => &[
+                "lr",
+                "lr_decay",
+                "weight_decay",
+                "initial_accumulator_value",
+                "eps",
+            ],
+            "rmsprop" => &["lr", "alpha", "eps", "weight_decay", "momentum", "centered"],
+            "adam" | "adamw" => &[
+                "lr",
+                "betas",
+                "eps",
+                "weight_decay",
+                "decoupled_weight_decay",
+            ],
+            other => return Err(invalid(format!("unknown optimizer `{other}`"))),
+        };
+        for (key, v) in &obj {
+            let off = matches!(v, Value::Bool(false) | Value::Null);
+            let harmless = matches!(
+                key.as_str(),
+                "amsgrad" | "maximize" | "foreach" | "capturable" | "differentiable" | "fused"
+            ) && off;
+            if !allowed.contains(&key.as_str()) && !harmless {
+                return Err(invalid(format!(
+                    "{kind}: unsupported argument `{key}` = {v}"
+                )));
+            }
+        }
+        let config = match kind {
+            "sgd" | "sgd_momentum" => {
+                let lr = obj
+                    .get("lr")
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| invalid("sgd: `lr` is required"))?;
+                OptimizerConfig::Sgd(SgdConfig {
+                    lr,
+                    momentum: num("momentum", 0.0)?,
+                    dampening: num("dampening", 0.0)?,
+                    nesterov: flag("nesterov")?,
+                    weight_decay: num("weight_decay", 0.0)?,
+                })
+            }
+            "adagrad" => OptimizerConfig::Adagrad(AdagradConfig {
+                lr: num("lr", 1e-2)?,
+                lr_decay: num("lr_decay", 0.0)?,
+                weight_decay: num("weight_decay", 0.0)?,
+                initial_accumulator_value: num("initial_accumulator_value", 0.0)?,
+                eps: num("eps", 1e-10)?,
+            }),
+            "rmsprop" => OptimizerConfig::RmsProp(RmsPropConfig {
+                lr: num("lr", 1e-2)?,
+                alpha: num("alpha", 0.99)?,
+                eps: num("eps", 1e-8)?,
+                weight_decay: num("weight_decay", 0.0)?,
+                momentum: num("momentum", 0.0)?,
+                centered: flag("centered")?,
+            }),
+            _ => {
+                let decoupled = kind == "adamw" || flag("decoupled_weight_decay")?;
+                let base = if decoupled {
+                    AdamConfig::adamw(num("lr", 1e-3)?)
+                } else {
+                    AdamConfig::new(num("lr", 1e-3)?)
+                };
+                let betas = match obj.get("betas") {
+                    None => base.betas,
+                    Some(Value::Array(b)) if b.len() == 2 => match (b[0].as_f64(), b[1].as_f64()) {
+                        (Some(b1), Some(b2)) => (b1, b2),
+                        _ => return Err(invalid(format!("{kind}: `betas` must be two numbers"))),
+                    },
+                    Some(v) => {
+                        return Err(invalid(format!(
+                            "{kind}: `betas` must be two numbers, got {v}"
+                        )));
+                    }
+                };
+                OptimizerConfig::Adam(AdamConfig {
+                    betas,
+                    eps: num("eps", base.eps)?,
+                    weight_decay: num("weight_decay", base.weight_decay)?,
+                    ..base
+                })
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings as numbers in a fixed order (booleans as 0/1), stored exactly in checkpoints.
+    pub fn to_values(&self) -> Vec<f64> {
+        let b = |x: bool| if x { 1.0 } else { 0.0 };
+        match *self {
+            OptimizerConfig::Sgd(c) => {
+                vec![c.lr, c.momentum, c.dampening, b(c.nesterov), c.weight_decay]
+            }
+            OptimizerConfig::Adagrad(c) => {
+                vec![
+                    c.lr,
+                    c.lr_decay,
+                    c.weight_decay,
+                    c.initial_accumulator_value,
+                    c.eps,
+                ]
+            }
+            OptimizerConfig::RmsProp(c) => {
+                vec![
+                    c.lr,
+                    c.alpha,
+                    c.eps,
+                    c.weight_decay,
+                    c.momentum,
+                    b(c.centered),
+                ]
+            }
+            OptimizerConfig::Adam(c) => {
+                vec![
+                    c.lr,
+                    c.betas.0,
+                    c.betas.1,
+                    c.eps,
+                    c.weight_decay,
+                    b(c.decoupled_weight_decay),
+                ]
+            }
+        }
+    }
+
+    /// Inverse of [`OptimizerConfig::to_values`] for the given kind.
+    pub fn from_values(kind: &str, v: &[f64]) -> Result<Self> {
+        let want = match kind {
+            "sgd" | "adagrad" => 5,
+            "rmsprop" | "adam" | "adamw" => 6,
+            other => return Err(invalid(format!("unknown optimizer `{other}`"))),
+        };
+        if v.len() != want {
+            return Err(invalid(format!(
+                "{kind}: {} settings, expected {want}",
+                v.len()
+            )));
+        }
+        let config = match kind {
+            "sgd" => OptimizerConfig::Sgd(SgdConfig {
+                lr: v[0],
+                momentum: v[1],
+                dampening: v[2],
+                nesterov: v[3] != 0.0,
+                weight_decay: v[4],
+            }),
+            "adagrad" => OptimizerConfig::Adagrad(AdagradConfig {
+                lr: v[0],
+                lr_decay: v[1],
+                weight_decay: v[2],
+                initial_accumulator_value: v[3],
+                eps: v[4],
+            }),
+            "rmsprop" => OptimizerConfig::RmsProp(RmsPropConfig {
+                lr: v[0],
+                alpha: v[1],
+                eps: v[2],
+                weight_decay: v[3],
+                momentum: v[4],
+                centered: v[5] != 0.0,
+            }),
+            _ => OptimizerConfig::Adam(AdamConfig {
+                lr: v[0],
+                betas: (v[1], v[2]),
+                eps: v[3],
+                weight_decay: v[4],
+                decoupled_weight_decay: v[5] != 0.0,
+            }),
+        };
+        if config.kind() != kind {
+            return Err(invalid(format!(
+                "settings are for {}, not {kind}",
+                config.kind()
+            )));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The optimizer's state for one parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamState<T: Float> {
+    /// The parameter's name when the state was made.
+    pub name: String,
+    /// The parameter's PyTorch shape (`[n]` or `[rows, cols]`).
+    pub shape: Vec<usize>,
+    /// One matrix per [`OptimizerConfig::buffer_names`], shaped like the parameter.
+    pub buffers: Vec<DMatrix<T>>,
+}
+
+/// An optimizer: settings, current learning rate, step count and per-parameter state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optimizer<T: Float> {
+    config: OptimizerConfig,
+    lr: f64,
+    step: u64,
+    state: Vec<ParamState<T>>,
+}
+
+fn describe<T: Float>(name: &str, p: &Param<T>) -> String {
+    format!("{name} {:?}", p.torch_shape())
+}
+
+impl<T: Float> Optimizer<T> {
+    /// A new optimizer (no state yet; the first step creates it). Invalid settings are errors.
+    pub fn new(config: impl Into<OptimizerConfig>) -> Result<Self> {
+        let config = config.into();
+        config.validate()?;
+        Ok(Optimizer {
+            lr: config.lr(),
+            config,
+            step: 0,
+            state: Vec::new(),
+        })
+    }
+
+    /// The settings (with the base learning rate).
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// The learning rate the next step uses.
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    /// Sets the learning rate of the following steps (what a schedule does).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Steps taken so far (`t` of the last step).
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The per-parameter state in visiting order (empty before the first step).
+    pub fn state(&self) -> &[ParamState<T>] {
+        &self.state
+    }
+
+    /// Forgets the state and the step count (as a freshly built optimizer); keeps the settings and lr.
+    pub fn reset(&mut self) {
+        self.step = 0;
+        self.state.clear();
+    }
+
+    fn init_state<M: Module<T> + ?Sized>(&mut self, model: &M) {
+        let n = self.config.buffer_names().len();
+        let init: T = T::cast(self.config.initial_buffer_value());
+        let state = &mut self.state;
+        model.visit(&mut |name, p| {
+            let (r, c) = p.value.shape();
+            state.push(ParamState {
+                name: name.to_string(),
+                shape: p.torch_shape(),
+                buffers: (0..n).map(|_| DMatrix::from_element(r, c, init)).collect(),
+            });
+        });
+    }
+
+    /// Checks that `model` has the parameters the state was made for, in order (no allocation
+    /// unless there is a mismatch).
+    pub fn check_model<M: Module<T> + ?Sized>(&self, model: &M) -> Result<()> {
+        let mut i = 0;
+        let mut err = None;
+        model.visit(&mut |name, p| {
+            if err.is_none() {
+                match self.state.get(i) {
+                    Some(s) if s.name == name && shape_eq(&s.shape, p) => {}
+                    Some(s) => {
+                        err = Some(Error::StateMismatch {
+                            index: i,
+                            expected: format!("{} {:?}", s.name, s.shape),
+                            got: describe(name, p),
+                        })
+                    }
+                    None => {
+                        err = Some(Error::StateMismatch {
+                            index: i,
+                            expected: "nothing".into(),
+                            got: describe(name, p),
+                        })
+                    }
+                }
+            }
+            i += 1;
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if i != self.state.len() {
+            let s = &self.state[i];
+            return Err(Error::StateMismatch {
+                index: i,
+                expected: format!("{} {:?}", s.name, s.shape),
+                got: "nothing".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One update of every parameter of `model` from its gradient (the gradients are read, not
+    /// cleared). The first step creates the state; later steps check it still fits the model.
+    pub fn step<M: Module<T> + ?Sized>(&mut self, model: &mut M) -> Result<()> {
+        if self.state.is_empty() {
+            self.init_state(model);
+        } else {
+            self.check_model(model)?;
+        }
+        self.step += 1;
+        let (t, lr, config) = (self.step, self.lr, self.config);
+        let mut i = 0;
+        let state = &mut self.state;
+        model.visit_mut(&mut |_, p| {
+            let bufs = &mut state[i].buffers;
+            i += 1;
+            let g = p.grad.as_slice();
+            let v = p.value.as_mut_slice();
+            match &config {
+                OptimizerConfig::Sgd(c) => c.update(lr, t, v, g, bufs),
+                OptimizerConfig::Adagrad(c) => c.update(lr, t, v, g, bufs),
+                OptimizerConfig::RmsProp(c) => c.update(lr, v, g, bufs),
+                OptimizerConfig::Adam(c) => c.update(lr, t, v, g, bufs),
+            }
+        });
+        Ok(())
+    }
+
+    /// Adds the state to `out`: `<prefix>.<param>.<buffer>` (PyTorch shapes), `<prefix>.step`
+    /// (U64), `<prefix>.lr` and `<prefix>.hparams` (F64, exact).
+    pub fn write_state(&self, out: &mut TensorWriter, prefix: &str) {
+        let names = self.config.buffer_names();
+        for s in &self.state {
+            for (b, m) in names.iter().zip(&s.buffers) {
+                out.matrix(&format!("{prefix}.{}.{b}", s.name), m, s.shape.len() == 1);
+            }
+        }
+        out.u64s(&format!("{prefix}.step"), &[self.step]);
+        out.values::<f64>(&format!("{prefix}.lr"), &[1], &[self.lr]);
+        let hp = self.config.to_values();
+        out.values::<f64>(&format!("{prefix}.hparams"), &[hp.len()], &hp);
+    }
+
+    /// Reads an optimizer of kind `kind` written by [`Optimizer::write_state`] for `model`'s
+    /// parameters. The file's settings and learning rate replace this optimizer's (as PyTorch's
+    /// `load_state_dict` does); a different kind is an error. Nothing changes on error.
+    pub fn read_state<M: Module<T> + ?Sized>(
+        &mut self,
+        file: &TensorFile,
+        prefix: &str,
+        model: &M,
+    ) -> Result<()> {
+        let hp = file.values::<f64>(&format!("{prefix}.hparams"))?;
+        let config = OptimizerConfig::from_values(self.config.kind(), &hp)?;
+        let lr = file.values::<f64>(&format!("{prefix}.lr"))?;
+        let [lr] = lr[..] else {
+            return Err(invalid(format!("{prefix}.lr must hold one value")));
+        };
+        let step = file.integers(&format!("{prefix}.step"))?;
+        let [step] = step[..] else {
+            return Err(invalid(format!("{prefix}.step must hold one value")));
+        };
+        let step = u64::try_from(step).map_err(|_| invalid(format!("{prefix}.step is {step}")))?;
+        let mut state = Vec::new();
+        if step > 0 {
+            let mut err = None;
+            model.visit(&mut |name, p| {
+                if err.is_some() {
+                    return;
+                }
+                let shape = p.torch_shape();
+                let mut buffers = Vec::new();
+                for b in config.buffer_names() {
+                    match file.matrix::<T>(&format!("{prefix}.{name}.{b}"), &shape) {
+                        Ok(m) => buffers.push(m),
+                        Err(e) => {
+                            err = Some(e);
+                            return;
+                        }
+                    }
+                }
+                state.push(ParamState {
+                    name: name.to_string(),
+                    shape,
+                    buffers,
+                });
+            });
+            if let Some(e) = err {
+                return Err(e.into());
+            }
+        }
+        *self = Optimizer {
+            config,
+            lr,
+            step,
+            state,
+        };
+        Ok(())
+    }
+}
+
+fn shape_eq<T: Float>(shape: &[usize], p: &Param<T>) -> bool {
+    match shape {
+        [n] => p.is_vector() && p.value.nrows() == *n,
+        [r, c] => !p.is_vector() && p.value.shape() == (*r, *c),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nn_core::{Dense, Rng};
+
+    #[test]
+    fn kwargs_round_trip_and_unknown_arguments_fail() {
+        for c in [
+            OptimizerConfig::from(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)),
+            AdagradConfig::new(0.1).with_lr_decay(0.01).into(),
+            RmsPropConfig::new(0.1)
+                .with_centered(true)
+                .with_momentum(0.5)
+                .into(),
+            AdamConfig::new(0.1).into(),
+            AdamConfig::adamw(0.1).into(),
+        ] {
+            let back = OptimizerConfig::from_torch_kwargs(c.kind(), &c.to_torch_kwargs()).unwrap();
+            assert_eq!(back, c);
+            assert_eq!(
+                OptimizerConfig::from_values(c.kind(), &c.to_values()).unwrap(),
+                c
+            );
+        }
+        let sgd = OptimizerConfig::from_torch_kwargs(
+            "sgd_momentum",
+            &json!({"lr": 0.5, "momentum": 0.9}),
+        )
+        .unwrap();
+        assert_eq!(sgd, SgdConfig::new(0.5).with_momentum(0.9).into());
+        assert!(OptimizerConfig::from_torch_kwargs("adam", &json!({"amsgrad": true})).is_err());
+        assert!(OptimizerConfig::from_torch_kwargs("adam", &json!({"amsgrad": false})).is_ok());
+        assert!(OptimizerConfig::from_torch_kwargs("sgd", &json!({"momentum": 0.9})).is_err());
+        assert!(OptimizerConfig::from_torch_kwargs("lbfgs", &json!({})).is_err());
+    }
+
+    #[test]
+    fn state_follows_the_model_and_mismatch_is_an_error() {
+        let mut rng = Rng::seed_from(0);
+        let mut a = Dense::<f64>::new(3, 2, &mut rng).unwrap();
+        let mut b = Dense::<f64>::new(3, 4, &mut rng).unwrap();
+        let mut opt = Optimizer::new(AdamConfig::new(0.1)).unwrap();
+        a.weight.grad.fill(1.0);
+        let before = a.weight.value.clone();
+        opt.step(&mut a).unwrap();
+        assert_eq!(opt.state().len(), 2);
+        assert_eq!(opt.state()[1].shape, vec![2]);
+        // First Adam step moves every weight by lr * sign(g) (up to eps).
+        assert!(((&before - &a.weight.value).add_scalar(-0.1)).amax() < 1e-8);
+        let err = opt.step(&mut b).unwrap_err();
+        assert!(
+            matches!(err, Error::StateMismatch { index: 0, .. }),
+            "{err}"
+        );
+        assert_eq!(opt.steps(), 1);
+    }
+
+    #[test]
+    fn state_round_trips_through_a_file() {
+        let mut rng = Rng::seed_from(1);
+        let mut a = Dense::<f32>::new(3, 2, &mut rng).unwrap();
+        let mut opt = Optimizer::new(
+            RmsPropConfig::new(0.01)
+                .with_momentum(0.9)
+                .with_centered(true),
+        )
+        .unwrap();
+        a.weight.grad.fill(0.5);
+        a.bias.grad.fill(-0.25);
+        opt.step(&mut a).unwrap();
+        opt.set_lr(0.005);
+        let mut w = TensorWriter::new();
+        opt.write_state(&mut w, "optim");
+        let file = TensorFile::from_bytes(w.to_bytes().unwrap(), "mem").unwrap();
+        assert_eq!(file.shape("optim.bias.grad_avg").unwrap(), &[2]);
+        let mut back = Optimizer::<f32>::new(RmsPropConfig::new(1.0)).unwrap();
+        back.read_state(&file, "optim", &a).unwrap();
+        assert_eq!(back, opt);
+        let mut wrong = Optimizer::<f32>::new(AdamConfig::new(1.0)).unwrap();
+        assert!(wrong.read_state(&file, "optim", &a).is_err());
+        assert_eq!(wrong.steps(), 0);
+    }
+}

@@ -1,0 +1,401 @@
+//! The sequence model the trainer, fixtures, demos and benchmarks use: a recurrent layer, then a
+//! Dense head on its outputs.
+//!
+//! Shapes (`I` input features, `H` hidden, `D` directions, `O` outputs, `T` steps, `B` batch):
+//! ```text
+//! x      (I, T*B)      column t*B + b = step t of sequence b
+//! out    (D*H, T*B)    = Recurrent(x, h0)            (also the final state h_n, c_n)
+//! logits (O, T*B)      = W · out + b                 (objective NextToken: every step)
+//! logits (O, B)        = W · out[:, (T-1)B..TB] + b  (LastStepClass, LastStepMse: last step only)
+//! ```
+//! Objectives ([`Target`]), each a mean like PyTorch's default reduction:
+//! - `NextToken(targets)`: softmax cross-entropy over all `T*B` columns, `targets[t*B + b]`;
+//! - `LastStepClass(targets)`: softmax cross-entropy of the last step's `B` columns;
+//! - `LastStepMse(y)`: mean squared error of the last step's head output against `y` `(O, B)`.
+//!
+//! Backward: `dW += dlogits · outᵀ`, `db += Σ_columns dlogits`, `d_out = Wᵀ · dlogits` (zero in
+//! the columns without a loss), then BPTT through the recurrent layer with a zero gradient for
+//! the final state, which is where truncated BPTT cuts the graph.
+//!
+//! Parameter names: `rnn.<PyTorch name>` (`rnn.weight_ih_l0`, ...), `head.weight`, `head.bias`,
+//! so `torch.nn.Module`s with attributes `rnn` and `head` load the same `state_dict`.
+//! All buffers live in a [`SeqWorkspace`], sized on first use for a `(T, B)` and then reused.
+
+use crate::error::{Error, Result, invalid};
+use nalgebra::DMatrix;
+use nn_core::{
+    Accum, Dense, Float, Module, Param, Rng, Shape, Trans, loss, matmul, visit_prefixed,
+    visit_prefixed_mut,
+};
+use nn_recurrent::{
+    CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState,
+};
+use serde_json::{Value, json};
+
+/// What a training step minimizes, without the targets themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// Softmax cross-entropy at every step (many-to-many, e.g. next-character prediction).
+    NextToken,
+    /// Softmax cross-entropy at the last step (many-to-one classification).
+    LastStepClass,
+    /// Mean squared error at the last step (many-to-one regression).
+    LastStepMse,
+}
+
+impl Objective {
+    /// `true` when only the last step's output enters the loss.
+    pub fn last_step_only(self) -> bool {
+        !matches!(self, Objective::NextToken)
+    }
+}
+
+/// An objective with its targets, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a, T: Float> {
+    /// `T*B` class indices, index `t*B + b`.
+    NextToken(&'a [usize]),
+    /// `B` class indices.
+    LastStepClass(&'a [usize]),
+    /// `(O, B)` values.
+    LastStepMse(&'a DMatrix<T>),
+}
+
+impl<T: Float> Target<'_, T> {
+    /// The objective kind.
+    pub fn objective(&self) -> Objective {
+        match self {
+            Target::NextToken(_) => Objective::NextToken,
+            Target::LastStepClass(_) => Objective::LastStepClass,
+            Target::LastStepMse(_) => Objective::LastStepMse,
+        }
+    }
+}
+
+/// Settings of a [`SeqModel`]: the recurrent layer's and the head's output size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeqModelConfig {
+    /// The recurrent layer.
+    pub rnn: RecurrentConfig,
+    /// Outputs `O` of the head (classes or regression targets).
+    pub output_size: usize,
+}
+
+fn cell_name(cell: CellKind) -> &'static str {
+    match cell {
+        CellKind::Rnn(Nonlinearity::Tanh) => "rnn_tanh",
+        CellKind::Rnn(Nonlinearity::Relu) => "rnn_relu",
+        CellKind::Lstm => "lstm",
+        CellKind::Gru => "gru",
+    }
+}
+
+/// Parses `rnn_tanh` (or `rnn`), `rnn_relu`, `lstm`, `gru`.
+pub fn parse_cell(name: &str) -> Result<CellKind> {
+    Ok(match name {
+        "rnn" | "rnn_tanh" => CellKind::Rnn(Nonlinearity::Tanh),
+        "rnn_relu" => CellKind::Rnn(Nonlinearity::Relu),
+        "lstm" => CellKind::Lstm,
+        "gru" => CellKind::Gru,
+        other => return Err(invalid(format!("unknown cell `{other}`"))),
+    })
+}
+
+impl SeqModelConfig {
+    /// A recurrent layer `rnn` followed by a head with `output_size` outputs.
+    pub fn new(rnn: RecurrentConfig, output_size: usize) -> Self {
+        SeqModelConfig { rnn, output_size }
+    }
+
+    /// Builds the model: the layer with PyTorch's init, then the head with `nn.Linear`'s
+    /// (`U(-1/√(D*H), 1/√(D*H))`), both drawn from `rng` in that order.
+    pub fn init<T: Float>(&self, rng: &mut Rng) -> Result<SeqModel<T>> {
+        let rnn = self.rnn.init::<T>(rng)?;
+        let head = Dense::new(rnn.output_size(), self.output_size, rng)?;
+        SeqModel::new(rnn, head)
+    }
+
+    /// The settings as JSON (`cell`, `input`, `hidden`, `layers`, `bidirectional`, `output`),
+    /// as stored in checkpoints.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "cell": cell_name(self.rnn.cell),
+            "input": self.rnn.input_size,
+            "hidden": self.rnn.hidden_size,
+            "layers": self.rnn.num_layers,
+            "bidirectional": self.rnn.bidirectional,
+            "output": self.output_size,
+        })
+    }
+
+    /// Inverse of [`SeqModelConfig::to_json`].
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let int = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| invalid(format!("model config: `{k}` missing or not an integer")))
+        };
+        let cell = v
+            .get("cell")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("model config: `cell` missing"))?;
+        let bidirectional = v
+            .get("bidirectional")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| invalid("model config: `bidirectional` missing"))?;
+        let rnn = RecurrentConfig::new(parse_cell(cell)?, int("input")?, int("hidden")?)
+            .with_num_layers(int("layers")?)
+            .with_bidirectional(bidirectional);
+        Ok(SeqModelConfig::new(rnn, int("output")?))
+    }
+}
+
+/// A recurrent layer and a Dense head applied to every step's output.
+#[derive(Clone, Debug)]
+pub struct SeqModel<T: Float> {
+    /// The recurrent layer (parameter names prefixed `rnn.`).
+    pub rnn: Recurrent<T>,
+    /// The head `D*H -> O` (names `head.weight`, `head.bias`).
+    pub head: Dense<T>,
+}
+
+/// Buffers of one [`SeqModel`] training or evaluation step, sized on first use and reused
+/// while `(T, B)` stays the same.
+#[derive(Debug)]
+pub struct SeqWorkspace<T: Float> {
+    cache: RecurrentCache<T>,
+    /// `(O, T*B)` or `(O, B)`.
+    logits: DMatrix<T>,
+    /// Same shape as `logits`.
+    d_logits: DMatrix<T>,
+    /// `(D*H, T*B)`.
+    d_output: DMatrix<T>,
+}
+
+impl<T: Float> Default for SeqWorkspace<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn ensure<T: Float>(m: &mut DMatrix<T>, rows: usize, cols: usize) {
+    if m.shape() != (rows, cols) {
+        *m = DMatrix::zeros(rows, cols);
+    }
+}
+
+impl<T: Float> SeqWorkspace<T> {
+    /// An empty workspace; the first step sizes it.
+    pub fn new() -> Self {
+        SeqWorkspace {
+            cache: RecurrentCache::new(),
+            logits: DMatrix::zeros(0, 0),
+            d_logits: DMatrix::zeros(0, 0),
+            d_output: DMatrix::zeros(0, 0),
+        }
+    }
+    /// The head's output of the last forward: `(O, T*B)` (NextToken) or `(O, B)` (last step).
+    pub fn logits(&self) -> &DMatrix<T> {
+        &self.logits
+    }
+    /// The recurrent layer's output `(D*H, T*B)` of the last forward.
+    pub fn output(&self) -> &DMatrix<T> {
+        self.cache.output()
+    }
+    /// The final state (`h_n`, `c_n`) of the last forward: the next window's initial state.
+    pub fn final_state(&self) -> &RecurrentState<T> {
+        self.cache.final_state()
+    }
+    /// The recurrent layer's cache.
+    pub fn cache(&self) -> &RecurrentCache<T> {
+        &self.cache
+    }
+    pub(crate) fn cache_mut(&mut self) -> &mut RecurrentCache<T> {
+        &mut self.cache
+    }
+}
+
+impl<T: Float> SeqModel<T> {
+    /// Joins a layer and a head; the head's input size must be the layer's `D*H`.
+    pub fn new(rnn: Recurrent<T>, head: Dense<T>) -> Result<Self> {
+        if head.input_size() != rnn.output_size() {
+            return Err(invalid(format!(
+                "head takes {} inputs but the recurrent layer gives {}",
+                head.input_size(),
+                rnn.output_size()
+            )));
+        }
+        Ok(SeqModel { rnn, head })
+    }
+
+    /// The settings of this model.
+    pub fn config(&self) -> SeqModelConfig {
+        SeqModelConfig::new(self.rnn.config().clone(), self.head.output_size())
+    }
+
+    /// Input features `I`.
+    pub fn input_size(&self) -> usize {
+        self.rnn.config().input_size
+    }
+
+    /// Outputs `O`.
+    pub fn output_size(&self) -> usize {
+        self.head.output_size()
+    }
+
+    fn steps(&self, x: &DMatrix<T>, batch: usize) -> Result<usize> {
+        if batch == 0 || x.ncols() == 0 {
+            return Err(nn_core::Error::Empty {
+                op: "SeqModel",
+                what: if batch == 0 { "batch" } else { "steps" },
+            }
+            .into());
+        }
+        if x.ncols() % batch != 0 || x.nrows() != self.input_size() {
+            return Err(nn_core::Error::ShapeMismatch {
+                op: "SeqModel input",
+                expected: Shape(self.input_size(), x.ncols().div_ceil(batch) * batch),
+                got: Shape::from(x),
+            }
+            .into());
+        }
+        Ok(x.ncols() / batch)
+    }
+
+    /// Runs the layer from `initial` (zeros when `None`) and the head on every step
+    /// (`last_step_only = false`, logits `(O, T*B)`) or on the last step (`(O, B)`).
+    /// Results in `ws.logits()`, `ws.output()`, `ws.final_state()`.
+    pub fn forward(
+        &self,
+        x: &DMatrix<T>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        last_step_only: bool,
+        ws: &mut SeqWorkspace<T>,
+    ) -> Result<()> {
+        let steps = self.steps(x, batch)?;
+        self.rnn.forward(x, batch, initial, &mut ws.cache)?;
+        let out = ws.cache.output();
+        let (first, cols) = if last_step_only {
+            ((steps - 1) * batch, batch)
+        } else {
+            (0, steps * batch)
+        };
+        ensure(&mut ws.logits, self.output_size(), cols);
+        ensure(&mut ws.d_logits, self.output_size(), cols);
+        matmul(
+            &mut ws.logits,
+            Accum::Replace,
+            &self.head.weight.value,
+            Trans::No,
+            &out.columns(first, cols),
+            Trans::No,
+        );
+        let b = self.head.bias.value.as_slice();
+        for mut col in ws.logits.column_iter_mut() {
+            for (v, &bi) in col.iter_mut().zip(b) {
+                *v += bi;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the loss gradient into `ws.d_logits` and returns the loss; NaN (and no gradient)
+    /// when the logits are not all finite.
+    fn loss_to(target: Target<'_, T>, ws: &mut SeqWorkspace<T>) -> Result<T> {
+        if ws.logits.iter().any(|v| !v.finite()) {
+            return Ok(T::cast(f64::NAN));
+        }
+        Ok(match target {
+            Target::NextToken(t) | Target::LastStepClass(t) => {
+                loss::softmax_cross_entropy_to(&ws.logits, t, &mut ws.d_logits)?
+            }
+            Target::LastStepMse(y) => {
+                let l = loss::mse(&ws.logits, y)?;
+                loss::mse_backward(&ws.logits, y, &mut ws.d_logits)?;
+                l
+            }
+        })
+    }
+
+    /// Forward and loss, without gradients (validation). Returns NaN when the forward produced
+    /// a non-finite value.
+    pub fn loss(
+        &self,
+        x: &DMatrix<T>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        target: Target<'_, T>,
+        ws: &mut SeqWorkspace<T>,
+    ) -> Result<T> {
+        self.forward(x, batch, initial, target.objective().last_step_only(), ws)?;
+        Self::loss_to(target, ws)
+    }
+
+    /// One training step's forward, loss and backward: adds the gradients of the loss into
+    /// every parameter (zero them first; nothing else is changed) and returns the loss. The
+    /// final state is in `ws.final_state()`. When the forward produced a NaN or infinity, the
+    /// loss is NaN and the gradients are left untouched.
+    pub fn forward_backward(
+        &mut self,
+        x: &DMatrix<T>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        target: Target<'_, T>,
+        ws: &mut SeqWorkspace<T>,
+    ) -> Result<T> {
+        let loss = self.loss(x, batch, initial, target, ws)?;
+        if !loss.finite() {
+            return Ok(loss);
+        }
+        let steps = x.ncols() / batch;
+        let last_only = target.objective().last_step_only();
+        let first = if last_only { (steps - 1) * batch } else { 0 };
+        let cols = ws.logits.ncols();
+        ensure(&mut ws.d_output, self.rnn.output_size(), steps * batch);
+        {
+            let out = ws.cache.output().columns(first, cols);
+            matmul(
+                &mut self.head.weight.grad,
+                Accum::Add,
+                &ws.d_logits,
+                Trans::No,
+                &out,
+                Trans::Yes,
+            );
+        }
+        let db = self.head.bias.grad.as_mut_slice();
+        for col in ws.d_logits.column_iter() {
+            for (g, &d) in db.iter_mut().zip(col.iter()) {
+                *g += d;
+            }
+        }
+        if last_only {
+            ws.d_output.fill(T::zero());
+        }
+        matmul(
+            &mut ws.d_output.columns_mut(first, cols),
+            Accum::Replace,
+            &self.head.weight.value,
+            Trans::Yes,
+            &ws.d_logits,
+            Trans::No,
+        );
+        self.rnn
+            .backward(x, &mut ws.cache, &ws.d_output, None, None)
+            .map_err(Error::from)?;
+        Ok(loss)
+    }
+}
+
+impl<T: Float> Module<T> for SeqModel<T> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<T>)) {
+        visit_prefixed("rnn", &self.rnn, f);
+        visit_prefixed("head", &self.head, f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<T>)) {
+        visit_prefixed_mut("rnn", &mut self.rnn, f);
+        visit_prefixed_mut("head", &mut self.head, f);
+    }
+}

@@ -1,0 +1,529 @@
+//! A trainer for sequence tasks: mini-batches from a caller's [`BatchSource`], full or truncated
+//! BPTT, clipping, a learning-rate schedule, validation and progress reporting.
+//!
+//! One training step `s = 1, 2, …` takes one batch `x` `(I, T*B)` with its targets and:
+//! 1. sets the learning rate to `schedule.lr_at(base_lr, s − 1)`;
+//! 2. splits the `T` steps into windows: one window of `T` (full BPTT) or windows of `k` steps
+//!    (truncated BPTT; the last may be shorter). Each window runs from the previous window's final
+//!    state, copied (the gradient stops at the window edge: no `d h_n` flows back), and for
+//!    [`Objective::NextToken`] each window is one update:
+//!    `zero_grad → forward → loss → backward → check → clip → optimizer step`.
+//!    For the last-step objectives only the last window has a loss; earlier windows only run
+//!    forward to carry the state, and the step makes one update;
+//! 3. with `carry_state`, the final state becomes the next step's initial state (a stream of
+//!    consecutive chunks, as in char-rnn); otherwise each step starts from zeros.
+//!
+//! The step's loss is the mean over all its loss terms (for NextToken, the mean cross-entropy
+//! over all `T*B` targets, whatever the windows). A NaN or infinite input, loss or gradient
+//! stops training with [`Error::NonFiniteInput`], [`Error::NonFiniteLoss`] or
+//! [`Error::NonFiniteGrad`] naming the step; these checks run before the optimizer step, so the
+//! parameters and optimizer state stay those of the last good update.
+//!
+//! The trainer owns the model, the optimizer and the [`Rng`] the batch source draws from, so a
+//! checkpoint ([`Trainer::save_checkpoint`]) captures everything a resumed run needs to continue
+//! bit for bit.
+
+use crate::clip::{clip_grad_norm, clip_grad_value, first_non_finite_grad, grad_norm};
+use crate::error::{Error, Result, invalid};
+use crate::optim::Optimizer;
+use crate::schedule::LrSchedule;
+use crate::seq_model::{Objective, SeqModel, SeqWorkspace, Target};
+use nalgebra::DMatrix;
+use nn_core::{Float, Module, Rng};
+use nn_recurrent::RecurrentState;
+use std::time::Instant;
+
+/// How far back gradients flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Bptt {
+    /// Through the whole batch of `T` steps.
+    #[default]
+    Full,
+    /// Through windows of `window` steps, the state carried (detached) from window to window.
+    Truncated {
+        /// Steps per window (> 0).
+        window: usize,
+    },
+}
+
+/// Gradient clipping applied before each update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Clip {
+    /// Clamp every gradient element into `[-v, v]`.
+    Value(f64),
+    /// Rescale all gradients so their joint L2 norm is at most `max_norm`.
+    Norm(f64),
+}
+
+/// Settings of a [`Trainer`]: `TrainerConfig::new(Objective::NextToken).with_clip(Clip::Norm(5.0))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerConfig {
+    /// What is minimized.
+    pub objective: Objective,
+    /// Full or truncated BPTT (default full).
+    pub bptt: Bptt,
+    /// Clipping (default none).
+    pub clip: Option<Clip>,
+    /// Learning-rate schedule, stepped once per training step (default constant).
+    pub schedule: LrSchedule,
+    /// Run the validation closure every this many steps (0: never; the default).
+    pub validate_every: u64,
+    /// Carry the final state of a step into the next step (default false: start from zeros).
+    pub carry_state: bool,
+}
+
+impl TrainerConfig {
+    /// Full BPTT, no clipping, constant rate, no validation, no state carried between steps.
+    pub fn new(objective: Objective) -> Self {
+        TrainerConfig {
+            objective,
+            bptt: Bptt::Full,
+            clip: None,
+            schedule: LrSchedule::Constant,
+            validate_every: 0,
+            carry_state: false,
+        }
+    }
+    /// Sets full or truncated BPTT.
+    pub fn with_bptt(mut self, bptt: Bptt) -> Self {
+        self.bptt = bptt;
+        self
+    }
+    /// Sets the clipping.
+    pub fn with_clip(mut self, clip: Clip) -> Self {
+        self.clip = Some(clip);
+        self
+    }
+    /// Sets the learning-rate schedule.
+    pub fn with_schedule(mut self, schedule: LrSchedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+    /// Validates every `n` steps (0: never).
+    pub fn with_validate_every(mut self, n: u64) -> Self {
+        self.validate_every = n;
+        self
+    }
+    /// Carries the final state across steps.
+    pub fn with_carry_state(mut self, carry: bool) -> Self {
+        self.carry_state = carry;
+        self
+    }
+}
+
+/// Targets of a batch, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets<T: Float> {
+    /// Class indices: `T*B` for NextToken (index `t*B + b`), `B` for LastStepClass.
+    Classes(Vec<usize>),
+    /// `(O, B)` values for LastStepMse.
+    Values(DMatrix<T>),
+}
+
+/// One mini-batch, filled in place by a [`BatchSource`] (so its buffers are reused).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch<T: Float> {
+    /// `(I, T*B)`, column `t*B + b`.
+    pub x: DMatrix<T>,
+    /// `B`.
+    pub batch: usize,
+    /// The targets.
+    pub targets: Targets<T>,
+}
+
+impl<T: Float> Default for Batch<T> {
+    fn default() -> Self {
+        Batch {
+            x: DMatrix::zeros(0, 0),
+            batch: 0,
+            targets: Targets::Classes(Vec::new()),
+        }
+    }
+}
+
+impl<T: Float> Batch<T> {
+    /// Number of time steps `T`.
+    pub fn steps(&self) -> usize {
+        self.x.ncols().checked_div(self.batch).unwrap_or(0)
+    }
+}
+
+/// Where mini-batches come from.
+pub trait BatchSource<T: Float> {
+    /// Fills `batch` for training step `step` (1-based), drawing any randomness from `rng`
+    /// (the trainer's, which checkpoints save, so a resumed run draws the same batches).
+    fn fill(&mut self, step: u64, rng: &mut Rng, batch: &mut Batch<T>) -> Result<()>;
+}
+
+/// A [`BatchSource`] from a closure; see [`batch_fn`].
+#[derive(Debug)]
+pub struct FnSource<F>(pub F);
+
+impl<T: Float, F: FnMut(u64, &mut Rng, &mut Batch<T>) -> Result<()>> BatchSource<T>
+    for FnSource<F>
+{
+    fn fill(&mut self, step: u64, rng: &mut Rng, batch: &mut Batch<T>) -> Result<()> {
+        (self.0)(step, rng, batch)
+    }
+}
+
+/// Wraps a closure `|step, rng, batch| -> Result<()>` as a [`BatchSource`].
+pub fn batch_fn<T: Float, F: FnMut(u64, &mut Rng, &mut Batch<T>) -> Result<()>>(
+    f: F,
+) -> FnSource<F> {
+    FnSource(f)
+}
+
+/// A validation closure: given the model, returns a loss.
+pub type Validate<'a, T> = &'a mut dyn FnMut(&SeqModel<T>) -> Result<f64>;
+
+/// What one training step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step (1-based).
+    pub step: u64,
+    /// Its loss (mean over its loss terms).
+    pub loss: f64,
+    /// The largest gradient norm before clipping over its updates.
+    pub grad_norm: f64,
+    /// The learning rate used.
+    pub lr: f64,
+    /// Input columns processed (`T*B`).
+    pub tokens: usize,
+    /// Optimizer updates made (windows with a loss).
+    pub updates: usize,
+    /// Wall time of the step, seconds.
+    pub seconds: f64,
+}
+
+/// What the progress callback receives after every step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// The step just done (1-based, counted over the trainer's life).
+    pub step: u64,
+    /// The step this run ends at.
+    pub last_step: u64,
+    /// The step's report.
+    pub report: StepReport,
+    /// Tokens per second over this run so far.
+    pub tokens_per_sec: f64,
+    /// The validation loss, when validation ran after this step.
+    pub validation: Option<f64>,
+}
+
+/// The losses of a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainReport {
+    /// Each step's loss.
+    pub losses: Vec<f64>,
+    /// `(step, validation loss)`.
+    pub validations: Vec<(u64, f64)>,
+}
+
+/// Owns a model, its optimizer, the RNG batches are drawn from, and the step's buffers.
+#[derive(Debug)]
+pub struct Trainer<T: Float> {
+    /// The model being trained.
+    pub model: SeqModel<T>,
+    /// Its optimizer (its configured lr is the schedule's base rate).
+    pub optimizer: Optimizer<T>,
+    /// The generator the batch source draws from.
+    pub rng: Rng,
+    pub(crate) config: TrainerConfig,
+    pub(crate) step: u64,
+    batch: Batch<T>,
+    /// `(I, k*B)`, the current truncated-BPTT window.
+    window_x: DMatrix<T>,
+    /// Workspaces for full-length windows and for the shorter last window.
+    ws: [SeqWorkspace<T>; 2],
+    /// The state carried between windows (and steps, with `carry_state`).
+    pub(crate) state: Option<RecurrentState<T>>,
+    pub(crate) state_valid: bool,
+}
+
+fn copy_state<T: Float>(dst: &mut Option<RecurrentState<T>>, src: &RecurrentState<T>) {
+    match dst {
+        Some(d)
+            if d.h.shape() == src.h.shape()
+                && d.c.as_ref().map(|c| c.shape()) == src.c.as_ref().map(|c| c.shape()) =>
+        {
+            d.h.copy_from(&src.h);
+            if let (Some(c), Some(sc)) = (d.c.as_mut(), src.c.as_ref()) {
+                c.copy_from(sc);
+            }
+        }
+        _ => *dst = Some(src.clone()),
+    }
+}
+
+impl<T: Float> Trainer<T> {
+    /// A trainer at step 0. Bidirectional layers cannot carry state (truncated BPTT or
+    /// `carry_state`), and a truncated window of 0 steps is an error.
+    pub fn new(
+        model: SeqModel<T>,
+        optimizer: Optimizer<T>,
+        rng: Rng,
+        config: TrainerConfig,
+    ) -> Result<Self> {
+        config.schedule.validate()?;
+        let carries = config.carry_state || matches!(config.bptt, Bptt::Truncated { .. });
+        if carries && model.rnn.config().bidirectional {
+            return Err(invalid(
+                "truncated BPTT and carried state need a unidirectional layer",
+            ));
+        }
+        if config.bptt == (Bptt::Truncated { window: 0 }) {
+            return Err(invalid("truncated BPTT window must be at least 1 step"));
+        }
+        match config.clip {
+            Some(Clip::Value(v) | Clip::Norm(v)) if v.is_nan() || v <= 0.0 => {
+                return Err(invalid(format!("clip threshold must be positive, got {v}")));
+            }
+            _ => {}
+        }
+        Ok(Trainer {
+            model,
+            optimizer,
+            rng,
+            config,
+            step: 0,
+            batch: Batch::default(),
+            window_x: DMatrix::zeros(0, 0),
+            ws: [SeqWorkspace::new(), SeqWorkspace::new()],
+            state: None,
+            state_valid: false,
+        })
+    }
+
+    /// Training steps completed.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// The state carried into the next step (with `carry_state`), if any.
+    pub fn carried_state(&self) -> Option<&RecurrentState<T>> {
+        self.state.as_ref().filter(|_| self.state_valid)
+    }
+
+    /// Forgets the carried state: the next step starts from zeros.
+    pub fn reset_state(&mut self) {
+        self.state_valid = false;
+    }
+
+    fn check_batch(&self, step: u64) -> Result<()> {
+        let b = &self.batch;
+        let steps = b.steps();
+        if b.batch == 0 || steps == 0 {
+            return Err(nn_core::Error::Empty {
+                op: "Trainer batch",
+                what: if b.batch == 0 { "batch" } else { "steps" },
+            }
+            .into());
+        }
+        let i = self.model.input_size();
+        if b.x.nrows() != i || b.x.ncols() != steps * b.batch {
+            return Err(nn_core::Error::ShapeMismatch {
+                op: "Trainer batch x",
+                expected: nn_core::Shape(i, steps * b.batch),
+                got: nn_core::Shape::from(&b.x),
+            }
+            .into());
+        }
+        let (len_ok, want) = match (&b.targets, self.config.objective) {
+            (Targets::Classes(t), Objective::NextToken) => (t.len() == b.x.ncols(), b.x.ncols()),
+            (Targets::Classes(t), Objective::LastStepClass) => (t.len() == b.batch, b.batch),
+            (Targets::Values(_), Objective::LastStepMse) => (true, 0),
+            (_, obj) => {
+                return Err(invalid(format!(
+                    "batch targets do not fit objective {obj:?}"
+                )));
+            }
+        };
+        if !len_ok {
+            let Targets::Classes(t) = &b.targets else {
+                unreachable!()
+            };
+            return Err(nn_core::Error::LengthMismatch {
+                op: "Trainer batch targets",
+                expected: want,
+                got: t.len(),
+            }
+            .into());
+        }
+        if let Some(index) = b.x.iter().position(|v| !v.finite()) {
+            return Err(Error::NonFiniteInput {
+                step,
+                index,
+                value: b.x.as_slice()[index].as_f64(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one training step with a batch from `source`. On error the step counter is not
+    /// advanced and the carried state is dropped (the next step starts from zeros); with
+    /// truncated BPTT the windows before the failing one have made their updates.
+    pub fn train_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
+        let result = self.try_step(source);
+        if result.is_err() {
+            self.state_valid = false;
+        }
+        result
+    }
+
+    fn try_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
+        let started = Instant::now();
+        let step = self.step + 1;
+        source.fill(step, &mut self.rng, &mut self.batch)?;
+        self.check_batch(step)?;
+        let lr = self
+            .config
+            .schedule
+            .lr_at(self.optimizer.config().lr(), step - 1);
+        self.optimizer.set_lr(lr);
+
+        let Trainer {
+            model,
+            optimizer,
+            config,
+            batch,
+            window_x,
+            ws,
+            state,
+            state_valid,
+            ..
+        } = self;
+        let (b, steps) = (batch.batch, batch.steps());
+        let window = match config.bptt {
+            Bptt::Full => steps,
+            Bptt::Truncated { window } => window.min(steps),
+        };
+        let dims = model.rnn.config();
+        let state_cols = dims.num_layers * if dims.bidirectional { 2 } else { 1 } * b;
+        let mut carry = config.carry_state
+            && *state_valid
+            && state.as_ref().is_some_and(|s| s.h.ncols() == state_cols);
+        let objective = config.objective;
+        let (mut loss_sum, mut weight_sum, mut max_norm, mut updates) = (0.0, 0.0, 0.0f64, 0);
+        let mut t0 = 0;
+        while t0 < steps {
+            let n = window.min(steps - t0);
+            let last = t0 + n == steps;
+            let x: &DMatrix<T> = if n == steps {
+                &batch.x
+            } else {
+                if window_x.shape() != (batch.x.nrows(), n * b) {
+                    *window_x = DMatrix::zeros(batch.x.nrows(), n * b);
+                }
+                window_x.copy_from(&batch.x.columns(t0 * b, n * b));
+                window_x
+            };
+            let w = &mut ws[usize::from(n != window)];
+            let initial = if carry { state.as_ref() } else { None };
+            if objective.last_step_only() && !last {
+                model.rnn.forward(x, b, initial, w.cache_mut())?;
+            } else {
+                let target = match (&batch.targets, objective) {
+                    (Targets::Classes(t), Objective::NextToken) => {
+                        Target::NextToken(&t[t0 * b..(t0 + n) * b])
+                    }
+                    (Targets::Classes(t), _) => Target::LastStepClass(t),
+                    (Targets::Values(y), _) => Target::LastStepMse(y),
+                };
+                model.zero_grad();
+                let loss = model.forward_backward(x, b, initial, target, w)?;
+                if !loss.finite() {
+                    return Err(Error::NonFiniteLoss {
+                        step,
+                        loss: loss.as_f64(),
+                    });
+                }
+                let norm = match config.clip {
+                    Some(Clip::Norm(m)) => clip_grad_norm(model, m),
+                    _ => grad_norm(model),
+                };
+                if !norm.is_finite() {
+                    return Err(Error::NonFiniteGrad {
+                        step,
+                        param: first_non_finite_grad(model).unwrap_or_default(),
+                    });
+                }
+                if let Some(Clip::Value(v)) = config.clip {
+                    clip_grad_value(model, v);
+                }
+                optimizer.step(model)?;
+                let weight = if objective == Objective::NextToken {
+                    n as f64
+                } else {
+                    1.0
+                };
+                loss_sum += loss.as_f64() * weight;
+                weight_sum += weight;
+                max_norm = max_norm.max(norm);
+                updates += 1;
+            }
+            copy_state(state, w.final_state());
+            carry = true;
+            t0 += n;
+        }
+        *state_valid = true;
+        self.step = step;
+        Ok(StepReport {
+            step,
+            loss: loss_sum / weight_sum,
+            grad_norm: max_norm,
+            lr,
+            tokens: steps * b,
+            updates,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs `steps` training steps, validating every `validate_every` steps with `validate`
+    /// (given the model; returns a loss) and calling `progress` after every step.
+    /// Stops at the first error (see the module docs for what stays in place).
+    pub fn run<S: BatchSource<T> + ?Sized>(
+        &mut self,
+        steps: u64,
+        source: &mut S,
+        mut validate: Option<Validate<'_, T>>,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<TrainReport> {
+        let mut report = TrainReport::default();
+        let last_step = self.step + steps;
+        let (mut tokens, mut seconds) = (0usize, 0.0f64);
+        for _ in 0..steps {
+            let r = self.train_step(source)?;
+            tokens += r.tokens;
+            seconds += r.seconds;
+            report.losses.push(r.loss);
+            let mut validation = None;
+            let every = self.config.validate_every;
+            if let Some(v) = validate.as_deref_mut()
+                && every > 0
+                && r.step % every == 0
+            {
+                let loss = v(&self.model)?;
+                report.validations.push((r.step, loss));
+                validation = Some(loss);
+            }
+            progress(&Progress {
+                step: r.step,
+                last_step,
+                report: r,
+                tokens_per_sec: if seconds > 0.0 {
+                    tokens as f64 / seconds
+                } else {
+                    0.0
+                },
+                validation,
+            });
+        }
+        Ok(report)
+    }
+}
