@@ -107,7 +107,12 @@ mod tests {
 
     #[test]
     fn parses_values_switches_and_errors() {
-        let f = Flags::parse(&args("--hidden 8 --lr=0.5 --resume x"), &["hidden", "lr"], &["resume"]).unwrap();
+        let f = Flags::parse(
+            &args("--hidden 8 --lr=0.5 --resume x"),
+            &["hidden", "lr"],
+            &["resume"],
+        )
+        .unwrap();
         assert_eq!(f.positive("hidden", 1).unwrap(), 8);
         assert_eq!(f.get("lr", 0.0).unwrap(), 0.5);
         assert!(f.switch("resume"));

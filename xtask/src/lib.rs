@@ -5,7 +5,10 @@
 //! - `bench`: the reference workloads of `benches/workloads.json`;
 //! - `check-fixtures DIR`: every PyTorch fixture in DIR against our code.
 
+pub mod bench;
+pub mod demo;
 pub mod fixtures;
+pub mod flags;
 
 use std::path::PathBuf;
 

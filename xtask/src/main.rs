@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     };
     let outcome = match cmd.as_str() {
         "check-fixtures" => xtask::fixtures::command(rest),
+        "demo" => xtask::demo::command(rest),
+        "bench" => xtask::bench::command(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

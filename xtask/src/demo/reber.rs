@@ -111,7 +111,16 @@ mod tests {
         let b = |x: usize| 1u8 << x;
         assert_eq!(
             legal,
-            vec![b(T) | b(P), b(B), b(T) | b(P), b(3) | b(4), b(4) | b(3), b(E), b(T), b(E)]
+            vec![
+                b(T) | b(P),
+                b(B),
+                b(T) | b(P),
+                b(3) | b(4),
+                b(4) | b(3),
+                b(E),
+                b(T),
+                b(E)
+            ]
         );
     }
 }
