@@ -35,6 +35,7 @@ pub mod loss;
 pub mod packed;
 pub mod param;
 pub mod rng;
+pub mod simd;
 pub mod tensor_io;
 
 pub use activation::Activation;

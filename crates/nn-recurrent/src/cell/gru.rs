@@ -32,7 +32,29 @@ pub(crate) fn forward<T: Float>(
     let (z, nn) = rest.split_at_mut(n);
     let (hr, rest) = hidden[..3 * n].split_at_mut(n);
     let (hz, hn) = rest.split_at_mut(n);
-    let (b_hn, h_prev) = (&b_hn[..n], &h_prev[..n]);
+    nn_core::simd::dispatch(
+        #[inline(always)]
+        || forward_lanes(r, z, nn, hr, hz, hn, b_hn, h_prev, h),
+    );
+}
+
+/// The loop of [`forward`], over separate slices so LLVM knows they do not overlap and
+/// vectorizes it.
+#[inline(always)]
+fn forward_lanes<T: Float>(
+    r: &mut [T],
+    z: &mut [T],
+    nn: &mut [T],
+    hr: &[T],
+    hz: &[T],
+    hn: &mut [T],
+    b_hn: &[T],
+    h_prev: &[T],
+    h: &mut [T],
+) {
+    let n = h.len();
+    let (r, z, nn, hn) = (&mut r[..n], &mut z[..n], &mut nn[..n], &mut hn[..n]);
+    let (hr, hz, b_hn, h_prev) = (&hr[..n], &hz[..n], &b_hn[..n], &h_prev[..n]);
     for j in 0..n {
         r[j] = sigmoid(r[j] + hr[j]);
         z[j] = sigmoid(z[j] + hz[j]);
@@ -61,7 +83,27 @@ pub(crate) fn backward<T: Float>(
     let (dxz, dxn) = rest.split_at_mut(n);
     let (dhr, rest) = d_gh[..3 * n].split_at_mut(n);
     let (dhz, dhn) = rest.split_at_mut(n);
+    nn_core::simd::dispatch(
+        #[inline(always)]
+        || backward_lanes([r, z, nn, hn], h_prev, dh, dy, [dxr, dxz, dxn], [dhr, dhz, dhn]),
+    );
+}
+
+/// The loop of [`backward`], over separate slices (see [`forward_lanes`]).
+#[inline(always)]
+fn backward_lanes<T: Float>(
+    [r, z, nn, hn]: [&[T]; 4],
+    h_prev: &[T],
+    dh: &mut [T],
+    dy: &[T],
+    [dxr, dxz, dxn]: [&mut [T]; 3],
+    [dhr, dhz, dhn]: [&mut [T]; 3],
+) {
+    let n = dh.len();
+    let (r, z, nn, hn) = (&r[..n], &z[..n], &nn[..n], &hn[..n]);
     let (h_prev, dy) = (&h_prev[..n], &dy[..n]);
+    let (dxr, dxz, dxn) = (&mut dxr[..n], &mut dxz[..n], &mut dxn[..n]);
+    let (dhr, dhz, dhn) = (&mut dhr[..n], &mut dhz[..n], &mut dhn[..n]);
     let one = T::one();
     for j in 0..n {
         let dh_j = dh[j] + dy[j];

@@ -28,6 +28,27 @@ pub(crate) fn forward<T: Float>(
     let (i, rest) = gates[..4 * n].split_at_mut(n);
     let (f, rest) = rest.split_at_mut(n);
     let (g, o) = rest.split_at_mut(n);
+    nn_core::simd::dispatch(
+        #[inline(always)]
+        || forward_lanes(i, f, g, o, c_prev, c, tanh_c, h),
+    );
+}
+
+/// The loop of [`forward`], over separate slices so LLVM knows they do not overlap and
+/// vectorizes it.
+#[inline(always)]
+fn forward_lanes<T: Float>(
+    i: &mut [T],
+    f: &mut [T],
+    g: &mut [T],
+    o: &mut [T],
+    c_prev: &[T],
+    c: &mut [T],
+    tanh_c: &mut [T],
+    h: &mut [T],
+) {
+    let n = h.len();
+    let (i, f, g, o) = (&mut i[..n], &mut f[..n], &mut g[..n], &mut o[..n]);
     let (c_prev, c, tanh_c) = (&c_prev[..n], &mut c[..n], &mut tanh_c[..n]);
     for j in 0..n {
         i[j] = sigmoid(i[j]);
@@ -62,7 +83,30 @@ pub(crate) fn backward<T: Float>(
     let (di, rest) = d_gates[..4 * n].split_at_mut(n);
     let (df, rest) = rest.split_at_mut(n);
     let (dg, d_o) = rest.split_at_mut(n);
+    nn_core::simd::dispatch(
+        #[inline(always)]
+        || backward_lanes([i, f, g, o], c_prev, tanh_c, dh, dy, dc, di, df, dg, d_o),
+    );
+}
+
+/// The loop of [`backward`], over separate slices (see [`forward_lanes`]).
+#[inline(always)]
+fn backward_lanes<T: Float>(
+    [i, f, g, o]: [&[T]; 4],
+    c_prev: &[T],
+    tanh_c: &[T],
+    dh: &[T],
+    dy: &[T],
+    dc: &mut [T],
+    di: &mut [T],
+    df: &mut [T],
+    dg: &mut [T],
+    d_o: &mut [T],
+) {
+    let n = dc.len();
+    let (i, f, g, o) = (&i[..n], &f[..n], &g[..n], &o[..n]);
     let (c_prev, tanh_c, dh, dy) = (&c_prev[..n], &tanh_c[..n], &dh[..n], &dy[..n]);
+    let (di, df, dg, d_o) = (&mut di[..n], &mut df[..n], &mut dg[..n], &mut d_o[..n]);
     let one = T::one();
     for j in 0..n {
         let dh_j = dh[j] + dy[j];

@@ -11,11 +11,14 @@ use nn_core::Float;
 #[inline]
 pub(crate) fn forward<T: Float>(act: Nonlinearity, pre: &[T], h: &mut [T]) {
     match act {
-        Nonlinearity::Tanh => {
-            for (h, &a) in h.iter_mut().zip(pre) {
-                *h = nn_core::activation::tanh(a);
-            }
-        }
+        Nonlinearity::Tanh => nn_core::simd::dispatch(
+            #[inline(always)]
+            || {
+                for (h, &a) in h.iter_mut().zip(pre) {
+                    *h = nn_core::activation::tanh(a);
+                }
+            },
+        ),
         Nonlinearity::Relu => {
             for (h, &a) in h.iter_mut().zip(pre) {
                 *h = if a > T::zero() { a } else { T::zero() };
