@@ -51,7 +51,7 @@ impl Bar {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(Some(SCALE), target);
-        if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {percent:>3}% {msg}") {
+        if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {percent:>3}% {wide_msg}") {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.enable_steady_tick(Duration::from_millis(250));
