@@ -1,0 +1,531 @@
+//! `cargo xtask demo charlm`: a character language model on any text file.
+//!
+//! Data: the text's characters form the vocabulary (`V`), inputs are one-hot `(V, T*B)` and the
+//! targets are the next characters ([`super::text`]). The last 10% of the text is validation.
+//!
+//! Training (f32): each step takes `B` windows of `T = --seq` characters at random positions of
+//! the training text, each started from a zero state, and makes one update on the mean
+//! cross-entropy of all `T*B` next-character predictions (BPTT through the whole window, so
+//! training sees exactly what validation measures). With `--carry`, the windows are instead the
+//! next `T` characters of `B` streams laid evenly over the training text and the final state is
+//! carried into the next step (truncated BPTT, char-rnn style).
+//!
+//! Validation loss: mean cross-entropy in nats per character over the validation text cut into
+//! non-overlapping windows of `T` characters, each started from a zero state. During training it
+//! is estimated every `--val-every` steps on 128 of those windows, evenly spaced; the final
+//! `val_loss` is over all of them.
+//!
+//! Time: `--seconds` counts training steps only (batch, forward, backward, update), not
+//! validation, checkpoints or sampling; `train_s` and `tokens_per_s` are measured the same way.
+//! `train_loss` is the mean loss of the last 50 steps.
+//!
+//! Outputs: a progress bar (step, loss, tokens/s), a line per validation, a generated sample
+//! (`--sample N` characters at `--temperature`, primed with a newline or the text's first
+//! character), `loss.svg` (training and validation loss) in `--out`, and the JSON line
+//! `{"demo":"charlm","steps":…,"train_s":…,"tokens_per_s":…,"train_loss":…,"val_loss":…}`.
+//!
+//! Checkpoints: with `--checkpoint PATH`, the model, optimizer, step, RNG and carried state are
+//! saved every `--checkpoint-every` steps and at the end; `--resume` continues from the file bit
+//! for bit (`--steps N` is then the total step count; `--seconds S` is S more seconds).
+
+use super::json::JsonLine;
+use super::options::{self, Output, cell_name, err};
+use super::plot::{self, Series};
+use super::progress::{Bar, Budget};
+use super::text::{Corpus, DEFAULT_CORPUS, one_hot_windows};
+use crate::flags::Flags;
+use nalgebra::DMatrix;
+use nn_core::Rng;
+use nn_recurrent::{CellKind, RecurrentConfig};
+use nn_train::{
+    AdamConfig, Batch, Clip, Objective, Optimizer, OptimizerConfig, SampleConfig, SeqModel,
+    SeqModelConfig, SeqWorkspace, Target, Targets, Trainer, TrainerConfig, batch_fn,
+};
+use plotters::style::{BLUE, RED};
+use std::path::PathBuf;
+
+/// `--help` text.
+pub const HELP: &str = "cargo xtask demo charlm [FLAGS]: a character language model on a text file.
+The last 10% of the text is validation; the loss is in nats per character.
+
+flags:
+  --text PATH          text file, UTF-8 (default: this project's own sources, built in)
+  --cell C             lstm, gru or rnn (default lstm)
+  --hidden H           hidden units per layer (default 256)
+  --layers L           stacked layers (default 2)
+  --seq T              characters per training window (default 64)
+  --batch B            windows per step (default 32)
+  --optimizer NAME     sgd, adam, adagrad or rmsprop (default adam)
+  --lr RATE            learning rate (default 0.002)
+  --clip NORM          clip the global gradient norm (default 5)
+  --steps N            step budget (total, counting resumed steps)
+  --seconds S          training-time budget (default 60 when --steps is not given)
+  --seed N             random seed (default 0)
+  --carry              train on B continuous streams, state carried between steps
+  --val-every N        estimate the validation loss every N steps (default 100)
+  --sample N           characters to generate at the end (default 500; 0 for none)
+  --temperature X      sampling temperature (default 0.8; 0 is greedy)
+  --checkpoint PATH    save a checkpoint there every --checkpoint-every steps and at the end
+  --checkpoint-every N (default 100)
+  --resume             continue from --checkpoint PATH
+  --out DIR            where loss.svg goes (default target/demo/charlm)";
+
+/// Flags taking a value.
+pub const FLAGS: &[&str] = &[
+    "text",
+    "cell",
+    "hidden",
+    "layers",
+    "seq",
+    "batch",
+    "optimizer",
+    "lr",
+    "clip",
+    "steps",
+    "seconds",
+    "seed",
+    "val-every",
+    "sample",
+    "temperature",
+    "checkpoint",
+    "checkpoint-every",
+    "out",
+];
+/// Flags without a value.
+pub const SWITCHES: &[&str] = &["resume", "carry"];
+
+/// Validation windows used for the estimates during training.
+const VAL_ESTIMATE_WINDOWS: usize = 128;
+/// Windows per forward pass in validation.
+const VAL_CHUNK: usize = 64;
+/// Steps averaged into `train_loss`.
+const TRAIN_LOSS_STEPS: usize = 50;
+
+/// Settings of the char-model demo.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// The text file (`None`: [`DEFAULT_CORPUS`]).
+    pub text: Option<PathBuf>,
+    /// The recurrent cell.
+    pub cell: CellKind,
+    /// Hidden units per layer.
+    pub hidden: usize,
+    /// Stacked layers.
+    pub layers: usize,
+    /// Window length `T`.
+    pub seq: usize,
+    /// Windows per step `B`.
+    pub batch: usize,
+    /// Optimizer and learning rate.
+    pub optimizer: OptimizerConfig,
+    /// Global-norm clipping threshold.
+    pub clip: f64,
+    /// Steps (total) and seconds (this run).
+    pub budget: Budget,
+    /// Random seed.
+    pub seed: u64,
+    /// Continuous streams with carried state instead of random windows.
+    pub carry: bool,
+    /// Steps between validation estimates.
+    pub val_every: u64,
+    /// Characters to sample at the end.
+    pub sample: usize,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Checkpoint file.
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+    /// Start from the checkpoint.
+    pub resume: bool,
+    /// Folder of `loss.svg`.
+    pub out: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            text: None,
+            cell: CellKind::Lstm,
+            hidden: 256,
+            layers: 2,
+            seq: 64,
+            batch: 32,
+            optimizer: AdamConfig::new(0.002).into(),
+            clip: 5.0,
+            budget: Budget {
+                steps: None,
+                seconds: Some(60.0),
+            },
+            seed: 0,
+            carry: false,
+            val_every: 100,
+            sample: 500,
+            temperature: 0.8,
+            checkpoint: None,
+            checkpoint_every: 100,
+            resume: false,
+            out: crate::project_root().join("target/demo/charlm"),
+        }
+    }
+}
+
+impl Options {
+    /// Reads the flags listed in [`HELP`].
+    pub fn from_flags(flags: &Flags) -> Result<Options, String> {
+        let d = Options::default();
+        let temperature: f64 = flags.get("temperature", d.temperature)?;
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(format!(
+                "--temperature must be a number ≥ 0, got {temperature}"
+            ));
+        }
+        let options = Options {
+            text: flags.opt("text")?,
+            cell: options::cell(flags, d.cell)?,
+            hidden: flags.positive("hidden", d.hidden)?,
+            layers: flags.positive("layers", d.layers)?,
+            seq: flags.positive("seq", d.seq)?,
+            batch: flags.positive("batch", d.batch)?,
+            optimizer: options::optimizer(flags, "adam", 0.002)?,
+            clip: options::clip(flags, d.clip)?,
+            budget: options::budget(flags, 60.0)?,
+            seed: flags.get("seed", d.seed)?,
+            carry: flags.switch("carry"),
+            val_every: flags.positive("val-every", d.val_every as usize)? as u64,
+            sample: flags.get("sample", d.sample)?,
+            temperature,
+            checkpoint: flags.opt("checkpoint")?,
+            checkpoint_every: flags.positive("checkpoint-every", d.checkpoint_every as usize)?
+                as u64,
+            resume: flags.switch("resume"),
+            out: flags.get("out", d.out)?,
+        };
+        if options.resume && options.checkpoint.is_none() {
+            return Err("--resume needs --checkpoint PATH".into());
+        }
+        Ok(options)
+    }
+}
+
+/// What the char-model demo measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Training steps completed (total, counting resumed ones).
+    pub steps: u64,
+    /// Seconds spent in this run's training steps.
+    pub train_s: f64,
+    /// Training tokens (characters predicted) per second in this run.
+    pub tokens_per_s: f64,
+    /// Mean loss of the last 50 steps of this run (NaN when it made none).
+    pub train_loss: f64,
+    /// Validation loss over the whole validation text, nats per character.
+    pub val_loss: f64,
+    /// The generated text (without the prime).
+    pub sample: String,
+    /// The plot file.
+    pub plot: PathBuf,
+}
+
+/// Reads `--text` (or the built-in corpus) as a [`Corpus`], with one-line errors.
+fn load_text(options: &Options) -> Result<(Corpus, String), String> {
+    let (text, name) = match &options.text {
+        None => (
+            DEFAULT_CORPUS.to_string(),
+            "the project's own sources (built in)".to_string(),
+        ),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--text {}: {e}", path.display()))?;
+            if text.is_empty() {
+                return Err(format!("--text {}: the file is empty", path.display()));
+            }
+            (text, path.display().to_string())
+        }
+    };
+    let corpus = Corpus::new(&text, options.seq).map_err(|e| match &options.text {
+        Some(path) => format!("--text {}: {e}", path.display()),
+        None => e,
+    })?;
+    Ok((corpus, name))
+}
+
+/// Validation windows: start of each non-overlapping window of `seq` characters (with its
+/// `seq` next-character targets) in the validation part.
+fn validation_starts(corpus: &Corpus, seq: usize) -> Vec<usize> {
+    let count = (corpus.ids.len() - corpus.split - 1) / seq;
+    (0..count).map(|k| corpus.split + k * seq).collect()
+}
+
+/// Mean cross-entropy (nats per character) of `model` over the windows at `starts`, each from
+/// a zero state, in chunks of [`VAL_CHUNK`] windows.
+fn mean_loss(
+    model: &SeqModel<f32>,
+    corpus: &Corpus,
+    starts: &[usize],
+    seq: usize,
+    ws: &mut SeqWorkspace<f32>,
+) -> Result<f64, String> {
+    let mut x = DMatrix::zeros(0, 0);
+    let mut targets = Vec::new();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for chunk in starts.chunks(VAL_CHUNK) {
+        let cols = seq * chunk.len();
+        if x.shape() != (corpus.vocab_size(), cols) {
+            x = DMatrix::zeros(corpus.vocab_size(), cols);
+        }
+        one_hot_windows(&corpus.ids, chunk, seq, &mut x, &mut targets);
+        let loss = model
+            .loss(&x, chunk.len(), None, Target::NextToken(&targets), ws)
+            .map_err(err)?;
+        sum += f64::from(loss) * cols as f64;
+        count += cols;
+    }
+    Ok(sum / count as f64)
+}
+
+/// Shows a sample with control characters other than newline and tab made visible.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '·'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Runs the demo, writing its text and JSON line to `out`.
+pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
+    let (corpus, text_name) = load_text(options)?;
+    let (v, seq, batch) = (corpus.vocab_size(), options.seq, options.batch);
+    let split = corpus.split;
+    let stream_len = split / batch;
+    if options.carry && stream_len < seq + 1 {
+        return Err(format!(
+            "--carry: the training text ({split} characters) is too short for {batch} streams of --seq {seq}"
+        ));
+    }
+    if options.resume
+        && let Some(path) = &options.checkpoint
+        && !path.exists()
+    {
+        return Err(format!("--resume: {} does not exist", path.display()));
+    }
+
+    let mut rng = Rng::seed_from(options.seed);
+    let rnn = RecurrentConfig::new(options.cell, v, options.hidden).with_num_layers(options.layers);
+    let model = SeqModelConfig::new(rnn, v)
+        .init::<f32>(&mut rng)
+        .map_err(err)?;
+    let optimizer = Optimizer::new(options.optimizer).map_err(err)?;
+    let config = TrainerConfig::new(Objective::NextToken)
+        .with_clip(Clip::Norm(options.clip))
+        .with_carry_state(options.carry);
+    let mut trainer = Trainer::new(model, optimizer, rng, config).map_err(err)?;
+    if options.resume
+        && let Some(path) = &options.checkpoint
+    {
+        trainer
+            .load_checkpoint(path)
+            .map_err(|e| format!("--resume: {e}"))?;
+    }
+    std::fs::create_dir_all(&options.out)
+        .map_err(|e| format!("--out {}: {e}", options.out.display()))?;
+
+    let ids = corpus.ids.clone();
+    let carry = options.carry;
+    let mut starts = vec![0; batch];
+    let mut source = batch_fn(move |step: u64, rng: &mut Rng, b: &mut Batch<f32>| {
+        for (j, s) in starts.iter_mut().enumerate() {
+            *s = if carry {
+                j * stream_len + ((step - 1) as usize * seq) % (stream_len - seq)
+            } else {
+                rng.below(split - seq)
+            };
+        }
+        if b.x.shape() != (v, seq * batch) {
+            b.x = DMatrix::zeros(v, seq * batch);
+        }
+        let mut targets = match std::mem::replace(&mut b.targets, Targets::Classes(Vec::new())) {
+            Targets::Classes(t) => t,
+            Targets::Values(_) => Vec::new(),
+        };
+        one_hot_windows(&ids, &starts, seq, &mut b.x, &mut targets);
+        b.batch = batch;
+        b.targets = Targets::Classes(targets);
+        Ok(())
+    });
+
+    let val_starts = validation_starts(&corpus, seq);
+    let stride = (val_starts.len() / VAL_ESTIMATE_WINDOWS).max(1);
+    let estimate_starts: Vec<usize> = val_starts
+        .iter()
+        .step_by(stride)
+        .take(VAL_ESTIMATE_WINDOWS)
+        .copied()
+        .collect();
+
+    out.line(format_args!(
+        "charlm: {} characters of {text_name}, vocabulary {v}; validation = last {} characters",
+        corpus.ids.len(),
+        corpus.ids.len() - split
+    ))?;
+    out.line(format_args!(
+        "model: {} layer(s) of {} {} units + Dense head; seq {seq}, batch {batch}, {} lr {}, clip {}{}",
+        options.layers,
+        options.hidden,
+        cell_name(options.cell),
+        options.optimizer.kind(),
+        options.optimizer.lr(),
+        options.clip,
+        if carry { ", streams with carried state" } else { ", random windows from a zero state" }
+    ))?;
+    if trainer.step() > 0 {
+        out.line(format_args!(
+            "resumed from {} at step {}",
+            options
+                .checkpoint
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            trainer.step()
+        ))?;
+    }
+
+    let mut ws = SeqWorkspace::new();
+    let first_step = trainer.step();
+    let mut train_points: Vec<(f64, f64)> = Vec::new();
+    let mut val_points: Vec<(f64, f64)> = Vec::new();
+    let estimate = mean_loss(&trainer.model, &corpus, &estimate_starts, seq, &mut ws)?;
+    val_points.push((first_step as f64, estimate));
+    out.line(format_args!(
+        "step {first_step:>6}  validation (estimate) {estimate:.4}"
+    ))?;
+
+    let bar = Bar::new(out.progress);
+    let (mut train_s, mut tokens) = (0.0f64, 0usize);
+    let mut last_val = estimate;
+    while !options.budget.spent(trainer.step(), train_s) {
+        let r = trainer.train_step(&mut source).map_err(err)?;
+        train_s += r.seconds;
+        tokens += r.tokens;
+        train_points.push((r.step as f64, r.loss));
+        let tokens_per_s = tokens as f64 / train_s.max(1e-9);
+        if r.step % options.val_every == 0 {
+            last_val = mean_loss(&trainer.model, &corpus, &estimate_starts, seq, &mut ws)?;
+            val_points.push((r.step as f64, last_val));
+            bar.suspend(|| {
+                out.line(format_args!(
+                    "step {:>6}  {train_s:>6.1} s  loss {:.4}  validation (estimate) {last_val:.4}  {tokens_per_s:.0} tokens/s",
+                    r.step, r.loss
+                ))
+            })?;
+        }
+        if let Some(path) = &options.checkpoint
+            && r.step % options.checkpoint_every == 0
+        {
+            trainer.save_checkpoint(path).map_err(err)?;
+        }
+        bar.update(
+            options.budget.fraction(trainer.step(), train_s),
+            format!(
+                "step {}  loss {:.4}  val {last_val:.4}  {tokens_per_s:.0} tok/s  {train_s:.0} s",
+                r.step, r.loss
+            ),
+        );
+    }
+    bar.finish();
+    if let Some(path) = &options.checkpoint {
+        trainer.save_checkpoint(path).map_err(err)?;
+    }
+
+    let steps = trainer.step();
+    let recent = &train_points[train_points.len().saturating_sub(TRAIN_LOSS_STEPS)..];
+    let train_loss = if recent.is_empty() {
+        f64::NAN
+    } else {
+        recent.iter().map(|p| p.1).sum::<f64>() / recent.len() as f64
+    };
+    let tokens_per_s = if train_s > 0.0 {
+        tokens as f64 / train_s
+    } else {
+        0.0
+    };
+    let val_loss = mean_loss(&trainer.model, &corpus, &val_starts, seq, &mut ws)?;
+    out.line(format_args!(
+        "done: {} steps in {train_s:.1} s of training ({tokens_per_s:.0} tokens/s); train loss {train_loss:.4}, validation loss {val_loss:.4} nats/char ({} windows)",
+        steps - first_step,
+        val_starts.len()
+    ))?;
+
+    let mut sample = String::new();
+    if options.sample > 0 {
+        let prime = corpus.index('\n').unwrap_or(corpus.ids[0]);
+        let config = SampleConfig::new().with_temperature(options.temperature);
+        let mut sample_rng = Rng::seed_from(options.seed ^ 0x005a_3b1e);
+        let ids = nn_train::sample(
+            &trainer.model,
+            &[prime],
+            options.sample,
+            &config,
+            &mut sample_rng,
+        )
+        .map_err(err)?;
+        sample = corpus.decode(&ids);
+        out.line(format_args!(
+            "sample ({} characters, temperature {}):",
+            options.sample, options.temperature
+        ))?;
+        out.line("----")?;
+        out.line(format_args!(
+            "{}{}",
+            corpus.vocab[prime],
+            printable(&sample)
+        ))?;
+        out.line("----")?;
+    }
+
+    let plot_path = options.out.join("loss.svg");
+    plot::svg(
+        &plot_path,
+        &format!("charlm: validation loss {val_loss:.3} nats/char after {steps} steps"),
+        "step",
+        "loss (nats/char)",
+        &[
+            Series {
+                name: "training (per step)",
+                points: &train_points,
+                color: BLUE,
+            },
+            Series {
+                name: "validation (128-window estimate)",
+                points: &val_points,
+                color: RED,
+            },
+        ],
+    )?;
+    out.line(format_args!("loss plot: {}", plot_path.display()))?;
+    if let Some(path) = &options.checkpoint {
+        out.line(format_args!("checkpoint: {}", path.display()))?;
+    }
+    out.line(
+        JsonLine::new("charlm")
+            .int("steps", steps)
+            .num("train_s", train_s)
+            .num("tokens_per_s", tokens_per_s)
+            .num("train_loss", train_loss)
+            .num("val_loss", val_loss)
+            .finish(),
+    )?;
+    Ok(Report {
+        steps,
+        train_s,
+        tokens_per_s,
+        train_loss,
+        val_loss,
+        sample,
+        plot: plot_path,
+    })
+}
