@@ -210,17 +210,24 @@ pub fn command(args: &[String]) -> Result<bool, String> {
     // SAFETY: nothing else runs yet: set before any thread is started or any product is made.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
     let path = crate::project_root().join("benches/workloads.json");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let all = Workload::parse_all(&text)?;
     let only: Vec<String> = flags
         .opt::<String>("only")?
-        .map(|s| s.split(',').filter(|n| !n.is_empty()).map(String::from).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(unknown) = only.iter().find(|n| !all.iter().any(|w| &&w.name == n)) {
         return Err(format!("--only: no workload named `{unknown}`"));
     }
-    for w in all.iter().filter(|w| only.is_empty() || only.contains(&w.name)) {
+    for w in all
+        .iter()
+        .filter(|w| only.is_empty() || only.contains(&w.name))
+    {
         let (median, runs) = measure(w, seconds)?;
         let tokens = (w.batch * w.steps) as f64;
         println!(
@@ -245,8 +252,8 @@ mod tests {
 
     #[test]
     fn the_workloads_file_parses_and_a_step_trains() {
-        let text = std::fs::read_to_string(crate::project_root().join("benches/workloads.json"))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(crate::project_root().join("benches/workloads.json")).unwrap();
         let all = Workload::parse_all(&text).unwrap();
         assert_eq!(all.len(), 6);
         let seed = &all[0];

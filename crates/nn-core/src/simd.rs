@@ -47,7 +47,11 @@ mod tests {
     #[test]
     fn both_paths_give_the_same_bits() {
         let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.031).collect();
-        let run = |v: &[f32]| v.iter().map(|&a| crate::float::tanh_f32(a) * 1.5 + 0.25).collect::<Vec<f32>>();
+        let run = |v: &[f32]| {
+            v.iter()
+                .map(|&a| crate::float::tanh_f32(a) * 1.5 + 0.25)
+                .collect::<Vec<f32>>()
+        };
         let wide = super::dispatch(|| run(&x));
         assert_eq!(wide, run(&x));
     }

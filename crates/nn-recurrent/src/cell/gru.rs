@@ -85,7 +85,16 @@ pub(crate) fn backward<T: Float>(
     let (dhz, dhn) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
-        || backward_lanes([r, z, nn, hn], h_prev, dh, dy, [dxr, dxz, dxn], [dhr, dhz, dhn]),
+        || {
+            backward_lanes(
+                [r, z, nn, hn],
+                h_prev,
+                dh,
+                dy,
+                [dxr, dxz, dxn],
+                [dhr, dhz, dhn],
+            )
+        },
     );
 }
 
