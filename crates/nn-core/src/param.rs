@@ -41,7 +41,8 @@ impl<T: Float> Param<T> {
 
     /// Sets the gradient to zero.
     pub fn zero_grad(&mut self) {
-        self.grad.fill(T::zero());
+        // On the contiguous slice: a memset, where nalgebra's `fill` walks element by element.
+        self.grad.as_mut_slice().fill(T::zero());
     }
 
     /// Number of values.
