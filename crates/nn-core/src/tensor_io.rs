@@ -85,6 +85,11 @@ impl TensorFile {
         })
     }
 
+    /// The size of the file in bytes (header included).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The file this was read from.
     pub fn path(&self) -> &Path {
         &self.path
