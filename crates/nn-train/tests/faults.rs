@@ -182,3 +182,39 @@ fn read_only_folder_keeps_the_previous_checkpoint() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Found by fuzzing the checkpoint loader: a checkpoint whose step counter is `u64::MAX` made
+/// the next step overflow. It is now a typed error, and the model is left as it was.
+#[test]
+fn full_step_counter_in_a_checkpoint_is_an_error_not_a_panic() {
+    let dir = fresh_dir("counter");
+    let path = dir.join("ckpt.safetensors");
+    let mut t = trainer();
+    step(&mut t);
+    nn_train::checkpoint::save(
+        &path,
+        &nn_train::checkpoint::CheckpointParts {
+            model: &t.model,
+            model_config: t.model.config().to_json(),
+            optimizer: &t.optimizer,
+            step: u64::MAX,
+            rng: &t.rng,
+            extra: Vec::new(),
+        },
+    )
+    .unwrap();
+    let mut resumed = trainer();
+    resumed.load_checkpoint(&path).unwrap();
+    assert_eq!(resumed.step(), u64::MAX);
+    let before = resumed.model.clone();
+    let mut src = batch_fn(|_, _: &mut Rng, b: &mut Batch<f32>| {
+        b.x = nalgebra::DMatrix::from_element(3, 2, 1.0);
+        b.batch = 1;
+        b.targets = Targets::Classes(vec![0, 1]);
+        Ok(())
+    });
+    assert!(resumed.train_step(&mut src).is_err());
+    let same = |a: &SeqModel<f32>, b: &SeqModel<f32>| a.head.weight.value == b.head.weight.value;
+    assert!(same(&resumed.model, &before));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
