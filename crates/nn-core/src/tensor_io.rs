@@ -85,6 +85,11 @@ impl TensorFile {
         })
     }
 
+    /// The size of the file in bytes (header included).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The file this was read from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -369,10 +374,14 @@ impl TensorWriter {
 
 /// Writes `bytes` to `path` so that a crash at any moment leaves either the old file or the new
 /// one: write a temporary file in the same folder, flush it to disk, rename it over `path`, then
-/// flush the folder. On error the temporary file is removed and `path` is untouched.
+/// flush the folder. On error the temporary file is removed and `path` is untouched; the error
+/// names `path` (the file the caller asked for, not the temporary one).
+///
+/// A process killed during the write leaves its temporary file `.<name>.<pid>.tmp` behind (never
+/// read; the next write of another process uses its own name).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source: std::io::Error, p: &Path| Error::Io {
-        path: p.to_path_buf(),
+    let io = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
         source,
     };
     let dir = match path.parent() {
@@ -381,17 +390,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let file_name = path
         .file_name()
-        .ok_or_else(|| io(std::io::Error::other("not a file path"), path))?;
+        .ok_or_else(|| io(std::io::Error::other("not a file path")))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
-        f.write_all(bytes).map_err(|e| io(e, &tmp))?;
-        f.sync_all().map_err(|e| io(e, &tmp))?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
         drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io(e, path))
+        std::fs::rename(&tmp, path).map_err(io)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -456,6 +465,48 @@ mod tests {
             TensorFile::open("/definitely/not/here.safetensors"),
             Err(Error::Io { .. })
         ));
+    }
+
+    /// A small file whose header declares `shape` and `offsets` for one F32 tensor.
+    fn declaring(shape: &str, offsets: &str) -> Vec<u8> {
+        let header =
+            format!(r#"{{"x":{{"dtype":"F32","shape":{shape},"data_offsets":{offsets}}}}}"#);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 16]);
+        bytes
+    }
+
+    #[test]
+    fn huge_declared_sizes_are_refused_before_any_allocation() {
+        // 2^40 elements (4 TiB) declared in a file of about 100 bytes: refused while reading the
+        // header (the tensor would be a view into the file's own bytes, which are too few), so
+        // nothing of the declared size is ever allocated.
+        let tib = 1u64 << 40;
+        for (shape, offsets) in [
+            (format!("[{tib}]"), format!("[0,{}]", 4 * tib)),
+            (format!("[{tib}]"), "[0,16]".to_string()),
+            (format!("[{tib},{tib},{tib}]"), "[0,16]".to_string()),
+            ("[4]".to_string(), format!("[0,{}]", u64::MAX)),
+        ] {
+            let bytes = declaring(&shape, &offsets);
+            assert!(bytes.len() < 200);
+            assert!(
+                matches!(
+                    TensorFile::from_bytes(bytes, "huge"),
+                    Err(Error::Format { .. })
+                ),
+                "{shape} {offsets}"
+            );
+        }
+        // The same header with an honest size loads.
+        assert!(TensorFile::from_bytes(declaring("[4]", "[0,16]"), "ok").is_ok());
+        // A header length beyond the file (or beyond safetensors' 100 MB limit).
+        for n in [1u64 << 40, 200, u64::MAX] {
+            let mut bytes = n.to_le_bytes().to_vec();
+            bytes.extend_from_slice(b"{}");
+            assert!(TensorFile::from_bytes(bytes, "h").is_err());
+        }
     }
 
     #[test]

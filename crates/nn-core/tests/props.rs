@@ -27,8 +27,16 @@ fn all_finite(m: &DMatrix<f64>) -> bool {
     m.iter().all(|v| v.is_finite())
 }
 
+/// 400 cases per property by default; `PROPTEST_CASES=N` runs more.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn dense_never_panics(inp in 0usize..5, out in 0usize..5, x in matrix(5, 4), dy in matrix(5, 4), seed in any::<u64>()) {

@@ -327,7 +327,8 @@ impl<T: Float> Recurrent<T> {
     ///
     /// `batch` is `B`; `T = x.ncols() / B`. `initial` is `(H, L*D*B)` (an LSTM's `c: None` means
     /// zeros). Errors: wrong input rows, columns not a multiple of `B`, `B = 0` or `T = 0`, a
-    /// NaN or infinite input or initial state, an initial state of the wrong shape.
+    /// NaN or infinite input or initial state, an initial state of the wrong shape, an output
+    /// that overflowed to infinity.
     pub fn forward(
         &self,
         x: &DMatrix<T>,
@@ -392,6 +393,15 @@ impl<T: Float> Recurrent<T> {
                 forward_direction(cell, w, &input, dims, initial, output, dc, final_state);
             }
         }
+        // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any
+        // size): such a result is refused, and the cache stays unusable for backward.
+        if let Some(top) = layers.last() {
+            check_finite("Recurrent::forward output (overflow)", &top.output)?;
+        }
+        check_finite("Recurrent::forward final h (overflow)", &final_state.h)?;
+        if let Some(c) = &final_state.c {
+            check_finite("Recurrent::forward final c (overflow)", c)?;
+        }
         cache.ready = true;
         Ok(())
     }
@@ -402,7 +412,8 @@ impl<T: Float> Recurrent<T> {
     /// an LSTM's `c: None` means zeros too).
     ///
     /// Errors: a cache without a forward of a layer with these settings, an `x`, `d_output`,
-    /// `d_final` or `d_input` of the wrong shape.
+    /// `d_final` or `d_input` of the wrong shape, a NaN or infinite `d_output` or `d_final`, a
+    /// gradient that overflowed to infinity (the gradients are then already partly added).
     pub fn backward(
         &mut self,
         x: &DMatrix<T>,
@@ -434,8 +445,9 @@ impl<T: Float> Recurrent<T> {
             d_output,
             Shape(self.output_size(), cols),
         )?;
+        check_finite("Recurrent::backward d_output", d_output)?;
         if let Some(s) = d_final {
-            self.check_state("Recurrent::backward d_final", s, batch, self.slots(), false)?;
+            self.check_state("Recurrent::backward d_final", s, batch, self.slots(), true)?;
         }
         if let Some(dx) = &d_input {
             check_shape("Recurrent::backward d_input", *dx, Shape(input, cols))?;
@@ -508,6 +520,20 @@ impl<T: Float> Recurrent<T> {
                     d_initial,
                     d_x.as_deref_mut().map(|m| (m, accum)),
                 );
+            }
+        }
+        // Finite upstream gradients can still overflow (huge inputs times huge gradients).
+        let op = "Recurrent::backward gradient (overflow)";
+        if let Some(dx) = &d_input {
+            check_finite(op, *dx)?;
+        }
+        check_finite(op, &d_initial.h)?;
+        if let Some(c) = &d_initial.c {
+            check_finite(op, c)?;
+        }
+        for w in &self.directions {
+            for p in [&w.weight_ih, &w.weight_hh, &w.bias_ih, &w.bias_hh] {
+                check_finite(op, &p.grad)?;
             }
         }
         Ok(())

@@ -74,7 +74,8 @@ impl<T: Float> Recurrent<T> {
     ///
     /// `state` is `(H, L*B)` (an LSTM needs its `c` too), e.g. from [`Recurrent::zero_state`] or a
     /// forward's final state. Errors: a bidirectional layer, wrong shapes, `B = 0`, a NaN or
-    /// infinite input.
+    /// infinite input or state, an overflow to infinity (then the layers below the one that
+    /// overflowed have already stepped).
     pub fn step<'s>(
         &self,
         x_t: &DMatrix<T>,
@@ -120,6 +121,10 @@ impl<T: Float> Recurrent<T> {
                     "{op}: only an LSTM has a cell state `c`, this layer is {cell:?}"
                 )));
             }
+        }
+        check_finite("Recurrent::step state h", &state.h)?;
+        if let Some(c) = &state.c {
+            check_finite("Recurrent::step state c", c)?;
         }
         scratch.prepare(cell, h, batch);
         let StepScratch {
@@ -180,6 +185,12 @@ impl<T: Float> Recurrent<T> {
                         hn,
                     ),
                 }
+            }
+            // Overflow (huge weights or inputs) is refused before it reaches the state; layers
+            // below `l` have then already stepped.
+            check_finite("Recurrent::step new h (overflow)", h_new)?;
+            if cell.has_cell_state() {
+                check_finite("Recurrent::step new c (overflow)", c_new)?;
             }
             state.h.as_mut_slice()[span(l)].copy_from_slice(h_new.as_slice());
             if let Some(c) = &mut state.c {

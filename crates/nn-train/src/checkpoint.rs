@@ -190,11 +190,16 @@ impl<T: Float> Trainer<T> {
     /// config and an optimizer of the same kind; training then continues exactly as the saved
     /// run would have. On error nothing is changed.
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let file = TensorFile::open(path)?;
+        self.load_checkpoint_file(&TensorFile::open(path)?)
+    }
+
+    /// [`Trainer::load_checkpoint`] from a file already read (e.g. with
+    /// [`TensorFile::from_bytes`]). On error nothing is changed.
+    pub fn load_checkpoint_file(&mut self, file: &TensorFile) -> Result<()> {
         let state = if file.contains("state.h") {
-            let h = read_matrix::<T>(&file, "state.h", self.model.rnn.config().hidden_size)?;
+            let h = read_matrix::<T>(file, "state.h", self.model.rnn.config().hidden_size)?;
             let c = if file.contains("state.c") {
-                Some(read_matrix::<T>(&file, "state.c", h.nrows())?)
+                Some(read_matrix::<T>(file, "state.c", h.nrows())?)
             } else {
                 None
             };
@@ -203,7 +208,7 @@ impl<T: Float> Trainer<T> {
             None
         };
         let config = self.model.config().to_json();
-        let (step, rng) = load_from(&file, &mut self.model, &config, &mut self.optimizer)?;
+        let (step, rng) = load_from(file, &mut self.model, &config, &mut self.optimizer)?;
         self.step = step;
         self.rng = rng;
         self.state_valid = state.is_some();

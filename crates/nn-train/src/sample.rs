@@ -50,7 +50,45 @@ impl SampleConfig {
 }
 
 /// Draws one index from `logits` as [`SampleConfig`] says. `scratch` is reused between calls.
+///
+/// Errors: no logits, a NaN or infinite logit, a temperature that is NaN, infinite or negative.
 pub fn sample_logits<T: Float>(
+    logits: &[T],
+    config: &SampleConfig,
+    rng: &mut Rng,
+    scratch: &mut Vec<(f64, usize)>,
+) -> Result<usize> {
+    check_temperature(config)?;
+    if logits.is_empty() {
+        return Err(nn_core::Error::Empty {
+            op: "sample_logits",
+            what: "logits",
+        }
+        .into());
+    }
+    if let Some(index) = logits.iter().position(|v| !v.finite()) {
+        return Err(nn_core::Error::NonFinite {
+            op: "sample_logits",
+            index,
+            value: logits[index].as_f64(),
+        }
+        .into());
+    }
+    Ok(draw(logits, config, rng, scratch))
+}
+
+fn check_temperature(config: &SampleConfig) -> Result<()> {
+    if !(config.temperature.is_finite() && config.temperature >= 0.0) {
+        return Err(invalid(format!(
+            "invalid temperature {}",
+            config.temperature
+        )));
+    }
+    Ok(())
+}
+
+/// [`sample_logits`] on checked logits (non-empty, finite) and temperature.
+fn draw<T: Float>(
     logits: &[T],
     config: &SampleConfig,
     rng: &mut Rng,
@@ -112,12 +150,7 @@ pub fn sample<T: Float>(
         }
         .into());
     }
-    if !(config.temperature.is_finite() && config.temperature >= 0.0) {
-        return Err(invalid(format!(
-            "invalid temperature {}",
-            config.temperature
-        )));
-    }
+    check_temperature(config)?;
     let mut state = model.rnn.zero_state(1);
     let mut scratch = StepScratch::default();
     let mut x = DMatrix::<T>::zeros(vocab, 1);
@@ -142,7 +175,7 @@ pub fn sample<T: Float>(
             Trans::No,
         );
         logits += &model.head.bias.value;
-        token = sample_logits(logits.as_slice(), config, rng, &mut order);
+        token = sample_logits(logits.as_slice(), config, rng, &mut order)?;
         out.push(token);
     }
     Ok(out)
@@ -158,12 +191,15 @@ mod tests {
         let mut rng = Rng::seed_from(0);
         let mut s = Vec::new();
         let greedy = SampleConfig::new().with_temperature(0.0);
-        assert_eq!(sample_logits(&logits, &greedy, &mut rng, &mut s), 1);
+        assert_eq!(
+            sample_logits(&logits, &greedy, &mut rng, &mut s).unwrap(),
+            1
+        );
         // top-2 only ever gives 1 or 3.
         let top2 = SampleConfig::new().with_top_k(2);
         let mut seen = [0usize; 4];
         for _ in 0..2000 {
-            seen[sample_logits(&logits, &top2, &mut rng, &mut s)] += 1;
+            seen[sample_logits(&logits, &top2, &mut rng, &mut s).unwrap()] += 1;
         }
         assert_eq!(seen[0] + seen[2], 0);
         // p(1)/p(3) = e ≈ 2.72 at temperature 1.
@@ -171,6 +207,6 @@ mod tests {
         assert!((ratio - std::f64::consts::E).abs() < 0.4, "{seen:?}");
         // A low temperature concentrates on the largest.
         let cold = SampleConfig::new().with_temperature(0.05);
-        assert!((0..200).all(|_| sample_logits(&logits, &cold, &mut rng, &mut s) == 1));
+        assert!((0..200).all(|_| sample_logits(&logits, &cold, &mut rng, &mut s).unwrap() == 1));
     }
 }

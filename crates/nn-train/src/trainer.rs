@@ -378,7 +378,10 @@ impl<T: Float> Trainer<T> {
 
     fn try_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
         let started = Instant::now();
-        let step = self.step + 1;
+        let step = self
+            .step
+            .checked_add(1)
+            .ok_or_else(|| invalid(format!("step count {} cannot grow", self.step)))?;
         source.fill(step, &mut self.rng, &mut self.batch)?;
         self.check_batch(step)?;
         let lr = self

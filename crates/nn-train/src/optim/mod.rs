@@ -474,13 +474,18 @@ impl<T: Float> Optimizer<T> {
     /// One update of every parameter of `model` from its gradient (the gradients are read, not
     /// cleared). The first step creates the state; later steps check it still fits the model.
     pub fn step<M: Module<T> + ?Sized>(&mut self, model: &mut M) -> Result<()> {
+        // A step count restored from a file may be anything; running out is an error, not a wrap.
+        let t = self
+            .step
+            .checked_add(1)
+            .ok_or_else(|| invalid(format!("optimizer step count {} cannot grow", self.step)))?;
         if self.state.is_empty() {
             self.init_state(model);
         } else {
             self.check_model(model)?;
         }
-        self.step += 1;
-        let (t, lr, config) = (self.step, self.lr, self.config);
+        self.step = t;
+        let (lr, config) = (self.lr, self.config);
         let mut i = 0;
         let state = &mut self.state;
         model.visit_mut(&mut |_, p| {
@@ -528,6 +533,9 @@ impl<T: Float> Optimizer<T> {
         let [lr] = lr[..] else {
             return Err(invalid(format!("{prefix}.lr must hold one value")));
         };
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(invalid(format!("{prefix}.lr is {lr}, not a learning rate")));
+        }
         let step = file.integers(&format!("{prefix}.step"))?;
         let [step] = step[..] else {
             return Err(invalid(format!("{prefix}.step must hold one value")));

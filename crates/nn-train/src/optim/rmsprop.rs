@@ -85,6 +85,14 @@ impl RmsPropConfig {
                 return Err(invalid(format!("RMSprop: invalid {what} {v}")));
             }
         }
+        // PyTorch accepts any alpha >= 0, but above 1 the running average of g² turns negative
+        // and its square root NaN on the first step.
+        if self.alpha > 1.0 {
+            return Err(invalid(format!(
+                "RMSprop: alpha {} is above 1 (the average of g² would turn negative)",
+                self.alpha
+            )));
+        }
         Ok(())
     }
 

@@ -1,0 +1,9 @@
+//! Fuzzes the fixture reader and runners (`cargo xtask check-fixtures`): any bytes either run as
+//! a fixture (passing or not) or give an error message.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = xtask::fixtures::run_bytes(data.to_vec());
+});
