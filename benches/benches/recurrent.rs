@@ -1,6 +1,7 @@
-//! Criterion benchmarks: forward, forward + backward, and a whole training step of each cell
+//! Criterion benchmarks: forward and forward + backward of each cell
 //! at a small size (I=65, H=128, B=1, T=25: the char-model seed) and a medium one
-//! (I=128, H=256, B=32, T=64). Run with `cargo bench` (or `cargo bench -- lstm` for one cell).
+//! (I=128, H=256, B=32, T=64), and a whole training step of every workload of `workloads.json`.
+//! Run with `cargo bench` (or `cargo bench -- lstm` for one cell).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nalgebra::DMatrix;
@@ -55,5 +56,18 @@ fn layers(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, layers);
+/// A whole training step (forward, loss, backward, clip, SGD) of every reference workload.
+fn training_steps(c: &mut Criterion) {
+    let workloads = benches::Workload::parse_all(benches::WORKLOADS_JSON).unwrap();
+    let mut group = c.benchmark_group("train-step");
+    group.sample_size(10);
+    for w in &workloads {
+        let mut step = benches::Step::new(w, 0).unwrap();
+        group.throughput(Throughput::Elements((w.batch * w.steps) as u64));
+        group.bench_function(&w.name, |bench| bench.iter(|| step.run().unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, layers, training_steps);
 criterion_main!(benches);
