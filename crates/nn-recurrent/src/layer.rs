@@ -18,12 +18,18 @@
 //!    copy), `db += Σ_columns dG`, and `dX = W_ihᵀ · dG`, skipped when no input gradient is wanted.
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
+//!
+//! Threads: when a step has enough work ([`split_point`]: `B ≥ 2`, `G·H·H·B` ≥ 2^19
+//! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
+//! calling thread and `B/2..B` on one scoped thread spawned per layer-direction pass. The
+//! sequences are independent, so the halves never synchronize inside the loop, and every column
+//! is computed by the same operations: results are bit-identical to the serial loop.
 
 use crate::cache::{DirectionCache, LayerCache};
 use crate::cell::{fold_bias, gru, lstm, rnn};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
-use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
     Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape, matmul,
     packed_matmul,
@@ -137,13 +143,22 @@ pub(crate) fn project_input<T: Float>(
     );
     let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
     let hidden = w.weight_hh.value.ncols();
+    let gh = b_ih.len();
+    // The rows that get `b_hh` folded in are a prefix (all but the GRU's `n` block).
+    let folded = (0..gh)
+        .position(|row| !fold_bias(cell, row, hidden))
+        .unwrap_or(gh);
+    debug_assert!((folded..gh).all(|row| !fold_bias(cell, row, hidden)));
+    let (b_ih_f, b_ih_rest) = b_ih.split_at(folded);
+    let b_hh_f = &b_hh[..folded];
     for mut col in gates.column_iter_mut() {
-        for (row, v) in col.iter_mut().enumerate() {
-            *v += if fold_bias(cell, row, hidden) {
-                b_ih[row] + b_hh[row]
-            } else {
-                b_ih[row]
-            };
+        let col = col.as_mut_slice();
+        let (col_f, col_rest) = col.split_at_mut(folded);
+        for ((v, &a), &b) in col_f.iter_mut().zip(b_ih_f).zip(b_hh_f) {
+            *v += a + b;
+        }
+        for (v, &a) in col_rest.iter_mut().zip(b_ih_rest) {
+            *v += a;
         }
     }
 }
@@ -157,30 +172,330 @@ fn add_row_sums<T: Float>(db: &mut [T], m: &DMatrix<T>) {
     }
 }
 
-/// Rows `r0..r0+n` of column `src` (shared) and of column `dst` (mutable) of one column-major
-/// buffer with `rows` rows. `src != dst`.
-fn split_cols<T>(
-    data: &mut [T],
-    rows: usize,
-    r0: usize,
-    n: usize,
-    src: usize,
-    dst: usize,
-) -> (&[T], &mut [T]) {
-    debug_assert_ne!(src, dst);
-    if src < dst {
-        let (a, b) = data.split_at_mut(dst * rows);
-        (&a[src * rows + r0..][..n], &mut b[r0..r0 + n])
-    } else {
-        let (a, b) = data.split_at_mut(src * rows);
-        (&b[r0..r0 + n], &mut a[dst * rows + r0..][..n])
-    }
-}
-
 /// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.
 fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T] {
     let n = dims.hidden * dims.batch;
     m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
+}
+
+/// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
+/// batch between the calling thread and one scoped thread (see [`split_point`]).
+///
+/// Measured (forward + backward, `T = 64`, f32, two cores): the split was neutral or slower at
+/// 2^16–2^17, about 5–10% faster at 2^18, 10–20% at 2^19 and ~30% at 2^20; 2^19 keeps a margin
+/// for a busy second core.
+const SPLIT_MIN_MACS: usize = 1 << 19;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: `Some(true)` forces the split time loops (for `B ≥ 2`), `Some(false)` the serial ones.
+    static FORCE_SPLIT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tests: forces (`Some`) or stops forcing (`None`) the split time loops on this thread.
+#[cfg(test)]
+pub(crate) fn force_split(on: Option<bool>) {
+    FORCE_SPLIT.with(|f| f.set(on));
+}
+
+/// Whether more than one thread may run: not when `MATMUL_NUM_THREADS=1` (the single-thread
+/// setting of the whole-sequence products) or on a one-core machine. Read once.
+fn threads_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        let one = std::env::var("MATMUL_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            == Some(1);
+        !one && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    })
+}
+
+/// Where a layer-direction's time loops split the batch: `Some(mid)` runs sequences `mid..B` on
+/// a second thread and `0..mid` on the calling one; `None` runs them all on the calling thread.
+///
+/// The sequences of a batch are independent, so the halves need no synchronization per step, and
+/// each column is computed by exactly the same operations either way: the results are
+/// bit-identical. Splitting pays only when a step has enough work to outweigh spawning a thread
+/// once per pass, so small layers stay serial (and allocation-free).
+fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
+    if batch < 2 {
+        return None;
+    }
+    #[cfg(test)]
+    if let Some(on) = FORCE_SPLIT.with(std::cell::Cell::get) {
+        return on.then_some(batch / 2);
+    }
+    let macs = (cell.gate_count() * hidden)
+        .saturating_mul(hidden)
+        .saturating_mul(batch);
+    (macs >= SPLIT_MIN_MACS && threads_allowed()).then_some(batch / 2)
+}
+
+/// A column-major buffer whose columns are written by the threads of a split time loop, each
+/// only its own columns (those of its sequences). Holds the buffer's unique borrow.
+#[derive(Debug)]
+struct SharedCols<'a, T> {
+    ptr: *mut T,
+    rows: usize,
+    cols: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the pointer comes from a unique borrow held for `'a`; every access goes through the
+// unsafe `cols`/`cols_mut`, whose callers guarantee that no column is written by one thread
+// while another reads or writes it.
+unsafe impl<T: Send> Send for SharedCols<'_, T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T: Send + Sync> Sync for SharedCols<'_, T> {}
+
+impl<'a, T> SharedCols<'a, T> {
+    fn new(m: &'a mut DMatrix<T>) -> Self {
+        SharedCols {
+            ptr: m.as_mut_ptr(),
+            rows: m.nrows(),
+            cols: m.ncols(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// Columns `c..c+n`, read-only.
+    ///
+    /// # Safety
+    /// No thread writes these columns while the slice lives.
+    unsafe fn cols(&self, c: usize, n: usize) -> &[T] {
+        assert!(c + n <= self.cols, "SharedCols: columns out of range");
+        // SAFETY: in bounds (just checked; the buffer holds `rows * cols` values); no
+        // concurrent writer (from the caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(c * self.rows), n * self.rows) }
+    }
+
+    /// Columns `c..c+n`, mutable.
+    ///
+    /// # Safety
+    /// Nothing else (thread or slice) accesses these columns while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn cols_mut(&self, c: usize, n: usize) -> &mut [T] {
+        assert!(c + n <= self.cols, "SharedCols: columns out of range");
+        // SAFETY: in bounds (just checked); exclusive (from the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(c * self.rows), n * self.rows) }
+    }
+}
+
+/// What the forward time loop of one layer-direction works on, shared by the threads of a split
+/// loop: the buffers it writes column by column, and read-only inputs.
+#[derive(Debug)]
+struct ForwardLoop<'a, T: Float> {
+    cell: CellKind,
+    dims: Dims,
+    gh: usize,
+    rows_out: usize,
+    r0: usize,
+    out: SharedCols<'a, T>,
+    gates: SharedCols<'a, T>,
+    hidden_gates: SharedCols<'a, T>,
+    cells: SharedCols<'a, T>,
+    tanh_cells: SharedCols<'a, T>,
+    /// This slot's initial `h` (and `c`, or empty), `(H, B)`.
+    h0: &'a [T],
+    c0: &'a [T],
+    b_hn: &'a [T],
+    packed: &'a PackedMatrix<T>,
+}
+
+/// The forward time loop for the sequences `bs` (all steps, in the direction's order).
+///
+/// # Safety
+/// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
+/// `out`, `gates`, `hidden_gates`, `cells`, `tanh_cells`; those are the only columns it touches.
+unsafe fn forward_steps<T: Float>(lp: &ForwardLoop<'_, T>, bs: std::ops::Range<usize>) {
+    let ForwardLoop {
+        cell,
+        dims,
+        gh,
+        rows_out,
+        r0,
+        ..
+    } = *lp;
+    let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
+    let (b0, nb) = (bs.start, bs.len());
+    for s in 0..steps {
+        let t = dims.step(s);
+        let prev = dims.prev(t);
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` with
+        // `b` in `bs`, this call's own (from the caller); `tp != t`, so a shared slice of step
+        // `tp` never overlaps a mutable one of step `t`, and each mutable slice is dropped
+        // before another one of the same columns is made.
+        {
+            let h_prev = match prev {
+                Some(tp) => {
+                    let block = unsafe { lp.out.cols(tp * batch + b0, nb) };
+                    DMatrixView::from_slice_with_strides_generic(
+                        &block[r0..],
+                        Dyn(h),
+                        Dyn(nb),
+                        U1,
+                        Dyn(rows_out),
+                    )
+                }
+                None => DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb),
+            };
+            match cell {
+                CellKind::Gru => step_product(
+                    &mut DMatrixViewMut::from_slice(
+                        unsafe { lp.hidden_gates.cols_mut(t * batch + b0, nb) },
+                        gh,
+                        nb,
+                    ),
+                    Accum::Replace,
+                    lp.packed,
+                    &h_prev,
+                ),
+                _ => step_product(
+                    &mut DMatrixViewMut::from_slice(
+                        unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
+                        gh,
+                        nb,
+                    ),
+                    Accum::Add,
+                    lp.packed,
+                    &h_prev,
+                ),
+            }
+        }
+        for b in bs.clone() {
+            let col = t * batch + b;
+            let h_prev = match prev {
+                Some(tp) => unsafe { &lp.out.cols(tp * batch + b, 1)[r0..r0 + h] },
+                None => &lp.h0[b * h..][..h],
+            };
+            let h_new = unsafe { &mut lp.out.cols_mut(col, 1)[r0..r0 + h] };
+            let g = unsafe { lp.gates.cols_mut(col, 1) };
+            match cell {
+                CellKind::Rnn(act) => rnn::forward(act, g, h_new),
+                CellKind::Lstm => {
+                    let c_prev = match prev {
+                        Some(tp) => unsafe { lp.cells.cols(tp * batch + b, 1) },
+                        None => &lp.c0[b * h..][..h],
+                    };
+                    let c_new = unsafe { lp.cells.cols_mut(col, 1) };
+                    let tc = unsafe { lp.tanh_cells.cols_mut(col, 1) };
+                    lstm::forward(g, c_prev, c_new, tc, h_new);
+                }
+                CellKind::Gru => {
+                    let hg = unsafe { lp.hidden_gates.cols_mut(col, 1) };
+                    gru::forward(g, hg, lp.b_hn, h_prev, h_new);
+                }
+            }
+        }
+    }
+}
+
+/// What the backward time loop of one layer-direction works on, shared by the threads of a
+/// split loop: the forward's results (read-only) and the gate gradients it writes.
+#[derive(Debug)]
+struct BackwardLoop<'a, T: Float> {
+    cell: CellKind,
+    dims: Dims,
+    gh: usize,
+    rows_out: usize,
+    r0: usize,
+    h0: &'a [T],
+    c0: &'a [T],
+    out: &'a [T],
+    dy: &'a [T],
+    gates: &'a [T],
+    hidden_gates: &'a [T],
+    cells: &'a [T],
+    tanh_cells: &'a [T],
+    d_gates: SharedCols<'a, T>,
+    d_hidden_gates: SharedCols<'a, T>,
+    packed: &'a PackedMatrix<T>,
+}
+
+/// The backward time loop for the sequences `bs`; `dh` and `dc` (`(H, |bs|)`, `dc` empty
+/// without a cell state) are their running gradients, turned from `∂L/∂(h_n, c_n)` into
+/// `∂L/∂(h0, c0)`.
+///
+/// # Safety
+/// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
+/// `d_gates` and `d_hidden_gates`; those are the only columns of theirs it touches.
+unsafe fn backward_steps<T: Float>(
+    lp: &BackwardLoop<'_, T>,
+    bs: std::ops::Range<usize>,
+    dh_all: &mut [T],
+    dc_all: &mut [T],
+) {
+    let BackwardLoop {
+        cell,
+        dims,
+        gh,
+        rows_out,
+        r0,
+        ..
+    } = *lp;
+    let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
+    let (b0, nb) = (bs.start, bs.len());
+    for s in 0..steps {
+        // Steps in the reverse of the forward's order.
+        let t = dims.step(steps - 1 - s);
+        let prev = dims.prev(t);
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` with `b` in `bs`,
+        // this call's own (from the caller), and each slice is dropped before another one of the
+        // same columns is made.
+        for b in bs.clone() {
+            let col = t * batch + b;
+            let dh = &mut dh_all[(b - b0) * h..][..h];
+            let dy_col = &lp.dy[col * rows_out + r0..][..h];
+            let h_prev = match prev {
+                Some(tp) => &lp.out[(tp * batch + b) * rows_out + r0..][..h],
+                None => &lp.h0[b * h..][..h],
+            };
+            let dg = unsafe { lp.d_gates.cols_mut(col, 1) };
+            match cell {
+                CellKind::Rnn(act) => {
+                    let h_t = &lp.out[col * rows_out + r0..][..h];
+                    rnn::backward(act, h_t, dh, dy_col, dg);
+                }
+                CellKind::Lstm => {
+                    let c_prev = match prev {
+                        Some(tp) => &lp.cells[(tp * batch + b) * h..][..h],
+                        None => &lp.c0[b * h..][..h],
+                    };
+                    lstm::backward(
+                        &lp.gates[col * gh..][..gh],
+                        c_prev,
+                        &lp.tanh_cells[col * h..][..h],
+                        dh,
+                        dy_col,
+                        &mut dc_all[(b - b0) * h..][..h],
+                        dg,
+                    );
+                }
+                CellKind::Gru => gru::backward(
+                    &lp.gates[col * gh..][..gh],
+                    &lp.hidden_gates[col * gh..][..gh],
+                    h_prev,
+                    dh,
+                    dy_col,
+                    dg,
+                    unsafe { lp.d_hidden_gates.cols_mut(col, 1) },
+                ),
+            }
+        }
+        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
+        let (d_hidden, accum) = match cell {
+            CellKind::Gru => (&lp.d_hidden_gates, Accum::Add),
+            _ => (&lp.d_gates, Accum::Replace),
+        };
+        let d_g = unsafe { d_hidden.cols(t * batch + b0, nb) };
+        step_product(
+            &mut DMatrixViewMut::from_slice(dh_all, h, nb),
+            accum,
+            lp.packed,
+            &DMatrixView::from_slice(d_g, gh, nb),
+        );
+    }
 }
 
 impl<T: Float> Recurrent<T> {
@@ -571,56 +886,33 @@ fn forward_direction<T: Float>(
     } = dc;
     project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch));
     packed_hh.pack(&w.weight_hh.value, Trans::No);
-    let h0 = slot_slice(Some(&initial.h), slot, dims);
-    let c0 = slot_slice(initial.c.as_ref(), slot, dims);
-    let b_hn = &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..];
-    for s in 0..steps {
-        let t = dims.step(s);
-        let prev = dims.prev(t);
-        {
-            let h_prev = match prev {
-                Some(tp) => out.view((r0, tp * batch), (h, batch)),
-                None => initial.h.columns(slot * batch, batch),
-            };
-            match cell {
-                CellKind::Gru => step_product(
-                    &mut hidden_gates.columns_mut(t * batch, batch),
-                    Accum::Replace,
-                    packed_hh,
-                    &h_prev,
-                ),
-                _ => step_product(
-                    &mut gates.columns_mut(t * batch, batch),
-                    Accum::Add,
-                    packed_hh,
-                    &h_prev,
-                ),
-            }
-        }
-        let out_data = out.as_mut_slice();
-        for b in 0..batch {
-            let col = t * batch + b;
-            let (h_prev, h_new) = match prev {
-                Some(tp) => split_cols(out_data, rows_out, r0, h, tp * batch + b, col),
-                None => (&h0[b * h..][..h], &mut out_data[col * rows_out + r0..][..h]),
-            };
-            let g = &mut gates.as_mut_slice()[col * gh..][..gh];
-            match cell {
-                CellKind::Rnn(act) => rnn::forward(act, g, h_new),
-                CellKind::Lstm => {
-                    let (c_prev, c_new) = match prev {
-                        Some(tp) => split_cols(cells.as_mut_slice(), h, 0, h, tp * batch + b, col),
-                        None => (&c0[b * h..][..h], &mut cells.as_mut_slice()[col * h..][..h]),
-                    };
-                    let tc = &mut tanh_cells.as_mut_slice()[col * h..][..h];
-                    lstm::forward(g, c_prev, c_new, tc, h_new);
-                }
-                CellKind::Gru => {
-                    let hg = &mut hidden_gates.as_mut_slice()[col * gh..][..gh];
-                    gru::forward(g, hg, b_hn, h_prev, h_new);
-                }
-            }
-        }
+    let lp = ForwardLoop {
+        cell,
+        dims,
+        gh,
+        rows_out,
+        r0,
+        out: SharedCols::new(out),
+        gates: SharedCols::new(gates),
+        hidden_gates: SharedCols::new(hidden_gates),
+        cells: SharedCols::new(cells),
+        tanh_cells: SharedCols::new(tanh_cells),
+        h0: slot_slice(Some(&initial.h), slot, dims),
+        c0: slot_slice(initial.c.as_ref(), slot, dims),
+        b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
+        packed: packed_hh,
+    };
+    match split_point(cell, h, batch) {
+        // SAFETY: this thread is the only one touching the buffers for the call.
+        None => unsafe { forward_steps(&lp, 0..batch) },
+        Some(mid) => std::thread::scope(|scope| {
+            let lp = &lp;
+            // SAFETY: the two calls touch the columns `t*B + b` of sequences `b < mid` and
+            // `b >= mid` respectively (see `forward_steps`): disjoint sets; `out`, `gates`, ...
+            // are borrowed mutably by `lp` until the scope has joined both.
+            scope.spawn(move || unsafe { forward_steps(lp, mid..batch) });
+            unsafe { forward_steps(lp, 0..mid) };
+        }),
     }
     let last = dims.last() * batch;
     final_state
@@ -667,72 +959,48 @@ fn backward_direction<T: Float>(
         packed_hh,
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
-    let h0 = slot_slice(Some(&initial.h), slot, dims);
-    let c0 = slot_slice(initial.c.as_ref(), slot, dims);
-    let (out_data, dy_data) = (out.as_slice(), dy.as_slice());
+    let lp = BackwardLoop {
+        cell,
+        dims,
+        gh,
+        rows_out,
+        r0,
+        h0: slot_slice(Some(&initial.h), slot, dims),
+        c0: slot_slice(initial.c.as_ref(), slot, dims),
+        out: out.as_slice(),
+        dy: dy.as_slice(),
+        gates: gates.as_slice(),
+        hidden_gates: hidden_gates.as_slice(),
+        cells: cells.as_slice(),
+        tanh_cells: tanh_cells.as_slice(),
+        d_gates: SharedCols::new(d_gates),
+        d_hidden_gates: SharedCols::new(d_hidden_gates),
+        packed: packed_hh,
+    };
+    // The running dh (dc) of sequence `b` is column `slot*B + b` of `d_state`: one contiguous
+    // span per layer-direction, which splits into the two halves safely.
     let RecurrentState { h: dh_m, c: dc_m } = d_state;
     let span = slot * batch * h..(slot + 1) * batch * h;
-    for s in 0..steps {
-        // Steps in the reverse of the forward's order.
-        let t = dims.step(steps - 1 - s);
-        let prev = dims.prev(t);
-        let dh_all = &mut dh_m.as_mut_slice()[span.clone()];
-        let dc_all = match dc_m {
-            Some(m) => &mut m.as_mut_slice()[span.clone()],
-            None => &mut [][..],
-        };
-        for b in 0..batch {
-            let col = t * batch + b;
-            let dh = &mut dh_all[b * h..][..h];
-            let dy_col = &dy_data[col * rows_out + r0..][..h];
-            let h_prev = match prev {
-                Some(tp) => &out_data[(tp * batch + b) * rows_out + r0..][..h],
-                None => &h0[b * h..][..h],
-            };
-            let dg = &mut d_gates.as_mut_slice()[col * gh..][..gh];
-            match cell {
-                CellKind::Rnn(act) => {
-                    let h_t = &out_data[col * rows_out + r0..][..h];
-                    rnn::backward(act, h_t, dh, dy_col, dg);
-                }
-                CellKind::Lstm => {
-                    let c_prev = match prev {
-                        Some(tp) => &cells.as_slice()[(tp * batch + b) * h..][..h],
-                        None => &c0[b * h..][..h],
-                    };
-                    lstm::backward(
-                        &gates.as_slice()[col * gh..][..gh],
-                        c_prev,
-                        &tanh_cells.as_slice()[col * h..][..h],
-                        dh,
-                        dy_col,
-                        &mut dc_all[b * h..][..h],
-                        dg,
-                    );
-                }
-                CellKind::Gru => gru::backward(
-                    &gates.as_slice()[col * gh..][..gh],
-                    &hidden_gates.as_slice()[col * gh..][..gh],
-                    h_prev,
-                    dh,
-                    dy_col,
-                    dg,
-                    &mut d_hidden_gates.as_mut_slice()[col * gh..][..gh],
-                ),
-            }
-        }
-        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
-        let (d_hidden, accum) = match cell {
-            CellKind::Gru => (&*d_hidden_gates, Accum::Add),
-            _ => (&*d_gates, Accum::Replace),
-        };
-        step_product(
-            &mut dh_m.columns_mut(slot * batch, batch),
-            accum,
-            packed_hh,
-            &d_hidden.columns(t * batch, batch),
-        );
+    let dh_all = &mut dh_m.as_mut_slice()[span.clone()];
+    let dc_all = match dc_m {
+        Some(m) => &mut m.as_mut_slice()[span],
+        None => &mut [][..],
+    };
+    match split_point(cell, h, batch) {
+        // SAFETY: this thread is the only one touching the buffers for the call.
+        None => unsafe { backward_steps(&lp, 0..batch, dh_all, dc_all) },
+        Some(mid) => std::thread::scope(|scope| {
+            let lp = &lp;
+            let (dh_lo, dh_hi) = dh_all.split_at_mut(mid * h);
+            let (dc_lo, dc_hi) = dc_all.split_at_mut(if dc_all.is_empty() { 0 } else { mid * h });
+            // SAFETY: the two calls write the columns `t*B + b` of `d_gates` and
+            // `d_hidden_gates` of sequences `b >= mid` and `b < mid` respectively (disjoint);
+            // both are borrowed mutably by `lp` until the scope has joined both.
+            scope.spawn(move || unsafe { backward_steps(lp, mid..batch, dh_hi, dc_hi) });
+            unsafe { backward_steps(lp, 0..mid, dh_lo, dc_lo) };
+        }),
     }
+    let (d_gates, d_hidden_gates) = (&*d_gates, &*d_hidden_gates);
     // Whole-sequence products.
     let d_hidden: &DMatrix<T> = match cell {
         CellKind::Gru => d_hidden_gates,
@@ -741,7 +1009,7 @@ fn backward_direction<T: Float>(
     matmul(
         &mut w.weight_ih.grad,
         Accum::Add,
-        &*d_gates,
+        d_gates,
         Trans::No,
         x,
         Trans::Yes,
@@ -776,8 +1044,99 @@ fn backward_direction<T: Float>(
             accum,
             &w.weight_ih.value,
             Trans::Yes,
-            &*d_gates,
+            d_gates,
             Trans::No,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::force_split;
+    use crate::{CellKind, Nonlinearity, RecurrentCache, RecurrentConfig, RecurrentState};
+    use nalgebra::DMatrix;
+    use nn_core::{Float, Module, Rng};
+
+    fn fill<T: Float>(rows: usize, cols: usize, seed: usize) -> DMatrix<T> {
+        DMatrix::from_fn(rows, cols, |i, j| {
+            T::cast(((i * 7 + j * 13 + seed * 31) as f64 * 0.37).sin() * 0.9)
+        })
+    }
+
+    /// Every result of one forward and backward, as bits.
+    fn run<T: Float>(
+        config: &RecurrentConfig,
+        steps: usize,
+        batch: usize,
+        split: bool,
+    ) -> Vec<u64> {
+        force_split(Some(split));
+        let mut layer = config.init::<T>(&mut Rng::seed_from(3)).unwrap();
+        let (i, h) = (config.input_size, config.hidden_size);
+        let slots = config.num_layers * config.num_directions();
+        let with_c = config.cell.has_cell_state();
+        let state = |seed| RecurrentState {
+            h: fill::<T>(h, slots * batch, seed),
+            c: with_c.then(|| fill::<T>(h, slots * batch, seed + 1)),
+        };
+        let x = fill::<T>(i, steps * batch, 0);
+        let mut cache = RecurrentCache::new();
+        layer
+            .forward(&x, batch, Some(&state(1)), &mut cache)
+            .unwrap();
+        let d_out = fill::<T>(layer.output_size(), steps * batch, 5);
+        let mut d_x = DMatrix::zeros(i, steps * batch);
+        layer.zero_grad();
+        layer
+            .backward(&x, &mut cache, &d_out, Some(&state(7)), Some(&mut d_x))
+            .unwrap();
+        force_split(None);
+        let mut all: Vec<&DMatrix<T>> = vec![cache.output(), &cache.final_state().h, &d_x];
+        all.extend(&cache.final_state().c);
+        all.push(&cache.d_initial().h);
+        all.extend(&cache.d_initial().c);
+        for w in layer.directions() {
+            all.extend([
+                &w.weight_ih.grad,
+                &w.weight_hh.grad,
+                &w.bias_ih.grad,
+                &w.bias_hh.grad,
+            ]);
+        }
+        all.iter()
+            .flat_map(|m| m.iter().map(|v| v.as_f64().to_bits()))
+            .collect()
+    }
+
+    #[test]
+    fn split_time_loops_give_the_serial_results_bit_for_bit() {
+        let cells = [
+            CellKind::Rnn(Nonlinearity::Tanh),
+            CellKind::Rnn(Nonlinearity::Relu),
+            CellKind::Lstm,
+            CellKind::Gru,
+        ];
+        for cell in cells {
+            for (layers, bidi) in [(1, false), (2, true)] {
+                for (steps, batch) in [(5, 5), (1, 2), (3, 8)] {
+                    let config = RecurrentConfig::new(cell, 3, 6)
+                        .with_num_layers(layers)
+                        .with_bidirectional(bidi);
+                    let what = format!("{cell:?} L={layers} bidi={bidi} T={steps} B={batch}");
+                    let serial = run::<f64>(&config, steps, batch, false);
+                    assert_eq!(
+                        serial,
+                        run::<f64>(&config, steps, batch, true),
+                        "f64 {what}"
+                    );
+                    let serial = run::<f32>(&config, steps, batch, false);
+                    assert_eq!(
+                        serial,
+                        run::<f32>(&config, steps, batch, true),
+                        "f32 {what}"
+                    );
+                }
+            }
+        }
     }
 }
