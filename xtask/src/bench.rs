@@ -12,8 +12,8 @@
 //! (meaningful per workload when run alone with `--only`).
 //!
 //! Threads: the matrix products split over `--threads` cores (matrixmultiply's
-//! `MATMUL_NUM_THREADS`, read once per process, so it is set before the first product); the time
-//! loop's per-step products and the elementwise math run on the calling thread.
+//! `MATMUL_NUM_THREADS`, read once per process, so it is set before the first product); the
+//! recurrent time loops split the batch over two threads for large steps unless it is 1.
 
 use crate::flags::Flags;
 pub use benches::{Step, Workload};
