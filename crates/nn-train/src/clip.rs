@@ -72,7 +72,7 @@ pub fn clip_grad_norm<T: Float, M: Module<T> + ?Sized>(model: &mut M, max_norm: 
 pub fn first_non_finite_grad<T: Float, M: Module<T> + ?Sized>(model: &M) -> Option<String> {
     let mut found = None;
     model.visit(&mut |name, p| {
-        if found.is_none() && p.grad.iter().any(|g| !g.finite()) {
+        if found.is_none() && !nn_core::error::all_finite(p.grad.as_slice()) {
             found = Some(name.to_string());
         }
     });

@@ -304,7 +304,7 @@ impl<T: Float> SeqModel<T> {
     /// Writes the loss gradient into `ws.d_logits` and returns the loss; NaN (and no gradient)
     /// when the logits are not all finite.
     fn loss_to(target: Target<'_, T>, ws: &mut SeqWorkspace<T>) -> Result<T> {
-        if ws.logits.iter().any(|v| !v.finite()) {
+        if !nn_core::error::all_finite(ws.logits.as_slice()) {
             return Ok(T::cast(f64::NAN));
         }
         Ok(match target {
