@@ -11,7 +11,7 @@ use crate::{
     Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite, check_shape,
     matmul,
 };
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, Dyn, Matrix, RawStorage, RawStorageMut};
 
 /// `y = W x + b`.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +60,7 @@ impl<T: Float> Dense<T> {
         self.weight.value.nrows()
     }
 
-    fn check_input(&self, x: &DMatrix<T>) -> Result<()> {
+    fn check_input<S: RawStorage<T, Dyn, Dyn>>(&self, x: &Matrix<T, Dyn, Dyn, S>) -> Result<()> {
         if x.nrows() != self.input_size() {
             return Err(Error::ShapeMismatch {
                 op: "Dense input",
@@ -85,7 +85,16 @@ impl<T: Float> Dense<T> {
     }
 
     /// `y = W x + b` into the caller's `y` `(out, N)`. Checks shapes and that `x` is finite.
-    pub fn forward_to(&self, x: &DMatrix<T>, y: &mut DMatrix<T>) -> Result<()> {
+    /// `x` and `y` may be views (column ranges of a sequence batch, say).
+    pub fn forward_to<SX, SY>(
+        &self,
+        x: &Matrix<T, Dyn, Dyn, SX>,
+        y: &mut Matrix<T, Dyn, Dyn, SY>,
+    ) -> Result<()>
+    where
+        SX: RawStorage<T, Dyn, Dyn>,
+        SY: RawStorageMut<T, Dyn, Dyn>,
+    {
         self.check_input(x)?;
         check_shape("Dense output", y, Shape(self.output_size(), x.ncols()))?;
         check_finite("Dense input", x)?;
@@ -113,13 +122,18 @@ impl<T: Float> Dense<T> {
         Ok(dx)
     }
 
-    /// Like [`Dense::backward`], writing `dx` into the caller's buffer, or skipping it (`None`).
-    pub fn backward_to(
+    /// Like [`Dense::backward`], writing `dx` into the caller's buffer (a matrix or a view), or
+    /// skipping it (`None`).
+    pub fn backward_to<SX, SD>(
         &mut self,
-        x: &DMatrix<T>,
+        x: &Matrix<T, Dyn, Dyn, SX>,
         dy: &DMatrix<T>,
-        dx: Option<&mut DMatrix<T>>,
-    ) -> Result<()> {
+        dx: Option<&mut Matrix<T, Dyn, Dyn, SD>>,
+    ) -> Result<()>
+    where
+        SX: RawStorage<T, Dyn, Dyn>,
+        SD: RawStorageMut<T, Dyn, Dyn>,
+    {
         self.check_input(x)?;
         check_shape(
             "Dense backward dy",

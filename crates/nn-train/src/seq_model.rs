@@ -23,10 +23,7 @@
 
 use crate::error::{Error, Result, invalid};
 use nalgebra::DMatrix;
-use nn_core::{
-    Accum, Dense, Float, Module, Param, Rng, Shape, Trans, loss, matmul, visit_prefixed,
-    visit_prefixed_mut,
-};
+use nn_core::{Dense, Float, Module, Param, Rng, Shape, loss, visit_prefixed, visit_prefixed_mut};
 use nn_recurrent::{
     CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState,
 };
@@ -284,20 +281,8 @@ impl<T: Float> SeqModel<T> {
         };
         ensure(&mut ws.logits, self.output_size(), cols);
         ensure(&mut ws.d_logits, self.output_size(), cols);
-        matmul(
-            &mut ws.logits,
-            Accum::Replace,
-            &self.head.weight.value,
-            Trans::No,
-            &out.columns(first, cols),
-            Trans::No,
-        );
-        let b = self.head.bias.value.as_slice();
-        for mut col in ws.logits.column_iter_mut() {
-            for (v, &bi) in col.iter_mut().zip(b) {
-                *v += bi;
-            }
-        }
+        self.head
+            .forward_to(&out.columns(first, cols), &mut ws.logits)?;
         Ok(())
     }
 
@@ -354,34 +339,14 @@ impl<T: Float> SeqModel<T> {
         let first = if last_only { (steps - 1) * batch } else { 0 };
         let cols = ws.logits.ncols();
         ensure(&mut ws.d_output, self.rnn.output_size(), steps * batch);
-        {
-            let out = ws.cache.output().columns(first, cols);
-            matmul(
-                &mut self.head.weight.grad,
-                Accum::Add,
-                &ws.d_logits,
-                Trans::No,
-                &out,
-                Trans::Yes,
-            );
-        }
-        let db = self.head.bias.grad.as_mut_slice();
-        for col in ws.d_logits.column_iter() {
-            for (g, &d) in db.iter_mut().zip(col.iter()) {
-                *g += d;
-            }
-        }
         if last_only {
             ws.d_output.fill(T::zero());
         }
-        matmul(
-            &mut ws.d_output.columns_mut(first, cols),
-            Accum::Replace,
-            &self.head.weight.value,
-            Trans::Yes,
+        self.head.backward_to(
+            &ws.cache.output().columns(first, cols),
             &ws.d_logits,
-            Trans::No,
-        );
+            Some(&mut ws.d_output.columns_mut(first, cols)),
+        )?;
         self.rnn
             .backward(x, &mut ws.cache, &ws.d_output, None, None)
             .map_err(Error::from)?;
