@@ -149,18 +149,11 @@ enum Isa {
     Avx2Fma,
 }
 
-/// The best kernel for this CPU, detected once.
+/// The best kernel for this CPU (detected once, by [`crate::simd::has_avx2_fma`]).
 fn best_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    {
-        static HAS_AVX2_FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let has = *HAS_AVX2_FMA.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        });
-        if has {
-            return Isa::Avx2Fma;
-        }
+    if crate::simd::has_avx2_fma() {
+        return Isa::Avx2Fma;
     }
     Isa::Generic
 }
