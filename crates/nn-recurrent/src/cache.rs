@@ -33,6 +33,8 @@ pub(crate) struct DirectionCache<T: Float> {
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
+    /// `G*H`: `Σ_columns dG`, summed once and added to both bias gradients (RNN, LSTM).
+    pub d_bias: Vec<T>,
 }
 
 impl<T: Float> DirectionCache<T> {
@@ -55,6 +57,7 @@ impl<T: Float> DirectionCache<T> {
             d_gates: DMatrix::zeros(rows, cols),
             d_hidden_gates: sized(gru, rows),
             packed_hh: PackedMatrix::new(),
+            d_bias: vec![T::zero(); rows],
         }
     }
 }

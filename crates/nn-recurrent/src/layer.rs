@@ -26,7 +26,7 @@
 //! is computed by the same operations: results are bit-identical to the serial loop.
 
 use crate::cache::{DirectionCache, LayerCache};
-use crate::cell::{fold_bias, gru, lstm, rnn};
+use crate::cell::{blocks, blocks_mut, fold_bias, gru, lstm, rnn};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
@@ -126,50 +126,52 @@ pub(crate) fn step_product<T: Float>(
     packed_matmul(out, accum, w, h);
 }
 
-/// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]).
+/// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]): the bias
+/// column is written into every column, then the product is added (no second pass over `gates`).
 pub(crate) fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
     x: &DMatrixView<'_, T>,
     gates: &mut DMatrixViewMut<'_, T>,
 ) {
+    let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
+    let hidden = w.weight_hh.value.ncols();
+    if gates.ncols() > 0 {
+        let mut first = gates.column_mut(0);
+        for (row, v) in first.iter_mut().enumerate() {
+            *v = if fold_bias(cell, row, hidden) {
+                b_ih[row] + b_hh[row]
+            } else {
+                b_ih[row]
+            };
+        }
+        let (head, mut rest) = gates.columns_range_pair_mut(0, 1..);
+        for mut col in rest.column_iter_mut() {
+            col.copy_from(&head);
+        }
+    }
     matmul(
         gates,
-        Accum::Replace,
+        Accum::Add,
         &w.weight_ih.value,
         Trans::No,
         x,
         Trans::No,
     );
-    let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
-    let hidden = w.weight_hh.value.ncols();
-    let gh = b_ih.len();
-    // The rows that get `b_hh` folded in are a prefix (all but the GRU's `n` block).
-    let folded = (0..gh)
-        .position(|row| !fold_bias(cell, row, hidden))
-        .unwrap_or(gh);
-    debug_assert!((folded..gh).all(|row| !fold_bias(cell, row, hidden)));
-    let (b_ih_f, b_ih_rest) = b_ih.split_at(folded);
-    let b_hh_f = &b_hh[..folded];
-    for mut col in gates.column_iter_mut() {
-        let col = col.as_mut_slice();
-        let (col_f, col_rest) = col.split_at_mut(folded);
-        for ((v, &a), &b) in col_f.iter_mut().zip(b_ih_f).zip(b_hh_f) {
-            *v += a + b;
-        }
-        for (v, &a) in col_rest.iter_mut().zip(b_ih_rest) {
-            *v += a;
-        }
-    }
 }
 
-/// `db += Σ_columns m`.
+/// `db += Σ_columns m`, vectorized (the columns are added one after another, in order).
 fn add_row_sums<T: Float>(db: &mut [T], m: &DMatrix<T>) {
-    for col in m.as_slice().chunks_exact(m.nrows().max(1)) {
-        for (g, &v) in db.iter_mut().zip(col) {
-            *g += v;
-        }
-    }
+    nn_core::simd::dispatch(
+        #[inline(always)]
+        || {
+            for col in m.as_slice().chunks_exact(m.nrows().max(1)) {
+                for (g, &v) in db.iter_mut().zip(col) {
+                    *g += v;
+                }
+            }
+        },
+    );
 }
 
 /// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.
@@ -380,11 +382,11 @@ unsafe fn forward_steps<T: Float>(lp: &ForwardLoop<'_, T>, bs: std::ops::Range<u
                     };
                     let c_new = unsafe { lp.cells.cols_mut(col, 1) };
                     let tc = unsafe { lp.tanh_cells.cols_mut(col, 1) };
-                    lstm::forward(g, c_prev, c_new, tc, h_new);
+                    lstm::forward(blocks_mut(g, h), c_prev, c_new, tc, h_new);
                 }
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols_mut(col, 1) };
-                    gru::forward(g, hg, lp.b_hn, h_prev, h_new);
+                    gru::forward(blocks_mut(g, h), blocks_mut(hg, h), lp.b_hn, h_prev, h_new);
                 }
             }
         }
@@ -463,23 +465,23 @@ unsafe fn backward_steps<T: Float>(
                         None => &lp.c0[b * h..][..h],
                     };
                     lstm::backward(
-                        &lp.gates[col * gh..][..gh],
+                        blocks(&lp.gates[col * gh..], h),
                         c_prev,
                         &lp.tanh_cells[col * h..][..h],
                         dh,
                         dy_col,
                         &mut dc_all[(b - b0) * h..][..h],
-                        dg,
+                        blocks_mut(dg, h),
                     );
                 }
                 CellKind::Gru => gru::backward(
-                    &lp.gates[col * gh..][..gh],
-                    &lp.hidden_gates[col * gh..][..gh],
+                    blocks(&lp.gates[col * gh..], h),
+                    &lp.hidden_gates[col * gh + 2 * h..][..h],
                     h_prev,
                     dh,
                     dy_col,
-                    dg,
-                    unsafe { lp.d_hidden_gates.cols_mut(col, 1) },
+                    blocks_mut(dg, h),
+                    blocks_mut(unsafe { lp.d_hidden_gates.cols_mut(col, 1) }, h),
                 ),
             }
         }
@@ -957,6 +959,7 @@ fn backward_direction<T: Float>(
         d_gates,
         d_hidden_gates,
         packed_hh,
+        d_bias,
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
     let lp = BackwardLoop {
@@ -1036,8 +1039,22 @@ fn backward_direction<T: Float>(
         &initial.h.columns(slot * batch, batch),
         Trans::Yes,
     );
-    add_row_sums(w.bias_ih.grad.as_mut_slice(), d_gates);
-    add_row_sums(w.bias_hh.grad.as_mut_slice(), d_hidden);
+    match cell {
+        CellKind::Gru => {
+            add_row_sums(w.bias_ih.grad.as_mut_slice(), d_gates);
+            add_row_sums(w.bias_hh.grad.as_mut_slice(), d_hidden);
+        }
+        // Both biases get the same gradient: one pass over dG.
+        _ => {
+            d_bias.fill(T::zero());
+            add_row_sums(d_bias, d_gates);
+            for db in [&mut w.bias_ih.grad, &mut w.bias_hh.grad] {
+                for (g, &v) in db.as_mut_slice().iter_mut().zip(d_bias.iter()) {
+                    *g += v;
+                }
+            }
+        }
+    }
     if let Some((d_x, accum)) = d_x {
         matmul(
             d_x,
