@@ -42,6 +42,8 @@ pub trait Float:
     fn act_sigmoid(self) -> Self;
     /// `tanh x`, as the cells compute it. `f64`: libm. `f32`: [`tanh_f32`].
     fn act_tanh(self) -> Self;
+    /// `e^x`, as the softmax computes it. `f64`: libm. `f32`: [`exp_f32`] (vectorizes).
+    fn act_exp(self) -> Self;
 
     /// `c = alpha * a * b + beta * c` on raw strided storage (`a` is `m x k`, `b` is `k x n`).
     /// When `beta` is zero, `c` is not read, so it may hold NaN or garbage.
@@ -68,7 +70,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $dtype:ident, $gemm:ident, $sigmoid:path, $tanh:path) => {
+    ($t:ty, $name:literal, $dtype:ident, $gemm:ident, $sigmoid:path, $tanh:path, $exp:path) => {
         impl Float for $t {
             const NAME: &'static str = $name;
             const BYTES: usize = std::mem::size_of::<$t>();
@@ -106,6 +108,10 @@ macro_rules! impl_float {
             fn act_tanh(self) -> Self {
                 $tanh(self)
             }
+            #[inline(always)]
+            fn act_exp(self) -> Self {
+                $exp(self)
+            }
             #[inline]
             unsafe fn gemm_raw(
                 m: usize,
@@ -134,8 +140,8 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, "f32", F32, sgemm, sigmoid_f32, tanh_f32);
-impl_float!(f64, "f64", F64, dgemm, sigmoid_f64, f64::tanh);
+impl_float!(f32, "f32", F32, sgemm, sigmoid_f32, tanh_f32, exp_f32);
+impl_float!(f64, "f64", F64, dgemm, sigmoid_f64, f64::tanh, f64::exp);
 
 #[inline(always)]
 fn sigmoid_f64(x: f64) -> f64 {

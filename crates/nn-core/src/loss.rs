@@ -59,6 +59,50 @@ pub fn softmax_cross_entropy<T: Float>(logits: &DMatrix<T>, targets: &[usize]) -
     Ok(total / T::cast(targets.len() as f64))
 }
 
+/// The largest value of a non-empty column, with eight running maxima so that it vectorizes.
+#[inline(always)]
+fn col_max<T: Float>(col: &[T]) -> T {
+    let mut lanes = [col[0]; 8];
+    let chunks = col.chunks_exact(8);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for (m, &v) in lanes.iter_mut().zip(ch) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let mut max = lanes
+        .iter()
+        .copied()
+        .fold(col[0], |a, b| if b > a { b } else { a });
+    for &v in tail {
+        max = if v > max { v } else { max };
+    }
+    max
+}
+
+/// `d = e^(col - max(col))`, returning `(max(col), Σ d)` (summed in eight lanes, so that it
+/// vectorizes).
+#[inline(always)]
+fn exp_shifted<T: Float>(col: &[T], d: &mut [T]) -> (T, T) {
+    let max = col_max(col);
+    for (di, &v) in d.iter_mut().zip(col) {
+        *di = (v - max).act_exp();
+    }
+    let mut lanes = [T::zero(); 8];
+    let chunks = d.chunks_exact(8);
+    let tail = chunks.remainder();
+    for ch in chunks {
+        for (s, &v) in lanes.iter_mut().zip(ch) {
+            *s += v;
+        }
+    }
+    let mut sum = lanes.iter().fold(T::zero(), |a, &b| a + b);
+    for &v in tail {
+        sum += v;
+    }
+    (max, sum)
+}
+
 /// The fused forward and backward: returns the mean loss and writes `∂L/∂logits` into `d_logits`
 /// `(C, N)`. No allocation; this is what training loops call.
 pub fn softmax_cross_entropy_to<T: Float>(
@@ -81,17 +125,20 @@ pub fn softmax_cross_entropy_to<T: Float>(
         .zip(d_logits.as_mut_slice().chunks_exact_mut(c))
         .zip(targets)
     {
-        let max = col.iter().copied().fold(col[0], |a, b| a.max(b));
-        let mut sum = T::zero();
-        for (di, &v) in d.iter_mut().zip(col) {
-            *di = (v - max).exp();
-            sum += *di;
-        }
+        let (max, sum) = crate::simd::dispatch(
+            #[inline(always)]
+            || exp_shifted(col, d),
+        );
         total += sum.ln() + max - col[t];
         let scale = inv_n / sum;
-        for di in d.iter_mut() {
-            *di *= scale;
-        }
+        crate::simd::dispatch(
+            #[inline(always)]
+            || {
+                for di in d.iter_mut() {
+                    *di *= scale;
+                }
+            },
+        );
         d[t] -= inv_n;
     }
     Ok(total * inv_n)
