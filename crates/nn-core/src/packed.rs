@@ -104,24 +104,28 @@ impl<T: Float> PackedMatrix<T> {
         if k == 0 {
             return;
         }
+        // op(A)[r, kk] is at `r·rs + kk·cs` from `a`'s first element.
+        let (rs, cs) = match trans {
+            Trans::No => a.strides(),
+            Trans::Yes => (a.strides().1, a.strides().0),
+        };
+        let src = a.data.ptr();
         for (p, panel) in self.buf.chunks_exact_mut(panel_len).enumerate() {
             let row0 = p * mr;
             let rows = mr.min(m - row0);
-            match trans {
-                // op(A)[r, kk] = a[(r, kk)]: a column of `a` is contiguous over r.
-                Trans::No => {
-                    for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
-                        for i in 0..rows {
-                            dst[i] = a[(row0 + i, kk)];
-                        }
-                    }
+            if rs == 1 {
+                // Each k-slice of the panel is a contiguous run of rows of `op(A)`'s column `kk`.
+                for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                    // SAFETY: rows `row0 .. row0 + rows` and column `kk` of `op(A)` are inside
+                    // `a` (`m x k` as `op(A)`), and they are contiguous (`rs == 1`).
+                    let col = unsafe { std::slice::from_raw_parts(src.add(row0 + kk * cs), rows) };
+                    dst[..rows].copy_from_slice(col);
                 }
-                // op(A)[r, kk] = a[(kk, r)]: a column of `a` is contiguous over kk.
-                Trans::Yes => {
-                    for i in 0..rows {
-                        for kk in 0..k {
-                            panel[kk * mr + i] = a[(kk, row0 + i)];
-                        }
+            } else {
+                for i in 0..rows {
+                    for kk in 0..k {
+                        // SAFETY: `row0 + i < m` and `kk < k`: an element of `op(A)`.
+                        panel[kk * mr + i] = unsafe { *src.add((row0 + i) * rs + kk * cs) };
                     }
                 }
             }
@@ -286,6 +290,55 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
             run_panels(&prob, 0, panels, isa);
         }
     }
+}
+
+/// [`packed_matmul`] on raw parts: `C (=|+=) op(A) · B` with `op(A)` in `a` (`m x k`), `B` the
+/// `k x n` block at `b` with element strides `(rsb, csb)` and `C` the `m x n` block at `c` with
+/// strides `(rsc, csc)`; on the calling thread, allocating nothing.
+///
+/// # Safety
+/// `b` must point to `k x n` readable elements and `c` to `m x n` writable elements at the given
+/// strides, and `C` must not overlap `B` or be accessed otherwise during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn packed_matmul_raw<T: Float>(
+    accum: Accum,
+    a: &PackedMatrix<T>,
+    b: *const T,
+    (rsb, csb): (isize, isize),
+    n: usize,
+    c: *mut T,
+    (rsc, csc): (isize, isize),
+) {
+    let (m, k) = (a.rows, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if accum == Accum::Replace {
+            for j in 0..n as isize {
+                for i in 0..m as isize {
+                    // SAFETY: inside the `m x n` block the caller vouches for.
+                    unsafe { *c.offset(i * rsc + j * csc) = T::zero() };
+                }
+            }
+        }
+        return;
+    }
+    let prob = Problem {
+        m,
+        k,
+        n,
+        a: a.buf.as_ptr(),
+        b,
+        rsb,
+        csb,
+        c,
+        rsc,
+        csc,
+        add: accum == Accum::Add,
+    };
+    // SAFETY: `a.buf` holds every panel (pack's invariant); `b` and `c` as the caller vouches.
+    unsafe { run_panels(&prob, 0, m.div_ceil(panel_rows::<T>()), best_isa()) };
 }
 
 /// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
