@@ -7,7 +7,8 @@
 //! 5, and a plain SGD update (lr 0.1). Weights use PyTorch's default initialization.
 //!
 //! After 5 warm-up steps, steps are timed one by one until `--seconds` have passed (and at least
-//! 5 ran); the median step time gives `tokens_per_s = B*T / median`. One JSON line per workload,
+//! 5 ran); the median step time gives `tokens_per_s = B*T / median` (`min_step_ms` is the fastest
+//! step, steadier than the median on a noisy machine). One JSON line per workload,
 //! in the PyTorch script's form, plus `peak_rss_mib`: the process's peak resident memory so far
 //! (meaningful per workload when run alone with `--only`).
 //!
@@ -20,8 +21,9 @@ pub use benches::{Step, Workload};
 use serde_json::json;
 use std::time::Instant;
 
-/// Median of the step times of `w` over at least `seconds` (and 5 steps), after 5 warm-up steps.
-pub fn measure(w: &Workload, seconds: f64) -> Result<(f64, usize), String> {
+/// Median and fastest of the step times of `w` over at least `seconds` (and 5 steps), after 5
+/// warm-up steps, and how many steps ran.
+pub fn measure(w: &Workload, seconds: f64) -> Result<(f64, f64, usize), String> {
     let mut step = Step::new(w, 0)?;
     for _ in 0..5 {
         step.run()?;
@@ -34,7 +36,7 @@ pub fn measure(w: &Workload, seconds: f64) -> Result<(f64, usize), String> {
         times.push(t0.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], times.len()))
+    Ok((times[times.len() / 2], times[0], times.len()))
 }
 
 /// Peak resident memory of this process in MiB (`VmHWM`), when the OS tells it.
@@ -48,7 +50,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 const HELP: &str = "usage: cargo xtask bench [--only a,b] [--seconds S] [--threads N]
 
 Runs the training-step workloads of benches/workloads.json and prints one JSON line each:
-{\"name\",\"threads\",\"tokens_per_s\",\"step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}.
+{\"name\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}.
   --only a,b     only these workloads (names from the file)
   --seconds S    time each workload for at least S seconds (default 3)
   --threads N    cores for the matrix products (default: all)";
@@ -87,7 +89,7 @@ pub fn command(args: &[String]) -> Result<bool, String> {
         .iter()
         .filter(|w| only.is_empty() || only.contains(&w.name))
     {
-        let (median, runs) = measure(w, seconds)?;
+        let (median, fastest, runs) = measure(w, seconds)?;
         let tokens = (w.batch * w.steps) as f64;
         println!(
             "{}",
@@ -96,6 +98,7 @@ pub fn command(args: &[String]) -> Result<bool, String> {
                 "threads": threads,
                 "tokens_per_s": tokens / median,
                 "step_ms": median * 1e3,
+                "min_step_ms": fastest * 1e3,
                 "runs": runs,
                 "gflops": w.flops_per_token() * tokens / median / 1e9,
                 "peak_rss_mib": peak_rss_mib(),
