@@ -51,26 +51,13 @@ fn main() {
         .unwrap();
     let tg: Vec<usize> = (0..w.steps * w.batch).map(|i| i % w.vocab).collect();
     let m_fwd = time(|| model.forward(&xs, w.batch, None, false, &mut ws).unwrap());
+    let target = nn_train::Target::NextToken(&tg);
     let m_loss = time(|| {
-        model
-            .loss(
-                &xs,
-                w.batch,
-                None,
-                nn_train::Target::NextToken(&tg),
-                &mut ws,
-            )
-            .unwrap();
+        model.loss(&xs, w.batch, None, target, &mut ws).unwrap();
     });
     let m_fb = time(|| {
         model
-            .forward_backward(
-                &xs,
-                w.batch,
-                None,
-                nn_train::Target::NextToken(&tg),
-                &mut ws,
-            )
+            .forward_backward(&xs, w.batch, None, target, &mut ws)
             .unwrap();
     });
     let zg = time(|| model.zero_grad());

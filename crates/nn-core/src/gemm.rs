@@ -228,6 +228,23 @@ mod tests {
         })
     }
 
+    /// `A` and `B` stored so that `op(A)` is `m x k` and `op(B)` is `k x n`.
+    fn operands(
+        (m, k, n): (usize, usize, usize),
+        ta: Trans,
+        tb: Trans,
+    ) -> (DMatrix<f64>, DMatrix<f64>) {
+        let a = match ta {
+            Trans::No => rand_mat(m, k, 1),
+            Trans::Yes => rand_mat(k, m, 1),
+        };
+        let b = match tb {
+            Trans::No => rand_mat(k, n, 2),
+            Trans::Yes => rand_mat(n, k, 2),
+        };
+        (a, b)
+    }
+
     #[test]
     fn every_transpose_matches_naive() {
         for (ta, tb) in [
@@ -237,14 +254,7 @@ mod tests {
             (Trans::Yes, Trans::Yes),
         ] {
             let (m, k, n) = (7, 5, 3);
-            let a = match ta {
-                Trans::No => rand_mat(m, k, 1),
-                Trans::Yes => rand_mat(k, m, 1),
-            };
-            let b = match tb {
-                Trans::No => rand_mat(k, n, 2),
-                Trans::Yes => rand_mat(n, k, 2),
-            };
+            let (a, b) = operands((m, k, n), ta, tb);
             let mut c = rand_mat(m, n, 3);
             let mut want = c.clone();
             gemm(0.5, &a, ta, &b, tb, 2.0, &mut c);
@@ -263,14 +273,7 @@ mod tests {
                 (Trans::No, Trans::Yes),
                 (Trans::Yes, Trans::Yes),
             ] {
-                let a = match ta {
-                    Trans::No => rand_mat(m, k, 1),
-                    Trans::Yes => rand_mat(k, m, 1),
-                };
-                let b = match tb {
-                    Trans::No => rand_mat(k, n, 2),
-                    Trans::Yes => rand_mat(n, k, 2),
-                };
+                let (a, b) = operands((m, k, n), ta, tb);
                 for accum in [Accum::Replace, Accum::Add] {
                     let mut c = rand_mat(m, n, 3);
                     let mut want = c.clone();
