@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p nn-core --example packed_speed
+//! PAIR=1 cargo run --release -p nn-core --example packed_speed   # one thread against two
 //! ```
 //!
 //! Columns: `matmul` (matrixmultiply, single-threaded here unless `MATMUL_NUM_THREADS` is set;
@@ -54,7 +55,51 @@ fn time(mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// `PAIR=1`: one and two threads each running their own products (own `B` and `C`) on one
+/// shared packed weight, as the two halves of a split time loop do: how much the second core adds.
+fn pair() {
+    use std::sync::Barrier;
+    for &(m, k, n) in &[
+        (1024usize, 256usize, 16usize),
+        (2048, 512, 32),
+        (256, 256, 16),
+    ] {
+        let w = rand_mat(m, k, 1);
+        let mut packed = PackedMatrix::new();
+        packed.pack(&w, Trans::No);
+        let flops = 2.0 * (m * k * n) as f64;
+        let reps = (2e9 / flops) as usize;
+        for threads in [1usize, 2] {
+            let bar = Barrier::new(threads);
+            let t0 = Instant::now();
+            std::thread::scope(|sc| {
+                for id in 0..threads {
+                    let (packed, bar) = (&packed, &bar);
+                    sc.spawn(move || {
+                        let x = rand_mat(k, n, 2 + id as u64);
+                        let mut y = rand_mat(m, n, 3);
+                        bar.wait();
+                        for _ in 0..reps {
+                            packed_matmul(&mut y, Accum::Add, packed, &x);
+                        }
+                        black_box(&mut y);
+                    });
+                }
+            });
+            let dt = t0.elapsed().as_secs_f64();
+            println!(
+                "{m}x{k}x{n}: {threads} thread(s), {:.1} GF/s total",
+                flops * (reps * threads) as f64 / dt * 1e-9
+            );
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os("PAIR").is_some() {
+        pair();
+        return;
+    }
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
         // SAFETY: no other thread exists yet (start of main), so nothing reads the environment
         // concurrently.
@@ -70,6 +115,7 @@ fn main() {
         (512, 128, 1, Trans::No),
         (256, 1024, 32, Trans::Yes),
         (2048, 512, 64, Trans::No),
+        (2048, 512, 4096, Trans::No),
     ] {
         let w = match trans {
             Trans::No => rand_mat(m, k, 1),
