@@ -289,6 +289,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_inner_dimension_gives_zeros_or_leaves_c() {
+        let (a, b) = (DMatrix::<f64>::zeros(3, 0), DMatrix::<f64>::zeros(0, 4));
+        let mut c = DMatrix::from_element(3, 4, f64::NAN);
+        matmul(&mut c, Accum::Replace, &a, Trans::No, &b, Trans::No);
+        assert_eq!(c, DMatrix::zeros(3, 4));
+        let mut c = DMatrix::from_element(3, 4, 2.5);
+        matmul(&mut c, Accum::Add, &a, Trans::No, &b, Trans::No);
+        assert_eq!(c, DMatrix::from_element(3, 4, 2.5));
+        gemm(1.0, &a, Trans::No, &b, Trans::No, 0.0, &mut c);
+        assert_eq!(c, DMatrix::zeros(3, 4));
+    }
+
+    #[test]
     fn works_on_column_views_and_replace_ignores_nan() {
         let a = rand_mat(4, 6, 4);
         let x = rand_mat(6, 10, 5);
