@@ -26,7 +26,7 @@
 //! is computed by the same operations: results are bit-identical to the serial loop.
 
 use crate::cache::{DirectionCache, LayerCache};
-use crate::cell::{blocks, blocks_mut, fold_bias, gru, lstm, rnn};
+use crate::cell::{fold_bias, gru, lstm, rnn};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
@@ -382,11 +382,11 @@ unsafe fn forward_steps<T: Float>(lp: &ForwardLoop<'_, T>, bs: std::ops::Range<u
                     };
                     let c_new = unsafe { lp.cells.cols_mut(col, 1) };
                     let tc = unsafe { lp.tanh_cells.cols_mut(col, 1) };
-                    lstm::forward(blocks_mut(g, h), c_prev, c_new, tc, h_new);
+                    lstm::forward(g, c_prev, c_new, tc, h_new);
                 }
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols_mut(col, 1) };
-                    gru::forward(blocks_mut(g, h), blocks_mut(hg, h), lp.b_hn, h_prev, h_new);
+                    gru::forward(g, hg, lp.b_hn, h_prev, h_new);
                 }
             }
         }
@@ -465,23 +465,23 @@ unsafe fn backward_steps<T: Float>(
                         None => &lp.c0[b * h..][..h],
                     };
                     lstm::backward(
-                        blocks(&lp.gates[col * gh..], h),
+                        &lp.gates[col * gh..][..gh],
                         c_prev,
                         &lp.tanh_cells[col * h..][..h],
                         dh,
                         dy_col,
                         &mut dc_all[(b - b0) * h..][..h],
-                        blocks_mut(dg, h),
+                        dg,
                     );
                 }
                 CellKind::Gru => gru::backward(
-                    blocks(&lp.gates[col * gh..], h),
-                    &lp.hidden_gates[col * gh + 2 * h..][..h],
+                    &lp.gates[col * gh..][..gh],
+                    &lp.hidden_gates[col * gh..][..gh],
                     h_prev,
                     dh,
                     dy_col,
-                    blocks_mut(dg, h),
-                    blocks_mut(unsafe { lp.d_hidden_gates.cols_mut(col, 1) }, h),
+                    dg,
+                    unsafe { lp.d_hidden_gates.cols_mut(col, 1) },
                 ),
             }
         }

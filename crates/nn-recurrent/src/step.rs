@@ -5,7 +5,7 @@
 //! folded biases, the same [`step_product`], the same cell code), so feeding a sequence step by
 //! step gives the same numbers as [`Recurrent::forward`].
 
-use crate::cell::{blocks_mut, gru, lstm, rnn};
+use crate::cell::{gru, lstm, rnn};
 use crate::layer::{project_input, step_product};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
@@ -171,15 +171,15 @@ impl<T: Float> Recurrent<T> {
                 match cell {
                     CellKind::Rnn(act) => rnn::forward(act, g, hn),
                     CellKind::Lstm => lstm::forward(
-                        blocks_mut(g, h),
+                        g,
                         &c_prev[b * h..][..h],
                         &mut c_new.as_mut_slice()[b * h..][..h],
                         &mut tanh_c.as_mut_slice()[b * h..][..h],
                         hn,
                     ),
                     CellKind::Gru => gru::forward(
-                        blocks_mut(g, h),
-                        blocks_mut(&mut hidden_gates.as_mut_slice()[b * gh..][..gh], h),
+                        g,
+                        &mut hidden_gates.as_mut_slice()[b * gh..][..gh],
                         b_hn,
                         &h_prev[b * h..][..h],
                         hn,

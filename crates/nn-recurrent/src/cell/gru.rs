@@ -17,18 +17,21 @@
 use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
 
-/// The gate blocks `[r, z, n]` hold the input side `gx` (with `b_hr`, `b_hz` folded in) and
-/// become the gates; the `hidden` blocks hold `W_hh h_prev` and the `n` one gets `+ b_hn`;
-/// writes `h` (every slice of length `h.len()`).
+/// `gates` (`3H`) holds the input side `gx` (with `b_hr`, `b_hz` folded in) and becomes `r, z, n`;
+/// `hidden` (`3H`) holds `W_hh h_prev` and its `n` block gets `+ b_hn`; writes `h` (`H`).
 #[inline]
 pub(crate) fn forward<T: Float>(
-    [r, z, nn]: [&mut [T]; 3],
-    [hr, hz, hn]: [&mut [T]; 3],
+    gates: &mut [T],
+    hidden: &mut [T],
     b_hn: &[T],
     h_prev: &[T],
     h: &mut [T],
 ) {
-    let (hr, hz) = (&*hr, &*hz);
+    let n = h.len();
+    let (r, rest) = gates[..3 * n].split_at_mut(n);
+    let (z, nn) = rest.split_at_mut(n);
+    let (hr, rest) = hidden[..3 * n].split_at_mut(n);
+    let (hz, hn) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
         || forward_lanes(r, z, nn, hr, hz, hn, b_hn, h_prev, h),
@@ -61,19 +64,25 @@ fn forward_lanes<T: Float>(
     }
 }
 
-/// Writes the blocks of `d_gx` and `d_gh` from `dh + dy`, and sets `dh` to the direct part of
-/// `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ d_gh`). `gates` are the forward's `[r, z, n]`
-/// blocks and `hn` its `ĝ_n = W_hn h_{t-1} + b_hn` (every slice of length `dh.len()`).
+/// Writes `d_gx` and `d_gh` (`3H` each) from `dh + dy`, and sets `dh` to the direct part of
+/// `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ d_gh`).
 #[inline]
 pub(crate) fn backward<T: Float>(
-    [r, z, nn]: [&[T]; 3],
-    hn: &[T],
+    gates: &[T],
+    hidden: &[T],
     h_prev: &[T],
     dh: &mut [T],
     dy: &[T],
-    [dxr, dxz, dxn]: [&mut [T]; 3],
-    [dhr, dhz, dhn]: [&mut [T]; 3],
+    d_gx: &mut [T],
+    d_gh: &mut [T],
 ) {
+    let n = dh.len();
+    let (r, z, nn) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n]);
+    let hn = &hidden[2 * n..3 * n];
+    let (dxr, rest) = d_gx[..3 * n].split_at_mut(n);
+    let (dxz, dxn) = rest.split_at_mut(n);
+    let (dhr, rest) = d_gh[..3 * n].split_at_mut(n);
+    let (dhz, dhn) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
         || {
@@ -123,19 +132,12 @@ fn backward_lanes<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell::{blocks, blocks_mut};
 
     #[test]
     fn zero_gates_by_hand() {
         // gx = 0, W_hh h = 0, b_hn = 1: r = z = 1/2, ĝ_n = 1, n = tanh(1/2), h = n/2 + h_prev/2.
         let (mut gates, mut hidden, mut h) = ([0.0; 3], [0.0; 3], [0.0]);
-        forward(
-            blocks_mut(&mut gates, 1),
-            blocks_mut(&mut hidden, 1),
-            &[1.0],
-            &[4.0],
-            &mut h,
-        );
+        forward(&mut gates, &mut hidden, &[1.0], &[4.0], &mut h);
         let n = 0.5f64.tanh();
         assert_eq!(gates, [0.5, 0.5, n]);
         assert_eq!(hidden[2], 1.0);
@@ -143,15 +145,7 @@ mod tests {
         // dh = 1: dz = h_prev - n, da_z = dz/4; da_n = (1/2)(1-n²); dgh_n = da_n/2; dr = da_n·1;
         // da_r = dr/4; the direct part of dh_prev is z = 1/2.
         let (mut dh, mut dx, mut dhh) = ([1.0], [0.0; 3], [0.0; 3]);
-        backward(
-            blocks(&gates, 1),
-            &hidden[2..],
-            &[4.0],
-            &mut dh,
-            &[0.0],
-            blocks_mut(&mut dx, 1),
-            blocks_mut(&mut dhh, 1),
-        );
+        backward(&gates, &hidden, &[4.0], &mut dh, &[0.0], &mut dx, &mut dhh);
         let da_n = 0.5 * (1.0 - n * n);
         assert_eq!(dx, [da_n * 0.25, (4.0 - n) * 0.25, da_n]);
         assert_eq!(dhh, [da_n * 0.25, (4.0 - n) * 0.25, da_n * 0.5]);

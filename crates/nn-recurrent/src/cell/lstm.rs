@@ -14,16 +14,20 @@
 use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
 
-/// Turns the pre-activations in the gate blocks `[i, f, g, o]` into the gates in place and
-/// computes `c`, `tanh(c)` and `h` from `c_prev` (every slice of length `n = h.len()`).
+/// Turns the pre-activations in `gates` (`4H`) into `i, f, g, o` in place and computes `c`,
+/// `tanh(c)` and `h` (each `H`) from `c_prev`.
 #[inline]
 pub(crate) fn forward<T: Float>(
-    [i, f, g, o]: [&mut [T]; 4],
+    gates: &mut [T],
     c_prev: &[T],
     c: &mut [T],
     tanh_c: &mut [T],
     h: &mut [T],
 ) {
+    let n = h.len();
+    let (i, rest) = gates[..4 * n].split_at_mut(n);
+    let (f, rest) = rest.split_at_mut(n);
+    let (g, o) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
         || forward_lanes(i, f, g, o, c_prev, c, tanh_c, h),
@@ -57,19 +61,28 @@ fn forward_lanes<T: Float>(
     }
 }
 
-/// Writes the gate pre-activation gradients (blocks `[di, df, dg, do]`) from `dh + dy`, and turns
-/// `dc` (the gradient of `c_t`) into the gradient of `c_{t-1}`; `gates` are the blocks
-/// `[i, f, g, o]` of the forward (every slice of length `n = dc.len()`).
+/// Writes the gate pre-activation gradients `d_gates` (`4H`) from `dh + dy`, and turns `dc`
+/// (the gradient of `c_t`) into the gradient of `c_{t-1}`.
 #[inline]
 pub(crate) fn backward<T: Float>(
-    [i, f, g, o]: [&[T]; 4],
+    gates: &[T],
     c_prev: &[T],
     tanh_c: &[T],
     dh: &[T],
     dy: &[T],
     dc: &mut [T],
-    [di, df, dg, d_o]: [&mut [T]; 4],
+    d_gates: &mut [T],
 ) {
+    let n = dc.len();
+    let (i, f, g, o) = (
+        &gates[..n],
+        &gates[n..2 * n],
+        &gates[2 * n..3 * n],
+        &gates[3 * n..4 * n],
+    );
+    let (di, rest) = d_gates[..4 * n].split_at_mut(n);
+    let (df, rest) = rest.split_at_mut(n);
+    let (dg, d_o) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
         || backward_lanes([i, f, g, o], c_prev, tanh_c, dh, dy, dc, di, df, dg, d_o),
@@ -109,28 +122,19 @@ fn backward_lanes<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell::{blocks, blocks_mut};
 
     #[test]
     fn zero_gates_by_hand() {
         // a = 0: i = f = o = 1/2, g = 0, so c = c_prev/2 and h = tanh(c)/2.
         let mut gates = [0.0; 4];
         let (mut c, mut tc, mut h) = ([0.0], [0.0], [0.0]);
-        forward(blocks_mut(&mut gates, 1), &[2.0], &mut c, &mut tc, &mut h);
+        forward(&mut gates, &[2.0], &mut c, &mut tc, &mut h);
         assert_eq!(gates, [0.5, 0.5, 0.0, 0.5]);
         assert_eq!((c[0], tc[0], h[0]), (1.0, 1f64.tanh(), 0.5 * 1f64.tanh()));
         // Only c_n gets a gradient (dc = 1): di = dc·g·i(1-i) = 0, df = dc·c_prev·f(1-f) = 0.5,
         // dg = dc·i·(1-g²) = 0.5, do = 0, and dc_prev = dc·f = 0.5.
         let (mut dc, mut dg) = ([1.0], [9.0; 4]);
-        backward(
-            blocks(&gates, 1),
-            &[2.0],
-            &tc,
-            &[0.0],
-            &[0.0],
-            &mut dc,
-            blocks_mut(&mut dg, 1),
-        );
+        backward(&gates, &[2.0], &tc, &[0.0], &[0.0], &mut dc, &mut dg);
         assert_eq!(dg, [0.0, 0.5, 0.5, 0.0]);
         assert_eq!(dc[0], 0.5);
     }

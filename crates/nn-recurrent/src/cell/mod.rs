@@ -11,10 +11,8 @@
 //! the gate pre-activations `dG_t`; the layer does the products (`dh_{t-1} = W_hhᵀ dG_t`, and over
 //! the whole sequence `dW_ih += dG Xᵀ`, `dW_hh += dG H_prevᵀ`, `dX = W_ihᵀ dG`).
 //!
-//! Each function works on `n` hidden units: states are slices of length `n`, and the gates are
-//! passed as `G` separate blocks of `n` (PyTorch's gate order), so that a caller can hand over
-//! all `H` units of a column ([`blocks`], [`blocks_mut`]) or only a range of them. The functions
-//! assert nothing; the layer hands them slices of the right lengths.
+//! Slices have length `H` (states) or `G*H` (gates, blocks of `H` rows in PyTorch's gate order).
+//! The functions assert nothing; the layer hands them slices of the right lengths.
 
 pub(crate) mod gru;
 pub(crate) mod lstm;
@@ -27,21 +25,4 @@ use crate::CellKind;
 #[inline]
 pub(crate) fn fold_bias(cell: CellKind, row: usize, hidden: usize) -> bool {
     !(cell == CellKind::Gru && row >= 2 * hidden)
-}
-
-/// The `G` gate blocks of `n` rows each at the start of a gate column.
-#[inline]
-pub(crate) fn blocks<T, const G: usize>(col: &[T], n: usize) -> [&[T]; G] {
-    std::array::from_fn(|k| &col[k * n..(k + 1) * n])
-}
-
-/// Mutable [`blocks`].
-#[inline]
-pub(crate) fn blocks_mut<T, const G: usize>(col: &mut [T], n: usize) -> [&mut [T]; G] {
-    let mut rest = &mut col[..G * n];
-    std::array::from_fn(|_| {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
-        rest = tail;
-        head
-    })
 }
