@@ -255,40 +255,23 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
         k == k2 && cm == m && cn == n,
         "packed_matmul: ({m}x{k}) * ({k2}x{n}) into ({cm}x{cn})"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if accum == Accum::Replace {
-            c.fill(T::zero());
-        }
-        return;
-    }
     let (rsb, csb) = b.strides();
     let (rsc, csc) = c.strides();
-    let prob = Problem {
-        m,
-        k,
-        n,
-        a: a.buf.as_ptr(),
-        b: b.data.ptr(),
-        rsb: rsb as isize,
-        csb: csb as isize,
-        c: c.data.ptr_mut(),
-        rsc: rsc as isize,
-        csc: csc as isize,
-        add: accum == Accum::Add,
-    };
-    let panels = m.div_ceil(panel_rows::<T>());
-    // SAFETY: the shapes were checked above; `a.buf` holds `panels · MR · k` values (pack's
-    // invariant), `b` and `c` are nalgebra storages holding every element their shape and
-    // strides describe, and `c` is a unique borrow, so it overlaps neither `a` nor `b`.
+    // SAFETY: the shapes were checked above; `b` and `c` are nalgebra storages holding every
+    // element their shape and strides describe, and `c` is a unique borrow, so it overlaps
+    // neither `a` nor `b`.
     unsafe {
-        if allow_threads && m * k * n >= PARALLEL_MIN_MACS && panels >= 4 {
-            parallel::run(&prob, panels, isa);
-        } else {
-            run_panels(&prob, 0, panels, isa);
-        }
+        run_parts(
+            accum,
+            a,
+            b.data.ptr(),
+            (rsb as isize, csb as isize),
+            n,
+            c.data.ptr_mut(),
+            (rsc as isize, csc as isize),
+            isa,
+            allow_threads,
+        )
     }
 }
 
@@ -299,8 +282,27 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
 /// # Safety
 /// `b` must point to `k x n` readable elements and `c` to `m x n` writable elements at the given
 /// strides, and `C` must not overlap `B` or be accessed otherwise during the call.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn packed_matmul_raw<T: Float>(
+    accum: Accum,
+    a: &PackedMatrix<T>,
+    b: *const T,
+    b_strides: (isize, isize),
+    n: usize,
+    c: *mut T,
+    c_strides: (isize, isize),
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_parts(accum, a, b, b_strides, n, c, c_strides, best_isa(), false) }
+}
+
+/// The product on raw parts, shared by [`packed_matmul`] (and its threaded form) and
+/// [`packed_matmul_raw`]: handles the empty cases, then runs the panels on the calling thread,
+/// or shares them with the helper thread when `allow_threads` and the product is large.
+///
+/// # Safety
+/// As [`packed_matmul_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_parts<T: Float>(
     accum: Accum,
     a: &PackedMatrix<T>,
     b: *const T,
@@ -308,6 +310,8 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
     n: usize,
     c: *mut T,
     (rsc, csc): (isize, isize),
+    isa: Isa,
+    allow_threads: bool,
 ) {
     let (m, k) = (a.rows, a.cols);
     if m == 0 || n == 0 {
@@ -337,8 +341,16 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
         csc,
         add: accum == Accum::Add,
     };
-    // SAFETY: `a.buf` holds every panel (pack's invariant); `b` and `c` as the caller vouches.
-    unsafe { run_panels(&prob, 0, m.div_ceil(panel_rows::<T>()), best_isa()) };
+    let panels = m.div_ceil(panel_rows::<T>());
+    // SAFETY: `a.buf` holds `panels · MR · k` values (pack's invariant); `b` and `c` as the
+    // caller vouches.
+    unsafe {
+        if allow_threads && m * k * n >= PARALLEL_MIN_MACS && panels >= 4 {
+            parallel::run(&prob, panels, isa);
+        } else {
+            run_panels(&prob, 0, panels, isa);
+        }
+    }
 }
 
 /// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
