@@ -9,7 +9,6 @@
 use nalgebra::DMatrix;
 use nn_core::{Accum, Init, Module, Rng, Trans, matmul};
 use nn_recurrent::{RecurrentCache, RecurrentConfig};
-use nn_train::seq_model::parse_cell;
 use std::time::Instant;
 
 fn time(mut f: impl FnMut()) -> f64 {
@@ -39,12 +38,10 @@ fn main() {
     let total = time(|| {
         step.run().unwrap();
     });
-    let mut model = nn_train::SeqModelConfig::new(
-        RecurrentConfig::new(parse_cell(&w.cell).unwrap(), w.input, w.hidden),
-        w.vocab,
-    )
-    .init::<f32>(&mut Rng::seed_from(3))
-    .unwrap();
+    let mut model =
+        nn_train::SeqModelConfig::new(RecurrentConfig::new(w.cell, w.input, w.hidden), w.vocab)
+            .init::<f32>(&mut Rng::seed_from(3))
+            .unwrap();
     let mut ws = nn_train::SeqWorkspace::new();
     let xs = Init::Normal { std: 1.0 }
         .matrix(w.input, w.steps * w.batch, &mut Rng::seed_from(4))
@@ -72,7 +69,7 @@ fn main() {
         m_fb - m_loss
     );
     let mut rng = Rng::seed_from(1);
-    let cell = parse_cell(&w.cell).unwrap();
+    let cell = w.cell;
     let mut layer = RecurrentConfig::new(cell, w.input, w.hidden)
         .init::<f32>(&mut rng)
         .unwrap();

@@ -8,7 +8,7 @@
 
 use nalgebra::DMatrix;
 use nn_core::{Init, Module, Rng};
-use nn_recurrent::RecurrentConfig;
+use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::seq_model::parse_cell;
 use nn_train::{
     Optimizer, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target, clip_grad_norm,
@@ -23,8 +23,8 @@ pub const WORKLOADS_JSON: &str = include_str!("../workloads.json");
 pub struct Workload {
     /// Its name (`lstm-m`, ...).
     pub name: String,
-    /// `rnn`, `lstm` or `gru`.
-    pub cell: String,
+    /// The cell (`rnn`, `lstm` or `gru` in the file).
+    pub cell: CellKind,
     /// `I`.
     pub input: usize,
     /// `H`.
@@ -62,7 +62,7 @@ impl Workload {
                 };
                 Ok(Workload {
                     name: s("name")?,
-                    cell: s("cell")?,
+                    cell: parse_cell(&s("cell")?).map_err(|e| format!("workload: {e}"))?,
                     input: n("input")?,
                     hidden: n("hidden")?,
                     vocab: n("vocab")?,
@@ -77,11 +77,7 @@ impl Workload {
     /// (`G·H·I` input projection, `G·H·H` recurrence, `V·H` head) and backward (twice each:
     /// weight and input/hidden gradients; the input gradient of the first layer is skipped).
     pub fn flops_per_token(&self) -> f64 {
-        let g = match self.cell.as_str() {
-            "lstm" => 4.0,
-            "gru" => 3.0,
-            _ => 1.0,
-        };
+        let g = self.cell.gate_count() as f64;
         let (i, h, v) = (self.input as f64, self.hidden as f64, self.vocab as f64);
         let forward = g * h * i + g * h * h + v * h;
         let backward = g * h * i + 2.0 * g * h * h + 2.0 * v * h;
@@ -110,8 +106,7 @@ impl Step {
     pub fn new(w: &Workload, seed: u64) -> Result<Step, String> {
         let e = |e: nn_train::Error| e.to_string();
         let mut rng = Rng::seed_from(seed);
-        let cell = parse_cell(&w.cell).map_err(e)?;
-        let model = SeqModelConfig::new(RecurrentConfig::new(cell, w.input, w.hidden), w.vocab)
+        let model = SeqModelConfig::new(RecurrentConfig::new(w.cell, w.input, w.hidden), w.vocab)
             .init::<f32>(&mut rng)
             .map_err(e)?;
         let x = Init::Normal { std: 1.0 }
