@@ -80,6 +80,31 @@ fn only_file(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Takes one more step, then a save that must fail: returns the error after checking that it
+/// names the file, that the previous checkpoint (`saved`) is unchanged and still loads, and that
+/// the folder holds exactly `files` (no temporary file left).
+fn failed_save_keeps_previous(
+    what: &str,
+    t: &mut Trainer<f32>,
+    path: &Path,
+    saved: &[u8],
+    files: &[&str],
+) -> Error {
+    step(t);
+    let err = t.save_checkpoint(path).unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{what}: {msg}");
+    assert!(msg.contains("ckpt.safetensors"), "{msg}");
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        saved,
+        "previous checkpoint changed"
+    );
+    assert_eq!(only_file(path.parent().unwrap()), files);
+    trainer().load_checkpoint(path).unwrap();
+    err
+}
+
 #[test]
 fn disk_full_keeps_the_previous_checkpoint() {
     let dir = fresh_dir("full");
@@ -110,24 +135,18 @@ fn disk_full_keeps_the_previous_checkpoint() {
     while std::io::Write::write_all(&mut f, &filler).is_ok() {}
     drop(f);
 
-    step(&mut t);
-    let err = t.save_checkpoint(&path).unwrap_err();
-    let msg = err.to_string();
-    eprintln!("disk full: {msg}");
+    let err = failed_save_keeps_previous(
+        "disk full",
+        &mut t,
+        &path,
+        &saved,
+        &["ckpt.safetensors", "filler"],
+    );
     assert!(
         matches!(&err, Error::Core(nn_core::Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::StorageFull),
         "{err:?}"
     );
-    assert!(msg.contains("ckpt.safetensors"), "{msg}");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        saved,
-        "previous checkpoint changed"
-    );
-    assert_eq!(only_file(&dir), ["ckpt.safetensors", "filler"]);
-    // And it still loads.
-    trainer().load_checkpoint(&path).unwrap();
 }
 
 #[test]
@@ -160,22 +179,17 @@ fn read_only_folder_keeps_the_previous_checkpoint() {
         }
     }
 
-    step(&mut t);
-    let err = t.save_checkpoint(&path).unwrap_err();
-    let msg = err.to_string();
-    eprintln!("read-only folder: {msg}");
+    let err = failed_save_keeps_previous(
+        "read-only folder",
+        &mut t,
+        &path,
+        &saved,
+        &["ckpt.safetensors"],
+    );
     assert!(
         matches!(&err, Error::Core(nn_core::Error::Io { .. })),
         "{err:?}"
     );
-    assert!(msg.contains("ckpt.safetensors"), "{msg}");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        saved,
-        "previous checkpoint changed"
-    );
-    assert_eq!(only_file(&dir), ["ckpt.safetensors"]);
-    trainer().load_checkpoint(&path).unwrap();
 
     if _mount.take().is_none() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
