@@ -32,6 +32,14 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// Every cell, the RNN with each nonlinearity (for tests and benchmarks that cover them all).
+    pub const ALL: [CellKind; 4] = [
+        CellKind::Rnn(Nonlinearity::Tanh),
+        CellKind::Rnn(Nonlinearity::Relu),
+        CellKind::Lstm,
+        CellKind::Gru,
+    ];
+
     /// `G`, the number of `H`-row gate blocks in `weight_ih` and `weight_hh`: 1, 4 or 3.
     pub fn gate_count(self) -> usize {
         match self {

@@ -10,13 +10,6 @@ use nn_recurrent::{
     CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState, StepScratch,
 };
 
-const CELLS: [CellKind; 4] = [
-    CellKind::Rnn(Nonlinearity::Tanh),
-    CellKind::Rnn(Nonlinearity::Relu),
-    CellKind::Lstm,
-    CellKind::Gru,
-];
-
 fn rand_mat(rows: usize, cols: usize, rng: &mut Rng) -> DMatrix<f64> {
     DMatrix::from_fn(rows, cols, |_, _| 2.0 * rng.uniform() - 1.0)
 }
@@ -125,14 +118,14 @@ fn gradcheck(config: RecurrentConfig, steps: usize, batch: usize) {
 
 #[test]
 fn gradients_of_one_layer_match_finite_differences() {
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         gradcheck(RecurrentConfig::new(cell, 3, 4), 4, 2);
     }
 }
 
 #[test]
 fn gradients_of_stacked_bidirectional_layers_match_finite_differences() {
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         let config = RecurrentConfig::new(cell, 3, 3)
             .with_num_layers(2)
             .with_bidirectional(true);
@@ -142,7 +135,7 @@ fn gradients_of_stacked_bidirectional_layers_match_finite_differences() {
 
 #[test]
 fn gradients_of_a_single_step_and_a_single_sequence() {
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         gradcheck(
             RecurrentConfig::new(cell, 2, 3).with_bidirectional(true),
             1,
@@ -154,7 +147,7 @@ fn gradients_of_a_single_step_and_a_single_sequence() {
 
 #[test]
 fn backward_adds_into_gradients_and_skips_the_input_gradient_on_request() {
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         let config = RecurrentConfig::new(cell, 3, 4)
             .with_num_layers(2)
             .with_bidirectional(true);
@@ -188,7 +181,7 @@ fn grads(layer: &Recurrent<f64>) -> Vec<DMatrix<f64>> {
 
 #[test]
 fn step_by_step_agrees_with_the_sequence_forward() {
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         let config = RecurrentConfig::new(cell, 3, 4).with_num_layers(2);
         let (steps, batch) = (5, 3);
         let s = Setup::new(config, steps, batch, 3);

@@ -9,16 +9,9 @@
 use nalgebra::DMatrix;
 use nn_core::{Error, Float, Rng};
 use nn_recurrent::{
-    CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState, StepScratch,
+    CellKind, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState, StepScratch,
 };
 use proptest::prelude::*;
-
-const CELLS: [CellKind; 4] = [
-    CellKind::Rnn(Nonlinearity::Tanh),
-    CellKind::Rnn(Nonlinearity::Relu),
-    CellKind::Lstm,
-    CellKind::Gru,
-];
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -86,7 +79,7 @@ fn case() -> impl Strategy<Value = Case> {
                 values,
                 seed,
             )| Case {
-                cell: CELLS[cell],
+                cell: CellKind::ALL[cell],
                 input,
                 hidden,
                 layers,
@@ -339,7 +332,7 @@ proptest! {
 #[test]
 fn edge_sizes_run() {
     // T = 1, B = 1, H = 1, I = 1 for every cell, stacked and bidirectional.
-    for cell in CELLS {
+    for cell in CellKind::ALL {
         for (layers, bidirectional) in [(1, false), (2, true)] {
             let config = RecurrentConfig::new(cell, 1, 1)
                 .with_num_layers(layers)

@@ -7,20 +7,13 @@
 
 use nalgebra::DMatrix;
 use nn_core::{Module, Param, Rng};
-use nn_recurrent::{CellKind, Nonlinearity, RecurrentConfig};
+use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::{
     AdagradConfig, AdamConfig, Batch, Objective, Optimizer, OptimizerConfig, RmsPropConfig,
     SampleConfig, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target, Targets, Trainer,
     TrainerConfig, batch_fn, clip_grad_norm, clip_grad_value, grad_norm, sample, sample_logits,
 };
 use proptest::prelude::*;
-
-const CELLS: [CellKind; 4] = [
-    CellKind::Rnn(Nonlinearity::Tanh),
-    CellKind::Rnn(Nonlinearity::Relu),
-    CellKind::Lstm,
-    CellKind::Gru,
-];
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -72,7 +65,7 @@ fn grads_finite(m: &impl Module<f64>) -> bool {
 }
 
 fn model(cell: usize, i: usize, h: usize, o: usize, seed: u64) -> Option<SeqModel<f64>> {
-    SeqModelConfig::new(RecurrentConfig::new(CELLS[cell], i, h), o)
+    SeqModelConfig::new(RecurrentConfig::new(CellKind::ALL[cell], i, h), o)
         .init(&mut Rng::seed_from(seed))
         .ok()
 }
