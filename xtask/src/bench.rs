@@ -12,9 +12,10 @@
 //! in the PyTorch script's form, plus `peak_rss_mib`: the process's peak resident memory so far
 //! (meaningful per workload when run alone with `--only`).
 //!
-//! Threads: the matrix products split over `--threads` cores (matrixmultiply's
-//! `MATMUL_NUM_THREADS`, read once per process, so it is set before the first product); the
-//! recurrent time loops split the batch over two threads for large steps unless it is 1.
+//! Threads: `--threads 1` runs everything on one thread; any other value lets large products
+//! and time loops use the calling thread and the helper of `nn_core::pool` (at most two
+//! threads). It is passed as `MATMUL_NUM_THREADS`, read once per process, so it is set before
+//! the first product.
 
 use crate::flags::Flags;
 pub use benches::{Step, Workload};
@@ -53,7 +54,8 @@ Runs the training-step workloads of benches/workloads.json and prints one JSON l
 {\"name\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}.
   --only a,b     only these workloads (names from the file)
   --seconds S    time each workload for at least S seconds (default 3)
-  --threads N    cores for the matrix products (default: all)";
+  --threads N    1: one thread; more: the calling thread and one helper (the most used;
+                 the JSON line reports the number used)";
 
 /// The command.
 pub fn command(args: &[String]) -> Result<bool, String> {
@@ -95,7 +97,7 @@ pub fn command(args: &[String]) -> Result<bool, String> {
             "{}",
             json!({
                 "name": w.name,
-                "threads": threads,
+                "threads": nn_core::pool::threads(),
                 "tokens_per_s": tokens / median,
                 "step_ms": median * 1e3,
                 "min_step_ms": fastest * 1e3,

@@ -9,6 +9,10 @@
 //! With `beta = 0` the old contents of `C` are not read ([`Accum::Replace`]); with `beta = 1`
 //! the product is added ([`Accum::Add`]), which is how backward passes accumulate gradients.
 //!
+//! Large products are cut in two halves (by rows or columns of `C`) that run at once on the
+//! calling thread and the [`pool`](crate::pool)'s helper, each a single-threaded matrixmultiply
+//! call; the results are the same bits as one call on one thread.
+//!
 //! [`gemm_naive`] is the slow, obvious reference the tests compare against.
 
 use crate::Float;
@@ -102,25 +106,120 @@ pub fn gemm<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
         return;
     }
     let (rsc, csc) = c.strides();
+    let raw = RawGemm {
+        m,
+        k,
+        n,
+        alpha,
+        a: a.data.ptr(),
+        rsa,
+        csa,
+        b: b.data.ptr(),
+        rsb,
+        csb,
+        beta,
+        c: c.data.ptr_mut(),
+        rsc: rsc as isize,
+        csc: csc as isize,
+    };
     // SAFETY: shapes were checked above; the strides come from nalgebra storages holding at least
     // the described elements; `c` is a unique borrow so it cannot overlap `a` or `b`.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.ptr(),
-            rsa,
-            csa,
-            b.data.ptr(),
-            rsb,
-            csb,
-            beta,
-            c.data.ptr_mut(),
-            rsc as isize,
-            csc as isize,
-        );
+    unsafe { raw.run_split() };
+}
+
+/// Products with at least this many multiply-adds (`m·k·n`) are cut in two halves that run at
+/// once through [`pool::join`](crate::pool::join), each a single-threaded matrixmultiply call.
+pub const PARALLEL_PRODUCT_MACS: usize = 1 << 21;
+
+/// Where a split product is cut: a multiple of this many rows (or columns). matrixmultiply's
+/// cache blocks (`mc` = 64 rows) and register tiles (8 rows or columns) then fall on the same
+/// elements in each half as in the whole product, so every element is the same sum computed by
+/// the same kernel: the results are bit-identical whether the halves run on one thread or two.
+const SPLIT_ALIGN: usize = 64;
+
+/// One product `C = alpha·op(A)·op(B) + beta·C` as raw parts (`op` already applied to the
+/// strides), so that halves of it can be handed to another thread.
+#[derive(Clone, Copy, Debug)]
+struct RawGemm<T> {
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+}
+
+// SAFETY: a `RawGemm` is only sent to the pool's helper by `run_split`, whose caller vouches for
+// the storage for the whole call; the two halves write disjoint blocks of `C`.
+unsafe impl<T: Send> Send for RawGemm<T> {}
+
+impl<T: Float> RawGemm<T> {
+    /// Rows `r0 .. r0 + rows` of `C` (and of `op(A)`).
+    fn rows(mut self, r0: usize, rows: usize) -> Self {
+        self.a = self.a.wrapping_offset(r0 as isize * self.rsa);
+        self.c = self.c.wrapping_offset(r0 as isize * self.rsc);
+        self.m = rows;
+        self
+    }
+
+    /// Columns `c0 .. c0 + cols` of `C` (and of `op(B)`).
+    fn cols(mut self, c0: usize, cols: usize) -> Self {
+        self.b = self.b.wrapping_offset(c0 as isize * self.csb);
+        self.c = self.c.wrapping_offset(c0 as isize * self.csc);
+        self.n = cols;
+        self
+    }
+
+    /// The whole product on the calling thread.
+    ///
+    /// # Safety
+    /// The parts must describe valid, non-overlapping (`C` against `A`, `B`) storage.
+    unsafe fn run(self) {
+        // SAFETY: from the caller.
+        unsafe {
+            T::gemm_raw(
+                self.m, self.k, self.n, self.alpha, self.a, self.rsa, self.csa, self.b, self.rsb,
+                self.csb, self.beta, self.c, self.rsc, self.csc,
+            )
+        }
+    }
+
+    /// The product, cut in two halves run at once when it is large. Rows are cut when `op(B)`
+    /// is the smaller operand (each half packs all of it), columns otherwise.
+    ///
+    /// # Safety
+    /// As [`run`](Self::run).
+    unsafe fn run_split(self) {
+        let (m, n) = (self.m, self.n);
+        let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS;
+        let half = |len: usize| (len / 2 + SPLIT_ALIGN / 2) / SPLIT_ALIGN * SPLIT_ALIGN;
+        let halves = if !big || !crate::pool::threads_allowed() {
+            None
+        } else if n <= m && m >= 2 * SPLIT_ALIGN {
+            let h = half(m);
+            Some((self.rows(0, h), self.rows(h, m - h)))
+        } else if n >= 2 * SPLIT_ALIGN {
+            let h = half(n);
+            Some((self.cols(0, h), self.cols(h, n - h)))
+        } else {
+            None
+        };
+        match halves {
+            // SAFETY: from the caller; the halves cover `C` once, without overlap.
+            Some((x, y)) => {
+                crate::pool::join(|| unsafe { x.run() }, move || unsafe { y.run() });
+            }
+            // SAFETY: from the caller.
+            None => unsafe { self.run() },
+        }
     }
 }
 
@@ -284,6 +383,50 @@ mod tests {
                         "{m}x{k}x{n} {ta:?} {tb:?} {accum:?}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn split_products_give_the_bits_of_one_call() {
+        // Above PARALLEL_PRODUCT_MACS, cut by rows (n <= m) or columns, at sizes that are not
+        // multiples of the tiles; `run_split` must match the single call bit for bit.
+        for (m, k, n) in [
+            (200, 90, 130),
+            (130, 100, 250),
+            (1030, 70, 40),
+            (40, 70, 1030),
+        ] {
+            for (ta, tb) in [(Trans::No, Trans::No), (Trans::Yes, Trans::Yes)] {
+                let (a, b) = operands((m, k, n), ta, tb);
+                let (_, _, rsa, csa) = op_layout(&a, ta);
+                let (_, _, rsb, csb) = op_layout(&b, tb);
+                let c0 = rand_mat(m, n, 3);
+                let (mut whole, mut split) = (c0.clone(), c0.clone());
+                let raw = |c: &mut DMatrix<f64>| RawGemm {
+                    m,
+                    k,
+                    n,
+                    alpha: 0.75,
+                    a: a.as_ptr(),
+                    rsa,
+                    csa,
+                    b: b.as_ptr(),
+                    rsb,
+                    csb,
+                    beta: 1.0,
+                    c: c.as_mut_ptr(),
+                    rsc: 1,
+                    csc: m as isize,
+                };
+                // SAFETY: the parts describe `a`, `b` and `c` as allocated above.
+                unsafe {
+                    raw(&mut whole).run();
+                    raw(&mut split).run_split();
+                }
+                assert!(m * k * n >= PARALLEL_PRODUCT_MACS);
+                let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&whole), bits(&split), "{m}x{k}x{n} {ta:?} {tb:?}");
             }
         }
     }

@@ -34,6 +34,7 @@ pub mod init;
 pub mod loss;
 pub mod packed;
 pub mod param;
+pub mod pool;
 pub mod rng;
 pub mod simd;
 pub mod tensor_io;

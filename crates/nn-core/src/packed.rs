@@ -43,9 +43,9 @@
 //!
 //! [`packed_matmul`] runs on the calling thread. [`packed_matmul_threaded`] (opt-in) shares the
 //! panels (chunks of rows of `C`) of large products (`m·k·n` ≥ [`PARALLEL_MIN_MACS`]) between
-//! the calling thread and one persistent helper thread, woken per call without allocating (it is
-//! spawned once, on the first large product). Splitting rows does not change any sum, so the
-//! results are bit-identical to [`packed_matmul`]'s.
+//! the calling thread and the helper thread of [`pool`](crate::pool), without allocating.
+//! Splitting rows does not change any sum, so the results are bit-identical to
+//! [`packed_matmul`]'s.
 
 use crate::Float;
 use crate::gemm::{Accum, Trans};
@@ -363,48 +363,16 @@ fn chunk_panels(n: usize) -> usize {
     if n <= 3 { 4 } else { 1 }
 }
 
-/// One persistent helper thread that takes a share of the panels of large products.
+/// Large products shared with the [`pool`](crate::pool)'s helper thread.
 ///
-/// The caller posts a job (a pointer to its stack, no allocation) and wakes the helper, then
-/// claims chunks of panels itself from a shared counter. When it runs out, it either revokes the
-/// job (the helper never took it: the caller did all the work and returns at once) or waits for
-/// the helper to finish the chunks it claimed. So a helper that is slow to wake (busy machine)
-/// costs almost nothing. If another caller's job occupies the helper, the product simply runs
-/// on the calling thread. Each panel is computed the same way by either thread, so results are
-/// bit-identical to the single-thread ones.
+/// Both threads claim chunks of panels from a shared counter until none is left, so a helper
+/// that is slow to start simply takes fewer (or none: [`pool::join`](crate::pool::join) then
+/// runs its side on the caller, where it finds nothing left to do). Each panel is computed the
+/// same way by either thread, so results are bit-identical to the single-thread ones.
 mod parallel {
     use super::{Isa, Problem, chunk_panels, run_panels};
     use crate::Float;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    enum Status {
-        Idle,
-        Posted,
-        Taken,
-        Done,
-    }
-
-    /// A type-erased job: `run(data)` works through the chunks of a [`Job`].
-    #[derive(Clone, Copy, Debug)]
-    struct Slot {
-        status: Status,
-        run: unsafe fn(*const ()),
-        data: *const (),
-    }
-
-    // SAFETY: `data` points to a `Job` that outlives every access by the helper (the caller
-    // waits for `Done` or revokes before returning); the job's fields are only read, apart from
-    // the atomic counter, and the rows of `C` each thread writes are disjoint.
-    unsafe impl Send for Slot {}
-
-    #[derive(Debug)]
-    struct Helper {
-        slot: Mutex<Slot>,
-        posted: Condvar,
-        done: Condvar,
-    }
 
     struct Job<T> {
         prob: Problem<T>,
@@ -413,70 +381,31 @@ mod parallel {
         next: AtomicUsize,
     }
 
-    fn lock(h: &Helper) -> MutexGuard<'_, Slot> {
-        h.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    // SAFETY: the job's raw pointers describe storage the caller of [`run`] vouches for until
+    // both sides have returned; each chunk of rows of `C` is claimed by exactly one thread.
+    unsafe impl<T: Send> Sync for Job<T> {}
 
-    unsafe fn noop(_: *const ()) {}
-
-    fn helper() -> &'static Helper {
-        static HELPER: OnceLock<&'static Helper> = OnceLock::new();
-        HELPER.get_or_init(|| {
-            let h: &'static Helper = Box::leak(Box::new(Helper {
-                slot: Mutex::new(Slot {
-                    status: Status::Idle,
-                    run: noop,
-                    data: std::ptr::null(),
-                }),
-                posted: Condvar::new(),
-                done: Condvar::new(),
-            }));
-            std::thread::Builder::new()
-                .name("nn-core packed_matmul".into())
-                .spawn(move || helper_loop(h))
-                .expect("spawning the packed_matmul helper thread");
-            h
-        })
-    }
-
-    fn helper_loop(h: &'static Helper) {
-        loop {
-            let mut g = lock(h);
-            while g.status != Status::Posted {
-                g = h.posted.wait(g).unwrap_or_else(|e| e.into_inner());
+    impl<T: Float> Job<T> {
+        /// Claims chunks of panels until none is left.
+        ///
+        /// # Safety
+        /// As [`run`].
+        unsafe fn work(&self) {
+            let chunk = chunk_panels(self.prob.n);
+            loop {
+                let p0 = self.next.fetch_add(chunk, Ordering::Relaxed);
+                if p0 >= self.panels {
+                    return;
+                }
+                let p1 = (p0 + chunk).min(self.panels);
+                // SAFETY: each chunk is claimed by exactly one thread, so the rows of `C` it
+                // writes are written by no one else; the rest is as `run_panels` requires.
+                unsafe { run_panels(&self.prob, p0, p1, self.isa) };
             }
-            g.status = Status::Taken;
-            let (run, data) = (g.run, g.data);
-            drop(g);
-            // SAFETY: the job was posted by a caller that now waits for `Done` (it saw `Taken`),
-            // so `data` stays valid until we report.
-            unsafe { run(data) };
-            lock(h).status = Status::Done;
-            h.done.notify_all();
         }
     }
 
-    /// Claims chunks of panels until none is left.
-    ///
-    /// # Safety
-    /// `data` must point to a live `Job<T>` set up by [`run`].
-    unsafe fn work<T: Float>(data: *const ()) {
-        // SAFETY: from the caller.
-        let job = unsafe { &*(data as *const Job<T>) };
-        let chunk = chunk_panels(job.prob.n);
-        loop {
-            let p0 = job.next.fetch_add(chunk, Ordering::Relaxed);
-            if p0 >= job.panels {
-                return;
-            }
-            let p1 = (p0 + chunk).min(job.panels);
-            // SAFETY: each chunk is claimed by exactly one thread, so the rows of `C` it writes
-            // are written by no one else; the rest is as [`super::run_panels`] requires.
-            unsafe { run_panels(&job.prob, p0, p1, job.isa) };
-        }
-    }
-
-    /// Runs all `panels` of `prob`, sharing them with the helper thread when it is free.
+    /// Runs all `panels` of `prob`, sharing them with the pool's helper thread.
     ///
     /// # Safety
     /// As [`super::run_panels`] for the whole panel range.
@@ -487,38 +416,9 @@ mod parallel {
             panels,
             next: AtomicUsize::new(0),
         };
-        let data = &job as *const Job<T> as *const ();
-        let h = helper();
-        {
-            let mut g = lock(h);
-            if g.status != Status::Idle {
-                drop(g);
-                // SAFETY: from the caller.
-                unsafe { work::<T>(data) };
-                return;
-            }
-            *g = Slot {
-                status: Status::Posted,
-                run: work::<T>,
-                data,
-            };
-        }
-        h.posted.notify_one();
-        // SAFETY: `job` is live; from the caller.
-        unsafe { work::<T>(data) };
-        let mut g = lock(h);
-        if g.status == Status::Posted {
-            // The helper never took the job; all chunks are done.
-        } else {
-            while g.status != Status::Done {
-                g = h.done.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        *g = Slot {
-            status: Status::Idle,
-            run: noop,
-            data: std::ptr::null(),
-        };
+        let job = &job;
+        // SAFETY: from the caller, for both sides.
+        crate::pool::join(|| unsafe { job.work() }, move || unsafe { job.work() });
     }
 }
 

@@ -21,7 +21,7 @@
 //!
 //! Threads: when a step has enough work ([`split_point`]: `B ≥ 2`, `G·H·H·B` ≥ 2^19
 //! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
-//! calling thread and `B/2..B` on one scoped thread spawned per layer-direction pass. The
+//! calling thread and `B/2..B` on the helper thread of [`nn_core::pool`]. The
 //! sequences are independent, so the halves never synchronize inside the loop, and every column
 //! is computed by the same operations: results are bit-identical to the serial loop.
 
@@ -200,19 +200,6 @@ pub(crate) fn force_split(on: Option<bool>) {
     FORCE_SPLIT.with(|f| f.set(on));
 }
 
-/// Whether more than one thread may run: not when `MATMUL_NUM_THREADS=1` (the single-thread
-/// setting of the whole-sequence products) or on a one-core machine. Read once.
-fn threads_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| {
-        let one = std::env::var("MATMUL_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            == Some(1);
-        !one && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
-    })
-}
-
 /// Where a layer-direction's time loops split the batch: `Some(mid)` runs sequences `mid..B` on
 /// a second thread and `0..mid` on the calling one; `None` runs them all on the calling thread.
 ///
@@ -231,7 +218,7 @@ fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
     let macs = (cell.gate_count() * hidden)
         .saturating_mul(hidden)
         .saturating_mul(batch);
-    (macs >= SPLIT_MIN_MACS && threads_allowed()).then_some(batch / 2)
+    (macs >= SPLIT_MIN_MACS && nn_core::pool::threads_allowed()).then_some(batch / 2)
 }
 
 /// A column-major buffer whose columns are written by the threads of a split time loop, each
@@ -907,14 +894,16 @@ fn forward_direction<T: Float>(
     match split_point(cell, h, batch) {
         // SAFETY: this thread is the only one touching the buffers for the call.
         None => unsafe { forward_steps(&lp, 0..batch) },
-        Some(mid) => std::thread::scope(|scope| {
+        Some(mid) => {
             let lp = &lp;
             // SAFETY: the two calls touch the columns `t*B + b` of sequences `b < mid` and
             // `b >= mid` respectively (see `forward_steps`): disjoint sets; `out`, `gates`, ...
-            // are borrowed mutably by `lp` until the scope has joined both.
-            scope.spawn(move || unsafe { forward_steps(lp, mid..batch) });
-            unsafe { forward_steps(lp, 0..mid) };
-        }),
+            // are borrowed mutably by `lp` until `join` has returned from both.
+            nn_core::pool::join(
+                || unsafe { forward_steps(lp, 0..mid) },
+                move || unsafe { forward_steps(lp, mid..batch) },
+            );
+        }
     }
     let last = dims.last() * batch;
     final_state
@@ -992,16 +981,18 @@ fn backward_direction<T: Float>(
     match split_point(cell, h, batch) {
         // SAFETY: this thread is the only one touching the buffers for the call.
         None => unsafe { backward_steps(&lp, 0..batch, dh_all, dc_all) },
-        Some(mid) => std::thread::scope(|scope| {
+        Some(mid) => {
             let lp = &lp;
             let (dh_lo, dh_hi) = dh_all.split_at_mut(mid * h);
             let (dc_lo, dc_hi) = dc_all.split_at_mut(if dc_all.is_empty() { 0 } else { mid * h });
             // SAFETY: the two calls write the columns `t*B + b` of `d_gates` and
-            // `d_hidden_gates` of sequences `b >= mid` and `b < mid` respectively (disjoint);
-            // both are borrowed mutably by `lp` until the scope has joined both.
-            scope.spawn(move || unsafe { backward_steps(lp, mid..batch, dh_hi, dc_hi) });
-            unsafe { backward_steps(lp, 0..mid, dh_lo, dc_lo) };
-        }),
+            // `d_hidden_gates` of sequences `b < mid` and `b >= mid` respectively (disjoint);
+            // both are borrowed mutably by `lp` until `join` has returned from both.
+            nn_core::pool::join(
+                || unsafe { backward_steps(lp, 0..mid, dh_lo, dc_lo) },
+                move || unsafe { backward_steps(lp, mid..batch, dh_hi, dc_hi) },
+            );
+        }
     }
     let (d_gates, d_hidden_gates) = (&*d_gates, &*d_hidden_gates);
     // Whole-sequence products.

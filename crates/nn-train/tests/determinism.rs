@@ -1,7 +1,7 @@
 //! Determinism: one seed gives the same parameters bit for bit, run after run, and whatever the
 //! number of threads the matrix products use.
 //!
-//! `matrixmultiply` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
+//! `nn_core::pool` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
 //! this binary again as child processes (`--exact determinism_child` with `NN_DET_CHILD_OUT`
 //! set) with 1, 2 and 4 threads, on sizes where the threaded path is taken (H = 128, B = 32),
 //! and compares the parameter files they write byte for byte.
@@ -102,7 +102,7 @@ fn thread_count_does_not_change_the_bits() {
     let threads_of = |i: usize| files[i].1.parse::<usize>().unwrap_or(0);
     assert!(
         threads_of(1) > threads_of(0),
-        "the 2-thread child did not start matrixmultiply's helper threads"
+        "the 2-thread child did not start the pool's helper thread"
     );
     // The header holds the thread count; compare the tensors.
     let tensors = |bytes: &[u8]| {
