@@ -8,8 +8,8 @@
 //! Parameter names: `weight`, `bias`.
 
 use crate::{
-    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite, check_shape,
-    matmul,
+    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, add_row_sums,
+    check_finite, check_shape, matmul, matmul_bias,
 };
 use nalgebra::{DMatrix, Dyn, Matrix, RawStorage, RawStorageMut};
 
@@ -98,20 +98,14 @@ impl<T: Float> Dense<T> {
         self.check_input(x)?;
         check_shape("Dense output", y, Shape(self.output_size(), x.ncols()))?;
         check_finite("Dense input", x)?;
-        matmul(
+        matmul_bias(
             y,
-            Accum::Replace,
+            self.bias.value.as_slice(),
             &self.weight.value,
             Trans::No,
             x,
             Trans::No,
         );
-        let b = self.bias.value.as_slice();
-        for mut col in y.column_iter_mut() {
-            for (v, &bi) in col.iter_mut().zip(b) {
-                *v += bi;
-            }
-        }
         Ok(())
     }
 
@@ -151,12 +145,7 @@ impl<T: Float> Dense<T> {
             x,
             Trans::Yes,
         );
-        let db = self.bias.grad.as_mut_slice();
-        for col in dy.column_iter() {
-            for (g, &d) in db.iter_mut().zip(col.iter()) {
-                *g += d;
-            }
-        }
+        add_row_sums(self.bias.grad.as_mut_slice(), dy);
         if let Some(dx) = dx {
             matmul(
                 dx,

@@ -137,6 +137,12 @@ pub const PARALLEL_PRODUCT_MACS: usize = 1 << 21;
 /// the same kernel: the results are bit-identical whether the halves run on one thread or two.
 const SPLIT_ALIGN: usize = 64;
 
+/// Where `len` rows or columns (at least `2 * SPLIT_ALIGN`) are cut in two: the multiple of
+/// `SPLIT_ALIGN` nearest the middle.
+fn split_point(len: usize) -> usize {
+    (len / 2 + SPLIT_ALIGN / 2) / SPLIT_ALIGN * SPLIT_ALIGN
+}
+
 /// One product `C = alpha·op(A)·op(B) + beta·C` as raw parts (`op` already applied to the
 /// strides), so that halves of it can be handed to another thread.
 #[derive(Clone, Copy, Debug)]
@@ -200,7 +206,7 @@ impl<T: Float> RawGemm<T> {
     unsafe fn run_split(self) {
         let (m, n) = (self.m, self.n);
         let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS;
-        let half = |len: usize| (len / 2 + SPLIT_ALIGN / 2) / SPLIT_ALIGN * SPLIT_ALIGN;
+        let half = split_point;
         let halves = if !big || !crate::pool::threads_allowed() {
             None
         } else if n <= m && m >= 2 * SPLIT_ALIGN {
@@ -276,6 +282,137 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
         return;
     }
     gemm(T::one(), a, ta, b, tb, accum.beta(), c);
+}
+
+/// `C = bias·1ᵀ + op(A)·op(B)`: every column of `C` (`m x n`) starts as `bias` (`m` values),
+/// then the product is added, the way a layer adds its bias. Large products run as two column
+/// halves at once (see [`gemm`]), each writing the bias into its own columns first, so the
+/// broadcast is not a serial pass over `C`. The same bits as a fill followed by
+/// `matmul(c, Accum::Add, ..)`.
+///
+/// # Panics
+/// When the shapes do not fit (as [`gemm`]) or `bias.len() != m`.
+#[track_caller]
+pub fn matmul_bias<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
+    c: &mut Matrix<T, R3, C3, SC>,
+    bias: &[T],
+    a: &Matrix<T, R1, C1, SA>,
+    ta: Trans,
+    b: &Matrix<T, R2, C2, SB>,
+    tb: Trans,
+) where
+    T: Float,
+    R1: Dim,
+    C1: Dim,
+    SA: RawStorage<T, R1, C1>,
+    R2: Dim,
+    C2: Dim,
+    SB: RawStorage<T, R2, C2>,
+    R3: Dim,
+    C3: Dim,
+    SC: RawStorageMut<T, R3, C3>,
+{
+    let (m, k, rsa, csa) = op_layout(a, ta);
+    let (k2, n, rsb, csb) = op_layout(b, tb);
+    let (cm, cn) = c.shape();
+    assert!(
+        k == k2 && cm == m && cn == n && bias.len() == m,
+        "matmul_bias: ({m}x{k}) * ({k2}x{n}) + bias ({}) into ({cm}x{cn})",
+        bias.len()
+    );
+    let splits = m.saturating_mul(k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS
+        && n >= 2 * SPLIT_ALIGN
+        && k > 0
+        && crate::pool::threads_allowed();
+    if !splits {
+        for mut col in c.column_iter_mut() {
+            for (v, &b) in col.iter_mut().zip(bias) {
+                *v = b;
+            }
+        }
+        matmul(c, Accum::Add, a, ta, b, tb);
+        return;
+    }
+    let (rsc, csc) = c.strides();
+    let raw = RawGemm {
+        m,
+        k,
+        n,
+        alpha: T::one(),
+        a: a.data.ptr(),
+        rsa,
+        csa,
+        b: b.data.ptr(),
+        rsb,
+        csb,
+        beta: T::one(),
+        c: c.data.ptr_mut(),
+        rsc: rsc as isize,
+        csc: csc as isize,
+    };
+    /// Writes `bias` into the part's columns of `C`, then adds its product.
+    ///
+    /// # Safety
+    /// As [`RawGemm::run`].
+    unsafe fn fill_then_run<T: Float>(part: RawGemm<T>, bias: &[T]) {
+        for j in 0..part.n {
+            for (i, &b) in bias.iter().enumerate() {
+                // SAFETY: row `i < m`, column `j < n` of the part's block of `C`.
+                unsafe { *part.c.offset(i as isize * part.rsc + j as isize * part.csc) = b };
+            }
+        }
+        // SAFETY: from the caller.
+        unsafe { part.run() };
+    }
+    let h = split_point(n);
+    let (left, right) = (raw.cols(0, h), raw.cols(h, n - h));
+    // SAFETY: shapes were checked above; the storages hold the described elements; `c` is a
+    // unique borrow, so it overlaps neither `a` nor `b`; the halves are disjoint columns of `C`.
+    crate::pool::join(
+        || unsafe { fill_then_run(left, bias) },
+        move || unsafe { fill_then_run(right, bias) },
+    );
+}
+
+/// `db[i] += Σ_j m[i, j]`: the bias gradient of a product whose output gradient is `m`. Each
+/// row's sum runs over the columns in order (vectorized across rows); large matrices are summed
+/// as two halves of rows at once, which does not change any sum.
+pub fn add_row_sums<T: Float>(db: &mut [T], m: &nalgebra::DMatrix<T>) {
+    let rows = m.nrows();
+    assert_eq!(
+        db.len(),
+        rows,
+        "add_row_sums: {} sums for {rows} rows",
+        db.len()
+    );
+    if rows == 0 {
+        return;
+    }
+    /// Rows `r0 .. r0 + part.len()` of `m` into `part`.
+    fn sum_rows<T: Float>(part: &mut [T], m: &[T], rows: usize, r0: usize) {
+        crate::simd::dispatch(
+            #[inline(always)]
+            || {
+                let n = part.len();
+                for col in m.chunks_exact(rows) {
+                    for (g, &v) in part.iter_mut().zip(&col[r0..r0 + n]) {
+                        *g += v;
+                    }
+                }
+            },
+        );
+    }
+    let data = m.as_slice();
+    if data.len() >= PARALLEL_PRODUCT_MACS / 2 && rows >= 2 * SPLIT_ALIGN {
+        let h = split_point(rows);
+        let (lo, hi) = db.split_at_mut(h);
+        crate::pool::join(
+            || sum_rows(lo, data, rows, 0),
+            || sum_rows(hi, data, rows, h),
+        );
+    } else {
+        sum_rows(db, data, rows, 0);
+    }
 }
 
 /// The obvious triple loop for `C = alpha * op(A) * op(B) + beta * C`; the tests' reference.
@@ -428,6 +565,61 @@ mod tests {
                 let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&whole), bits(&split), "{m}x{k}x{n} {ta:?} {tb:?}");
             }
+        }
+    }
+
+    #[test]
+    fn matmul_bias_is_a_fill_then_an_added_product_bit_for_bit() {
+        // Small (one thread), and large enough to run as two column halves (n = 300).
+        for (m, k, n) in [(5, 4, 3), (90, 80, 300)] {
+            let (a, b) = operands((m, k, n), Trans::No, Trans::Yes);
+            let bias: Vec<f64> = (0..m).map(|i| i as f64 * 0.37 - 3.0).collect();
+            let mut got = DMatrix::from_element(m, n, f64::NAN);
+            matmul_bias(&mut got, &bias, &a, Trans::No, &b, Trans::Yes);
+            let mut want = DMatrix::from_fn(m, n, |i, _| bias[i]);
+            let mut whole = want.clone();
+            // SAFETY: the parts describe `a`, `b` and `whole` as allocated above.
+            unsafe {
+                let (_, _, rsa, csa) = op_layout(&a, Trans::No);
+                let (_, _, rsb, csb) = op_layout(&b, Trans::Yes);
+                RawGemm {
+                    m,
+                    k,
+                    n,
+                    alpha: 1.0,
+                    a: a.as_ptr(),
+                    rsa,
+                    csa,
+                    b: b.as_ptr(),
+                    rsb,
+                    csb,
+                    beta: 1.0,
+                    c: whole.as_mut_ptr(),
+                    rsc: 1,
+                    csc: m as isize,
+                }
+                .run();
+            }
+            gemm_naive(1.0, &a, Trans::No, &b, Trans::Yes, 1.0, &mut want);
+            assert!((&got - &want).amax() < 1e-12, "{m}x{k}x{n}");
+            let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&whole), "{m}x{k}x{n}");
+        }
+    }
+
+    #[test]
+    fn row_sums_add_each_row_in_column_order() {
+        // 4x3 by hand, then a matrix large enough to be summed as two halves of rows.
+        let m = DMatrix::from_fn(4, 3, |i, j| (i * 3 + j) as f64);
+        let mut db = vec![1.0; 4];
+        add_row_sums(&mut db, &m);
+        assert_eq!(db, [4.0, 13.0, 22.0, 31.0]);
+        let m = rand_mat(300, 4000, 9);
+        let mut db = vec![0.5; 300];
+        add_row_sums(&mut db, &m);
+        for (i, &got) in db.iter().enumerate() {
+            let want = m.row(i).iter().fold(0.5, |s, &v| s + v);
+            assert_eq!(got.to_bits(), want.to_bits(), "row {i}");
         }
     }
 

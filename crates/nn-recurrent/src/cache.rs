@@ -33,8 +33,9 @@ pub(crate) struct DirectionCache<T: Float> {
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
-    /// `G*H`: `Σ_columns dG`, summed once and added to both bias gradients (RNN, LSTM).
-    pub d_bias: Vec<T>,
+    /// `G*H` scratch: the bias column the input projection starts from (forward), then
+    /// `Σ_columns dG`, summed once and added to both bias gradients (backward; RNN, LSTM).
+    pub bias: Vec<T>,
 }
 
 impl<T: Float> DirectionCache<T> {
@@ -57,7 +58,7 @@ impl<T: Float> DirectionCache<T> {
             d_gates: DMatrix::zeros(rows, cols),
             d_hidden_gates: sized(gru, rows),
             packed_hh: PackedMatrix::new(),
-            d_bias: vec![T::zero(); rows],
+            bias: vec![T::zero(); rows],
         }
     }
 }

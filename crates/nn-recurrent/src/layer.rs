@@ -31,8 +31,8 @@ use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
-    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape, matmul,
-    packed_matmul,
+    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_row_sums, check_finite,
+    check_shape, matmul, matmul_bias, packed_matmul,
 };
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
@@ -127,51 +127,25 @@ pub(crate) fn step_product<T: Float>(
 }
 
 /// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]): the bias
-/// column is written into every column, then the product is added (no second pass over `gates`).
+/// column `bias` (a scratch of `G·H` values) is written into every column, then the product is
+/// added ([`matmul_bias`]: large products in two column halves at once, each with its own fill).
 pub(crate) fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
     x: &DMatrixView<'_, T>,
     gates: &mut DMatrixViewMut<'_, T>,
+    bias: &mut [T],
 ) {
     let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
     let hidden = w.weight_hh.value.ncols();
-    if gates.ncols() > 0 {
-        let mut first = gates.column_mut(0);
-        for (row, v) in first.iter_mut().enumerate() {
-            *v = if fold_bias(cell, row, hidden) {
-                b_ih[row] + b_hh[row]
-            } else {
-                b_ih[row]
-            };
-        }
-        let (head, mut rest) = gates.columns_range_pair_mut(0, 1..);
-        for mut col in rest.column_iter_mut() {
-            col.copy_from(&head);
-        }
+    for (row, v) in bias.iter_mut().enumerate() {
+        *v = if fold_bias(cell, row, hidden) {
+            b_ih[row] + b_hh[row]
+        } else {
+            b_ih[row]
+        };
     }
-    matmul(
-        gates,
-        Accum::Add,
-        &w.weight_ih.value,
-        Trans::No,
-        x,
-        Trans::No,
-    );
-}
-
-/// `db += Σ_columns m`, vectorized (the columns are added one after another, in order).
-fn add_row_sums<T: Float>(db: &mut [T], m: &DMatrix<T>) {
-    nn_core::simd::dispatch(
-        #[inline(always)]
-        || {
-            for col in m.as_slice().chunks_exact(m.nrows().max(1)) {
-                for (g, &v) in db.iter_mut().zip(col) {
-                    *g += v;
-                }
-            }
-        },
-    );
+    matmul_bias(gates, bias, &w.weight_ih.value, Trans::No, x, Trans::No);
 }
 
 /// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.
@@ -871,9 +845,10 @@ fn forward_direction<T: Float>(
         cells,
         tanh_cells,
         packed_hh,
+        bias,
         ..
     } = dc;
-    project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch));
+    project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch), bias);
     packed_hh.pack(&w.weight_hh.value, Trans::No);
     let lp = ForwardLoop {
         cell,
@@ -948,7 +923,7 @@ fn backward_direction<T: Float>(
         d_gates,
         d_hidden_gates,
         packed_hh,
-        d_bias,
+        bias,
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
     let lp = BackwardLoop {
@@ -1037,10 +1012,10 @@ fn backward_direction<T: Float>(
         }
         // Both biases get the same gradient: one pass over dG.
         _ => {
-            d_bias.fill(T::zero());
-            add_row_sums(d_bias, d_gates);
+            bias.fill(T::zero());
+            add_row_sums(bias, d_gates);
             for db in [&mut w.bias_ih.grad, &mut w.bias_hh.grad] {
-                for (g, &v) in db.as_mut_slice().iter_mut().zip(d_bias.iter()) {
+                for (g, &v) in db.as_mut_slice().iter_mut().zip(bias.iter()) {
                     *g += v;
                 }
             }

@@ -26,6 +26,8 @@ pub struct StepScratch<T: Float> {
     /// The stepped layer's `W_hh`, packed for the product (re-packed each step: the weights may
     /// have changed between calls).
     packed_hh: PackedMatrix<T>,
+    /// `G*H`: the bias column the input projection starts from.
+    bias: Vec<T>,
 }
 
 impl<T: Float> Default for StepScratch<T> {
@@ -44,6 +46,7 @@ impl<T: Float> StepScratch<T> {
             tanh_c: DMatrix::zeros(0, 0),
             h: DMatrix::zeros(0, 0),
             packed_hh: PackedMatrix::new(),
+            bias: Vec::new(),
         }
     }
 
@@ -55,6 +58,7 @@ impl<T: Float> StepScratch<T> {
             && self.h.shape() == (hidden, batch)
             && self.hidden_gates.shape() == want(gru, gh)
             && self.c.shape() == want(lstm, hidden)
+            && self.bias.len() == gh
         {
             return;
         }
@@ -64,6 +68,7 @@ impl<T: Float> StepScratch<T> {
         self.c = zeros(want(lstm, hidden));
         self.tanh_c = zeros(want(lstm, hidden));
         self.h = zeros((hidden, batch));
+        self.bias = vec![T::zero(); gh];
     }
 }
 
@@ -134,6 +139,7 @@ impl<T: Float> Recurrent<T> {
             tanh_c,
             h: h_new,
             packed_hh,
+            bias,
         } = scratch;
         let gh = cell.gate_count() * h;
         let span = |l: usize| l * batch * h..(l + 1) * batch * h;
@@ -144,7 +150,7 @@ impl<T: Float> Recurrent<T> {
                 } else {
                     state.h.columns((l - 1) * batch, batch)
                 };
-                project_input(cell, w, &input, &mut gates.columns_mut(0, batch));
+                project_input(cell, w, &input, &mut gates.columns_mut(0, batch), bias);
                 let h_prev = state.h.columns(l * batch, batch);
                 packed_hh.pack(&w.weight_hh.value, Trans::No);
                 match cell {
