@@ -11,7 +11,9 @@
 //!
 //! Large products are cut in two halves (by rows or columns of `C`) that run at once on the
 //! calling thread and the [`pool`](crate::pool)'s helper, each a single-threaded matrixmultiply
-//! call; the results are the same bits as one call on one thread.
+//! call; the results are the same bits as one call on one thread. [`matmul_bias`] and
+//! [`add_row_sums`] are a layer's bias on either side of a product (broadcast before it,
+//! summed back from its gradient), split the same way.
 //!
 //! [`gemm_naive`] is the slow, obvious reference the tests compare against.
 

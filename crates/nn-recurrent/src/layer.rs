@@ -19,7 +19,7 @@
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
-//! Threads: when a step has enough work ([`split_point`]: `B ≥ 2`, `G·H·H·B` ≥ 2^19
+//! Threads: when a step has enough work ([`split_point`]: `B ≥ 8`, `G·H·H·B` ≥ 2^17
 //! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
 //! calling thread and `B/2..B` on the helper thread of [`nn_core::pool`]. The
 //! sequences are independent, so the halves never synchronize inside the loop, and every column
@@ -155,12 +155,20 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
 }
 
 /// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
-/// batch between the calling thread and one scoped thread (see [`split_point`]).
+/// batch between the calling thread and the pool's helper thread (see [`split_point`]).
 ///
-/// Measured (forward + backward, `T = 64`, f32, two cores): the split was neutral or slower at
-/// 2^16–2^17, about 5–10% faster at 2^18, 10–20% at 2^19 and ~30% at 2^20; 2^19 keeps a margin
-/// for a busy second core.
-const SPLIT_MIN_MACS: usize = 1 << 19;
+/// Measured with the pool's spinning helper (whole training steps, `T = 64`, f32, two cores,
+/// three alternating runs of the bench's training step on these sizes): splitting at 2^17 and 2^18 was
+/// faster for LSTMs with `H = 32, B = 32` (median 2.2–3.0 → 1.6–2.4 ms) and `H = 64, B = 16`
+/// (3.4–4.0 → 1.9–3.1 ms), about even for a GRU with `H = 64, B = 16` and an RNN with
+/// `H = 128, B = 16`, and slower for an LSTM with `H = 128, B = 4`, where each thread gets two
+/// columns (hence [`SPLIT_MIN_BATCH`]). With a thread spawned per pass (before the pool) the
+/// split had needed 2^19.
+const SPLIT_MIN_MACS: usize = 1 << 17;
+
+/// The smallest batch whose time loops are split: each half then has at least four columns
+/// for the micro-kernel's tiles.
+const SPLIT_MIN_BATCH: usize = 8;
 
 #[cfg(test)]
 thread_local! {
@@ -179,8 +187,8 @@ pub(crate) fn force_split(on: Option<bool>) {
 ///
 /// The sequences of a batch are independent, so the halves need no synchronization per step, and
 /// each column is computed by exactly the same operations either way: the results are
-/// bit-identical. Splitting pays only when a step has enough work to outweigh spawning a thread
-/// once per pass, so small layers stay serial (and allocation-free).
+/// bit-identical. Splitting pays only when a step has enough work to outweigh handing half of it
+/// to the helper thread, so small layers stay serial.
 fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
     if batch < 2 {
         return None;
@@ -192,7 +200,8 @@ fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
     let macs = (cell.gate_count() * hidden)
         .saturating_mul(hidden)
         .saturating_mul(batch);
-    (macs >= SPLIT_MIN_MACS && nn_core::pool::threads_allowed()).then_some(batch / 2)
+    (macs >= SPLIT_MIN_MACS && batch >= SPLIT_MIN_BATCH && nn_core::pool::threads_allowed())
+        .then_some(batch / 2)
 }
 
 /// A column-major buffer whose columns are written by the threads of a split time loop, each
@@ -996,15 +1005,20 @@ fn backward_direction<T: Float>(
             Trans::Yes,
         );
     }
-    let first = dims.step(0) * batch;
-    matmul(
-        &mut w.weight_hh.grad,
-        Accum::Add,
-        &d_hidden.columns(first, batch),
-        Trans::No,
-        &initial.h.columns(slot * batch, batch),
-        Trans::Yes,
-    );
+    // The first step's h_{t-1} is the initial state: zeros unless the caller gave one, and a
+    // zero product adds nothing.
+    let h0 = initial.h.columns(slot * batch, batch);
+    if h0.iter().any(|&v| v != T::zero()) {
+        let first = dims.step(0) * batch;
+        matmul(
+            &mut w.weight_hh.grad,
+            Accum::Add,
+            &d_hidden.columns(first, batch),
+            Trans::No,
+            &h0,
+            Trans::Yes,
+        );
+    }
     match cell {
         CellKind::Gru => {
             add_row_sums(w.bias_ih.grad.as_mut_slice(), d_gates);
