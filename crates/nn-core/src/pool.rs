@@ -78,6 +78,13 @@ impl<F: FnOnce() -> R, R> StackJob<F, R> {
         }
     }
 
+    /// Runs the job on this thread (one the helper never took).
+    fn run_here(&self) {
+        // SAFETY: `self` is live, and the helper does not hold the job (the caller took it
+        // back), so no other thread accesses it.
+        unsafe { Self::execute(self as *const Self as *const ()) };
+    }
+
     fn job_ref(&self) -> JobRef {
         JobRef {
             run: Self::execute,
@@ -222,8 +229,7 @@ where
         .is_ok()
     {
         // The helper never took `b`: run it here.
-        // SAFETY: the job is ours again (CLAIMED) and live.
-        unsafe { StackJob::<B, RB>::execute(job.job_ref().data) };
+        job.run_here();
     } else {
         let mut spins = 0u32;
         while p.state.load(Ordering::Acquire) != DONE {
