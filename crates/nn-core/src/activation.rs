@@ -85,8 +85,20 @@ impl Activation {
                     }
                 }
             }
-            Activation::Sigmoid => x.iter_mut().for_each(|v| *v = sigmoid(*v)),
-            Activation::Tanh => x.iter_mut().for_each(|v| *v = tanh(*v)),
+            Activation::Sigmoid => {
+                let x = x.as_mut_slice();
+                crate::simd::dispatch(
+                    #[inline(always)]
+                    || x.iter_mut().for_each(|v| *v = sigmoid(*v)),
+                )
+            }
+            Activation::Tanh => {
+                let x = x.as_mut_slice();
+                crate::simd::dispatch(
+                    #[inline(always)]
+                    || x.iter_mut().for_each(|v| *v = tanh(*v)),
+                )
+            }
             Activation::Softmax => {
                 if x.nrows() == 0 {
                     return Err(Error::Empty {
