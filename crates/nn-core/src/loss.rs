@@ -117,12 +117,44 @@ pub fn softmax_cross_entropy_to<T: Float>(
         Shape::from(logits),
     )?;
     let c = logits.nrows();
-    let inv_n = T::one() / T::cast(targets.len() as f64);
+    let n = targets.len();
+    let inv_n = T::one() / T::cast(n as f64);
+    let (l, d) = (logits.as_slice(), d_logits.as_mut_slice());
+    let total = if l.len() >= SPLIT_MIN_VALUES && n >= 2 {
+        // Always two halves for such sizes, whether or not a second thread runs one of them,
+        // so the loss is the same sum for any thread count.
+        let h = n / 2;
+        let (l0, l1) = l.split_at(h * c);
+        let (d0, d1) = d.split_at_mut(h * c);
+        let (t0, t1) = targets.split_at(h);
+        let (a, b) = crate::pool::join(
+            || cross_entropy_columns(l0, d0, t0, c, inv_n),
+            || cross_entropy_columns(l1, d1, t1, c, inv_n),
+        );
+        a + b
+    } else {
+        cross_entropy_columns(l, d, targets, c, inv_n)
+    };
+    Ok(total * inv_n)
+}
+
+/// Logit matrices of at least this many values are done as two halves of columns, which run at
+/// once on two threads when allowed (the softmax is otherwise serial work between products).
+const SPLIT_MIN_VALUES: usize = 1 << 18;
+
+/// The columns of [`softmax_cross_entropy_to`] (`c` classes each): writes their gradients
+/// (scaled by `inv_n`) and returns the sum of their losses.
+fn cross_entropy_columns<T: Float>(
+    logits: &[T],
+    d_logits: &mut [T],
+    targets: &[usize],
+    c: usize,
+    inv_n: T,
+) -> T {
     let mut total = T::zero();
     for ((col, d), &t) in logits
-        .as_slice()
         .chunks_exact(c)
-        .zip(d_logits.as_mut_slice().chunks_exact_mut(c))
+        .zip(d_logits.chunks_exact_mut(c))
         .zip(targets)
     {
         let (max, sum) = crate::simd::dispatch(
@@ -141,7 +173,7 @@ pub fn softmax_cross_entropy_to<T: Float>(
         );
         d[t] -= inv_n;
     }
-    Ok(total * inv_n)
+    total
 }
 
 /// `(loss, ∂L/∂logits)`, allocating the gradient.
@@ -310,6 +342,30 @@ mod tests {
 
         bce_with_logits_backward(&z, &t, &mut d).unwrap();
         assert_check("bce", &z, &d, |z| bce_with_logits(z, &t));
+    }
+
+    #[test]
+    fn large_batches_done_in_two_halves_match_the_direct_formula() {
+        // 64 classes x 4200 columns is above SPLIT_MIN_VALUES: two halves of columns.
+        let (c, n) = (64, 4200);
+        assert!(c * n >= SPLIT_MIN_VALUES);
+        let z = Init::Normal { std: 3.0 }
+            .matrix::<f64>(c, n, &mut Rng::seed_from(8))
+            .unwrap();
+        let targets: Vec<usize> = (0..n).map(|j| (j * 7) % c).collect();
+        let (loss, d) = softmax_cross_entropy_with_grad(&z, &targets).unwrap();
+        let mut want_loss = 0.0;
+        for (j, col) in z.column_iter().enumerate() {
+            let m = col.max();
+            let lse = col.iter().map(|v| (v - m).exp()).sum::<f64>().ln() + m;
+            want_loss += lse - col[targets[j]];
+            for i in 0..c {
+                let p = (col[i] - lse).exp();
+                let want = (p - f64::from(u8::from(i == targets[j]))) / n as f64;
+                assert!((d[(i, j)] - want).abs() < 1e-15, "d[{i},{j}]");
+            }
+        }
+        assert!((loss - want_loss / n as f64).abs() < 1e-12);
     }
 
     #[test]
