@@ -6,12 +6,11 @@
 //! PAIR=1 cargo run --release -p nn-core --example packed_speed   # one thread against two
 //! ```
 //!
-//! Columns: `matmul` (matrixmultiply, single-threaded here unless `MATMUL_NUM_THREADS` is set;
-//! the library's default with the `threading` feature is one thread per physical core),
+//! Columns: `matmul` (matrixmultiply, on one thread here unless `MATMUL_NUM_THREADS` is set;
+//! the library's default cuts large products in two halves on `nn_core::pool`'s two threads),
 //! `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
-//! shares products of at least `PARALLEL_MIN_MACS` multiply-adds with a helper thread), and the
-//! time to pack
-//! the weight once. `B` and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers
+//! shares products of at least `PARALLEL_MIN_MACS` multiply-adds with the pool's helper thread;
+//! the same as `packed` when `MATMUL_NUM_THREADS=1`), and the time to pack the weight once. `B` and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers
 //! are noisy on a shared machine: run it a few times.
 
 use nalgebra::DMatrix;
