@@ -129,13 +129,20 @@ pub(crate) fn step_product<T: Float>(
 /// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]): the bias
 /// column `bias` (a scratch of `G·H` values) is written into every column, then the product is
 /// added ([`matmul_bias`]: large products in two column halves at once, each with its own fill).
-pub(crate) fn project_input<T: Float>(
+fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
     x: &DMatrixView<'_, T>,
     gates: &mut DMatrixViewMut<'_, T>,
     bias: &mut [T],
 ) {
+    bias_column(cell, w, bias);
+    matmul_bias(gates, bias, &w.weight_ih.value, Trans::No, x, Trans::No);
+}
+
+/// Writes the column the input projection starts from: `b_ih + b_hh`, but only `b_in` in a
+/// GRU's `n` block (see [`fold_bias`]).
+pub(crate) fn bias_column<T: Float>(cell: CellKind, w: &DirectionWeights<T>, bias: &mut [T]) {
     let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
     let hidden = w.weight_hh.value.ncols();
     for (row, v) in bias.iter_mut().enumerate() {
@@ -145,7 +152,6 @@ pub(crate) fn project_input<T: Float>(
             b_ih[row]
         };
     }
-    matmul_bias(gates, bias, &w.weight_ih.value, Trans::No, x, Trans::No);
 }
 
 /// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.

@@ -1,15 +1,21 @@
 //! One time step of a unidirectional layer, for generation: `x_t` `(I, B)` and the state
 //! `(H, L*B)` in, the new state in place and the top layer's `h_t` `(H, B)` out.
 //!
-//! It runs exactly the sequence forward's arithmetic for one step (the same input projection with
-//! folded biases, the same [`step_product`], the same cell code), so feeding a sequence step by
-//! step gives the same numbers as [`Recurrent::forward`].
+//! It runs the sequence forward's arithmetic for one step (the input projection with folded
+//! biases, the same [`step_product`], the same cell code), so feeding a sequence step by step
+//! gives the same numbers as [`Recurrent::forward`], up to rounding in the input projection (the
+//! forward runs large projections through matrixmultiply; a step runs it on the packed kernel).
+//! Both products run on weights packed into the [`StepScratch`], so a warm step allocates
+//! nothing.
 
 use crate::cell::{gru, lstm, rnn};
-use crate::layer::{project_input, step_product};
+use crate::layer::{bias_column, step_product};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape};
+use nn_core::{
+    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape,
+    packed_matmul_threaded,
+};
 
 /// Buffers for [`Recurrent::step`], sized on first use (and again when `B` or the layer changes).
 #[derive(Debug)]
@@ -26,6 +32,8 @@ pub struct StepScratch<T: Float> {
     /// The stepped layer's `W_hh`, packed for the product (re-packed each step: the weights may
     /// have changed between calls).
     packed_hh: PackedMatrix<T>,
+    /// The stepped layer's `W_ih`, packed for the input projection (likewise re-packed).
+    packed_ih: PackedMatrix<T>,
     /// `G*H`: the bias column the input projection starts from.
     bias: Vec<T>,
 }
@@ -46,6 +54,7 @@ impl<T: Float> StepScratch<T> {
             tanh_c: DMatrix::zeros(0, 0),
             h: DMatrix::zeros(0, 0),
             packed_hh: PackedMatrix::new(),
+            packed_ih: PackedMatrix::new(),
             bias: Vec::new(),
         }
     }
@@ -139,6 +148,7 @@ impl<T: Float> Recurrent<T> {
             tanh_c,
             h: h_new,
             packed_hh,
+            packed_ih,
             bias,
         } = scratch;
         let gh = cell.gate_count() * h;
@@ -150,7 +160,19 @@ impl<T: Float> Recurrent<T> {
                 } else {
                     state.h.columns((l - 1) * batch, batch)
                 };
-                project_input(cell, w, &input, &mut gates.columns_mut(0, batch), bias);
+                // gates = bias + W_ih x, through the packed kernel so that a warm step
+                // allocates nothing (large products share panels with the pool's helper).
+                bias_column(cell, w, bias);
+                for mut col in gates.column_iter_mut() {
+                    col.copy_from_slice(bias);
+                }
+                packed_ih.pack(&w.weight_ih.value, Trans::No);
+                packed_matmul_threaded(
+                    &mut gates.columns_mut(0, batch),
+                    Accum::Add,
+                    packed_ih,
+                    &input,
+                );
                 let h_prev = state.h.columns(l * batch, batch);
                 packed_hh.pack(&w.weight_hh.value, Trans::No);
                 match cell {

@@ -149,8 +149,7 @@ fn the_time_loops_allocate_nothing() {
 }
 
 #[test]
-fn a_step_allocates_only_in_its_input_products() {
-    let per = allocations_per_product();
+fn a_warm_step_allocates_nothing() {
     for cell in CELLS {
         let layer = RecurrentConfig::new(cell, 3, 4)
             .with_num_layers(2)
@@ -163,7 +162,7 @@ fn a_step_allocates_only_in_its_input_products() {
         let n = allocations(|| {
             layer.step(&x, &mut state, &mut scratch).unwrap();
         });
-        // Per layer: the input product (matrixmultiply); the hidden product is packed.
-        assert_eq!(n, 2 * per, "{cell:?}");
+        // Both products of each layer run on weights packed into the scratch.
+        assert_eq!(n, 0, "{cell:?}");
     }
 }
