@@ -164,8 +164,8 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
 /// batch between the calling thread and the pool's helper thread (see [`split_point`]).
 ///
 /// Measured with the pool's spinning helper (whole training steps, `T = 64`, f32, two cores,
-/// three alternating runs of the bench's training step on these sizes): splitting at 2^17 and 2^18 was
-/// faster for LSTMs with `H = 32, B = 32` (median 2.2–3.0 → 1.6–2.4 ms) and `H = 64, B = 16`
+/// three alternating runs of the bench's training step on these sizes): splitting at 2^17 and
+/// 2^18 was faster for LSTMs with `H = 32, B = 32` (median 2.2–3.0 → 1.6–2.4 ms) and `H = 64, B = 16`
 /// (3.4–4.0 → 1.9–3.1 ms), about even for a GRU with `H = 64, B = 16` and an RNN with
 /// `H = 128, B = 16`, and slower for an LSTM with `H = 128, B = 4`, where each thread gets two
 /// columns (hence [`SPLIT_MIN_BATCH`]). With a thread spawned per pass (before the pool) the
