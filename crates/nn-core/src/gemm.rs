@@ -86,13 +86,8 @@ pub fn gemm<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     C3: Dim,
     SC: RawStorageMut<T, R3, C3>,
 {
-    let (m, k, rsa, csa) = op_layout(a, ta);
-    let (k2, n, rsb, csb) = op_layout(b, tb);
-    let (cm, cn) = c.shape();
-    assert!(
-        k == k2 && cm == m && cn == n,
-        "gemm: ({m}x{k}) * ({k2}x{n}) into ({cm}x{cn})"
-    );
+    let raw = RawGemm::of("gemm", alpha, a, ta, b, tb, beta, c);
+    let (m, k, n) = (raw.m, raw.k, raw.n);
     if m == 0 || n == 0 {
         return;
     }
@@ -107,26 +102,9 @@ pub fn gemm<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
         }
         return;
     }
-    let (rsc, csc) = c.strides();
-    let raw = RawGemm {
-        m,
-        k,
-        n,
-        alpha,
-        a: a.data.ptr(),
-        rsa,
-        csa,
-        b: b.data.ptr(),
-        rsb,
-        csb,
-        beta,
-        c: c.data.ptr_mut(),
-        rsc: rsc as isize,
-        csc: csc as isize,
-    };
-    // SAFETY: shapes were checked above; the strides come from nalgebra storages holding at least
+    // SAFETY: `of` checked the shapes; the strides come from nalgebra storages holding at least
     // the described elements; `c` is a unique borrow so it cannot overlap `a` or `b`.
-    unsafe { raw.run_split() };
+    unsafe { raw.run_split(None) };
 }
 
 /// Products with at least this many multiply-adds (`m·k·n`) are cut in two halves that run at
@@ -170,6 +148,59 @@ struct RawGemm<T> {
 unsafe impl<T: Send> Send for RawGemm<T> {}
 
 impl<T: Float> RawGemm<T> {
+    /// The parts of `C = alpha·op(A)·op(B) + beta·C`.
+    ///
+    /// # Panics
+    /// When the shapes do not fit (the message names `op`).
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)]
+    fn of<R1, C1, SA, R2, C2, SB, R3, C3, SC>(
+        op: &str,
+        alpha: T,
+        a: &Matrix<T, R1, C1, SA>,
+        ta: Trans,
+        b: &Matrix<T, R2, C2, SB>,
+        tb: Trans,
+        beta: T,
+        c: &mut Matrix<T, R3, C3, SC>,
+    ) -> Self
+    where
+        R1: Dim,
+        C1: Dim,
+        SA: RawStorage<T, R1, C1>,
+        R2: Dim,
+        C2: Dim,
+        SB: RawStorage<T, R2, C2>,
+        R3: Dim,
+        C3: Dim,
+        SC: RawStorageMut<T, R3, C3>,
+    {
+        let (m, k, rsa, csa) = op_layout(a, ta);
+        let (k2, n, rsb, csb) = op_layout(b, tb);
+        let (cm, cn) = c.shape();
+        assert!(
+            k == k2 && cm == m && cn == n,
+            "{op}: ({m}x{k}) * ({k2}x{n}) into ({cm}x{cn})"
+        );
+        let (rsc, csc) = c.strides();
+        RawGemm {
+            m,
+            k,
+            n,
+            alpha,
+            a: a.data.ptr(),
+            rsa,
+            csa,
+            b: b.data.ptr(),
+            rsb,
+            csb,
+            beta,
+            c: c.data.ptr_mut(),
+            rsc: rsc as isize,
+            csc: csc as isize,
+        }
+    }
+
     /// Rows `r0 .. r0 + rows` of `C` (and of `op(A)`).
     fn rows(mut self, r0: usize, rows: usize) -> Self {
         self.a = self.a.wrapping_offset(r0 as isize * self.rsa);
@@ -200,33 +231,61 @@ impl<T: Float> RawGemm<T> {
         }
     }
 
-    /// The product, cut in two halves run at once when it is large. Rows are cut when `op(B)`
-    /// is the smaller operand (each half packs all of it), columns otherwise.
+    /// Writes `bias` (one value per row) into every column of `C`, then runs the product
+    /// (`beta = 1` adds it to the bias); without a bias, just runs it.
     ///
     /// # Safety
-    /// As [`run`](Self::run).
-    unsafe fn run_split(self) {
+    /// As [`run`](Self::run); `bias` has `m` values.
+    unsafe fn fill_then_run(self, bias: Option<&[T]>) {
+        if let Some(bias) = bias {
+            for j in 0..self.n as isize {
+                let col = self.c.wrapping_offset(j * self.csc);
+                if self.rsc == 1 {
+                    // SAFETY: rows `0..m` of column `j < n` of the block of `C`, contiguous.
+                    unsafe { std::slice::from_raw_parts_mut(col, self.m) }.copy_from_slice(bias);
+                } else {
+                    for (i, &v) in bias.iter().enumerate() {
+                        // SAFETY: row `i < m`, column `j < n` of the block of `C`.
+                        unsafe { *col.offset(i as isize * self.rsc) = v };
+                    }
+                }
+            }
+        }
+        // SAFETY: from the caller.
+        unsafe { self.run() };
+    }
+
+    /// The product (after `bias`, see [`fill_then_run`](Self::fill_then_run)), cut in two
+    /// halves run at once when it is large. Rows are cut when `op(B)` is the smaller operand
+    /// (each half packs all of it), columns otherwise; each half writes its own part of the bias.
+    ///
+    /// # Safety
+    /// As [`fill_then_run`](Self::fill_then_run).
+    unsafe fn run_split(self, bias: Option<&[T]>) {
         let (m, n) = (self.m, self.n);
         let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS;
-        let half = split_point;
         let halves = if !big || !crate::pool::threads_allowed() {
             None
         } else if n <= m && m >= 2 * SPLIT_ALIGN {
-            let h = half(m);
-            Some((self.rows(0, h), self.rows(h, m - h)))
+            let h = split_point(m);
+            let (b0, b1) = bias.map_or((None, None), |b| (Some(&b[..h]), Some(&b[h..])));
+            Some(((self.rows(0, h), b0), (self.rows(h, m - h), b1)))
         } else if n >= 2 * SPLIT_ALIGN {
-            let h = half(n);
-            Some((self.cols(0, h), self.cols(h, n - h)))
+            let h = split_point(n);
+            Some(((self.cols(0, h), bias), (self.cols(h, n - h), bias)))
         } else {
             None
         };
         match halves {
             // SAFETY: from the caller; the halves cover `C` once, without overlap.
-            Some((x, y)) => {
-                crate::pool::join(|| unsafe { x.run() }, move || unsafe { y.run() });
+            Some(((x, bx), (y, by))) => {
+                crate::pool::join(
+                    || unsafe { x.fill_then_run(bx) },
+                    move || unsafe { y.fill_then_run(by) },
+                );
             }
             // SAFETY: from the caller.
-            None => unsafe { self.run() },
+            None => unsafe { self.fill_then_run(bias) },
         }
     }
 }
@@ -287,10 +346,9 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
 }
 
 /// `C = bias·1ᵀ + op(A)·op(B)`: every column of `C` (`m x n`) starts as `bias` (`m` values),
-/// then the product is added, the way a layer adds its bias. Large products run as two column
-/// halves at once (see [`gemm`]), each writing the bias into its own columns first, so the
-/// broadcast is not a serial pass over `C`. The same bits as a fill followed by
-/// `matmul(c, Accum::Add, ..)`.
+/// then the product is added, the way a layer adds its bias. Large products run as two halves
+/// at once (see [`gemm`]), each writing its own part of the bias first, so the broadcast is not
+/// a serial pass over `C`. The same bits as a fill followed by `matmul(c, Accum::Add, ..)`.
 ///
 /// # Panics
 /// When the shapes do not fit (as [`gemm`]) or `bias.len() != m`.
@@ -314,66 +372,24 @@ pub fn matmul_bias<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     C3: Dim,
     SC: RawStorageMut<T, R3, C3>,
 {
-    let (m, k, rsa, csa) = op_layout(a, ta);
-    let (k2, n, rsb, csb) = op_layout(b, tb);
-    let (cm, cn) = c.shape();
+    let m = c.nrows();
     assert!(
-        k == k2 && cm == m && cn == n && bias.len() == m,
-        "matmul_bias: ({m}x{k}) * ({k2}x{n}) + bias ({}) into ({cm}x{cn})",
+        bias.len() == m,
+        "matmul_bias: {} bias values for {m} rows",
         bias.len()
     );
-    let splits = m.saturating_mul(k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS
-        && n >= 2 * SPLIT_ALIGN
-        && k > 0
-        && crate::pool::threads_allowed();
-    if !splits {
+    let raw = RawGemm::of("matmul_bias", T::one(), a, ta, b, tb, T::one(), c);
+    if raw.m.saturating_mul(raw.k).saturating_mul(raw.n) < SMALL_PRODUCT_MACS {
+        // The packed kernel on this thread (see `matmul`), after the fill.
         for mut col in c.column_iter_mut() {
-            for (v, &b) in col.iter_mut().zip(bias) {
-                *v = b;
-            }
+            col.copy_from_slice(bias);
         }
         matmul(c, Accum::Add, a, ta, b, tb);
         return;
     }
-    let (rsc, csc) = c.strides();
-    let raw = RawGemm {
-        m,
-        k,
-        n,
-        alpha: T::one(),
-        a: a.data.ptr(),
-        rsa,
-        csa,
-        b: b.data.ptr(),
-        rsb,
-        csb,
-        beta: T::one(),
-        c: c.data.ptr_mut(),
-        rsc: rsc as isize,
-        csc: csc as isize,
-    };
-    /// Writes `bias` into the part's columns of `C`, then adds its product.
-    ///
-    /// # Safety
-    /// As [`RawGemm::run`].
-    unsafe fn fill_then_run<T: Float>(part: RawGemm<T>, bias: &[T]) {
-        for j in 0..part.n {
-            for (i, &b) in bias.iter().enumerate() {
-                // SAFETY: row `i < m`, column `j < n` of the part's block of `C`.
-                unsafe { *part.c.offset(i as isize * part.rsc + j as isize * part.csc) = b };
-            }
-        }
-        // SAFETY: from the caller.
-        unsafe { part.run() };
-    }
-    let h = split_point(n);
-    let (left, right) = (raw.cols(0, h), raw.cols(h, n - h));
-    // SAFETY: shapes were checked above; the storages hold the described elements; `c` is a
-    // unique borrow, so it overlaps neither `a` nor `b`; the halves are disjoint columns of `C`.
-    crate::pool::join(
-        || unsafe { fill_then_run(left, bias) },
-        move || unsafe { fill_then_run(right, bias) },
-    );
+    // SAFETY: `of` checked the shapes; the storages hold the described elements; `c` is a
+    // unique borrow, so it overlaps neither `a` nor `b`; `bias` has `m` values.
+    unsafe { raw.run_split(Some(bias)) };
 }
 
 /// `db[i] += Σ_j m[i, j]`: the bias gradient of a product whose output gradient is `m`. Each
@@ -538,30 +554,13 @@ mod tests {
         ] {
             for (ta, tb) in [(Trans::No, Trans::No), (Trans::Yes, Trans::Yes)] {
                 let (a, b) = operands((m, k, n), ta, tb);
-                let (_, _, rsa, csa) = op_layout(&a, ta);
-                let (_, _, rsb, csb) = op_layout(&b, tb);
                 let c0 = rand_mat(m, n, 3);
                 let (mut whole, mut split) = (c0.clone(), c0.clone());
-                let raw = |c: &mut DMatrix<f64>| RawGemm {
-                    m,
-                    k,
-                    n,
-                    alpha: 0.75,
-                    a: a.as_ptr(),
-                    rsa,
-                    csa,
-                    b: b.as_ptr(),
-                    rsb,
-                    csb,
-                    beta: 1.0,
-                    c: c.as_mut_ptr(),
-                    rsc: 1,
-                    csc: m as isize,
-                };
+                let raw = |c: &mut DMatrix<f64>| RawGemm::of("test", 0.75, &a, ta, &b, tb, 1.0, c);
                 // SAFETY: the parts describe `a`, `b` and `c` as allocated above.
                 unsafe {
                     raw(&mut whole).run();
-                    raw(&mut split).run_split();
+                    raw(&mut split).run_split(None);
                 }
                 assert!(m * k * n >= PARALLEL_PRODUCT_MACS);
                 let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -572,36 +571,19 @@ mod tests {
 
     #[test]
     fn matmul_bias_is_a_fill_then_an_added_product_bit_for_bit() {
-        // Small (one thread), and large enough to run as two column halves (n = 300).
-        for (m, k, n) in [(5, 4, 3), (90, 80, 300)] {
+        // Small (one thread), and large enough to run as two halves of columns (n = 300) or of
+        // rows (m = 300, each half with its part of the bias).
+        for (m, k, n) in [(5, 4, 3), (90, 80, 300), (300, 80, 90)] {
             let (a, b) = operands((m, k, n), Trans::No, Trans::Yes);
             let bias: Vec<f64> = (0..m).map(|i| i as f64 * 0.37 - 3.0).collect();
             let mut got = DMatrix::from_element(m, n, f64::NAN);
             matmul_bias(&mut got, &bias, &a, Trans::No, &b, Trans::Yes);
             let mut want = DMatrix::from_fn(m, n, |i, _| bias[i]);
             let mut whole = want.clone();
+            let whole_raw =
+                RawGemm::of("test", 1.0, &a, Trans::No, &b, Trans::Yes, 1.0, &mut whole);
             // SAFETY: the parts describe `a`, `b` and `whole` as allocated above.
-            unsafe {
-                let (_, _, rsa, csa) = op_layout(&a, Trans::No);
-                let (_, _, rsb, csb) = op_layout(&b, Trans::Yes);
-                RawGemm {
-                    m,
-                    k,
-                    n,
-                    alpha: 1.0,
-                    a: a.as_ptr(),
-                    rsa,
-                    csa,
-                    b: b.as_ptr(),
-                    rsb,
-                    csb,
-                    beta: 1.0,
-                    c: whole.as_mut_ptr(),
-                    rsc: 1,
-                    csc: m as isize,
-                }
-                .run();
-            }
+            unsafe { whole_raw.run() };
             gemm_naive(1.0, &a, Trans::No, &b, Trans::Yes, 1.0, &mut want);
             assert!((&got - &want).amax() < 1e-12, "{m}x{k}x{n}");
             let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

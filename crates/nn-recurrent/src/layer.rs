@@ -128,7 +128,7 @@ pub(crate) fn step_product<T: Float>(
 
 /// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]): the bias
 /// column `bias` (a scratch of `G·H` values) is written into every column, then the product is
-/// added ([`matmul_bias`]: large products in two column halves at once, each with its own fill).
+/// added ([`matmul_bias`]: large products in two halves at once, each with its own fill).
 fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
