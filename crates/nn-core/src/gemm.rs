@@ -421,7 +421,7 @@ pub fn add_row_sums<T: Float>(db: &mut [T], m: &nalgebra::DMatrix<T>) {
         );
     }
     let data = m.as_slice();
-    if data.len() >= PARALLEL_PRODUCT_MACS / 2 && rows >= 2 * SPLIT_ALIGN {
+    if data.len() >= crate::pool::SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
         let h = split_point(rows);
         let (lo, hi) = db.split_at_mut(h);
         crate::pool::join(

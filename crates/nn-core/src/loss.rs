@@ -14,6 +14,7 @@
 //! shapes, an empty batch, a target out of range, a NaN — is an [`Error`], never a panic.
 
 use crate::activation::sigmoid;
+use crate::pool::SPLIT_MIN_VALUES;
 use crate::{Error, Float, Result, Shape, check_finite, check_shape};
 use nalgebra::DMatrix;
 
@@ -121,8 +122,9 @@ pub fn softmax_cross_entropy_to<T: Float>(
     let inv_n = T::one() / T::cast(n as f64);
     let (l, d) = (logits.as_slice(), d_logits.as_mut_slice());
     let total = if l.len() >= SPLIT_MIN_VALUES && n >= 2 {
-        // Always two halves for such sizes, whether or not a second thread runs one of them,
-        // so the loss is the same sum for any thread count.
+        // Always two halves of columns for such sizes (the softmax is otherwise serial work
+        // between products), whether or not a second thread runs one of them, so the loss is
+        // the same sum for any thread count.
         let h = n / 2;
         let (l0, l1) = l.split_at(h * c);
         let (d0, d1) = d.split_at_mut(h * c);
@@ -137,10 +139,6 @@ pub fn softmax_cross_entropy_to<T: Float>(
     };
     Ok(total * inv_n)
 }
-
-/// Logit matrices of at least this many values are done as two halves of columns, which run at
-/// once on two threads when allowed (the softmax is otherwise serial work between products).
-const SPLIT_MIN_VALUES: usize = 1 << 18;
 
 /// The columns of [`softmax_cross_entropy_to`] (`c` classes each): writes their gradients
 /// (scaled by `inv_n`) and returns the sum of their losses.

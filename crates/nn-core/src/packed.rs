@@ -59,10 +59,6 @@ const fn panel_rows<T: Float>() -> usize {
     64 / T::BYTES
 }
 
-/// Packings of at least this many values split their panels between two threads: `W_hhᵀ` is
-/// gathered with strided reads, a serial ~0.3 ms per backward pass for `lstm-m`.
-const PARALLEL_PACK_VALUES: usize = 1 << 18;
-
 /// A pointer to the matrix being packed, shared by the two halves of a packing (which only
 /// read through it).
 #[derive(Clone, Copy)]
@@ -158,7 +154,7 @@ impl<T: Float> PackedMatrix<T> {
                 }
             }
         };
-        if self.buf.len() >= PARALLEL_PACK_VALUES && panels >= 2 {
+        if self.buf.len() >= crate::pool::SPLIT_MIN_VALUES && panels >= 2 {
             // Two halves of the panels at once (the pool's helper packs the second).
             let half = panels / 2;
             let (lo, hi) = self.buf.split_at_mut(half * panel_len);
@@ -880,12 +876,12 @@ mod tests {
 
     #[test]
     fn large_packings_split_over_two_threads_keep_the_layout() {
-        // 530 x 500 values (above PARALLEL_PACK_VALUES), an odd number of panels, both ways.
+        // 530 x 500 values (above pool::SPLIT_MIN_VALUES), an odd number of panels, both ways.
         for trans in [Trans::No, Trans::Yes] {
             let a = a_for::<f64>(530, 500, trans, 3);
             let mut packed = PackedMatrix::new();
             packed.pack(&a, trans);
-            assert!(packed.buf.len() >= PARALLEL_PACK_VALUES);
+            assert!(packed.buf.len() >= crate::pool::SPLIT_MIN_VALUES);
             let b = rand_mat::<f64>(500, 3, 4);
             let mut got = DMatrix::zeros(530, 3);
             packed_matmul(&mut got, Accum::Replace, &packed, &b);
