@@ -10,8 +10,9 @@
 //! the library's default cuts large products in two halves on `nn_core::pool`'s two threads),
 //! `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
 //! shares products of at least `PARALLEL_MIN_MACS` multiply-adds with the pool's helper thread;
-//! the same as `packed` when `MATMUL_NUM_THREADS=1`), and the time to pack the weight once. `B` and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers
-//! are noisy on a shared machine: run it a few times.
+//! the same as `packed` when `MATMUL_NUM_THREADS=1`), and the time to pack the weight once. `B`
+//! and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers are noisy on a shared
+//! machine: run it a few times.
 
 use nalgebra::DMatrix;
 use nn_core::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
