@@ -291,8 +291,8 @@ impl<T: Float> RawGemm<T> {
 }
 
 /// Products of fewer multiply-adds (`m·k·n`) than this skip matrixmultiply in [`matmul`]: they
-/// run on the calling thread through the packed kernel (`op(A)` packed per call, `op(B)` read in
-/// place). matrixmultiply would split some of them over threads (it decides by `m·k + k·n`),
+/// run on the calling thread through the packed kernel (`op(A)` packed per call into a reused
+/// per-thread buffer, `op(B)` read in place). matrixmultiply would split some of them over threads (it decides by `m·k + k·n`),
 /// where waking and waiting for a thread costs more than the product (batch-1 training steps
 /// spent about a fifth of their time in the scheduler).
 pub const SMALL_PRODUCT_MACS: usize = 1 << 21;
@@ -323,26 +323,51 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     let (k2, n, rsb, csb) = op_layout(b, tb);
     let (cm, cn) = c.shape();
     if k == k2 && cm == m && cn == n && m.saturating_mul(k).saturating_mul(n) < SMALL_PRODUCT_MACS {
-        let mut packed = crate::PackedMatrix::new();
-        packed.pack(a, ta);
-        let (rsc, csc) = c.strides();
-        // SAFETY: shapes were checked just above; `b` and `c` are nalgebra storages holding the
-        // elements their shapes and strides describe; `c` is a unique borrow, so it overlaps
-        // neither `a` nor `b`.
-        unsafe {
-            crate::packed::packed_matmul_raw(
-                accum,
-                &packed,
-                b.data.ptr(),
-                (rsb, csb),
-                n,
-                c.data.ptr_mut(),
-                (rsc as isize, csc as isize),
-            )
-        };
+        with_small_packing(|packed: &mut crate::PackedMatrix<T>| {
+            packed.pack(a, ta);
+            let (rsc, csc) = c.strides();
+            // SAFETY: shapes were checked just above; `b` and `c` are nalgebra storages holding
+            // the elements their shapes and strides describe; `c` is a unique borrow, so it
+            // overlaps neither `a` nor `b`.
+            unsafe {
+                crate::packed::packed_matmul_raw(
+                    accum,
+                    packed,
+                    b.data.ptr(),
+                    (rsb, csb),
+                    n,
+                    c.data.ptr_mut(),
+                    (rsc as isize, csc as isize),
+                )
+            };
+        });
         return;
     }
     gemm(T::one(), a, ta, b, tb, accum.beta(), c);
+}
+
+/// Runs `f` on this thread's packing buffer for [`matmul`]'s small products, so that they
+/// allocate only while the buffer grows (it keeps the largest `op(A)` packed so far, under
+/// [`SMALL_PRODUCT_MACS`] values). A fresh buffer if this thread's is in use.
+fn with_small_packing<T: Float, R>(f: impl FnOnce(&mut crate::PackedMatrix<T>) -> R) -> R {
+    use crate::PackedMatrix;
+    use std::any::Any;
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<(PackedMatrix<f32>, PackedMatrix<f64>)> =
+            RefCell::new((PackedMatrix::new(), PackedMatrix::new()));
+    }
+    SCRATCH.with(|s| {
+        let Ok(mut s) = s.try_borrow_mut() else {
+            return f(&mut PackedMatrix::new());
+        };
+        let (p32, p64) = &mut *s;
+        let any: &mut dyn Any = if T::BYTES == 4 { p32 } else { p64 };
+        match any.downcast_mut::<PackedMatrix<T>>() {
+            Some(p) => f(p),
+            None => f(&mut PackedMatrix::new()),
+        }
+    })
 }
 
 /// `C = bias·1ᵀ + op(A)·op(B)`: every column of `C` (`m x n`) starts as `bias` (`m` values),

@@ -1,5 +1,6 @@
-//! `packed_matmul` allocates nothing once the weight is packed: a counting global allocator
-//! watches a recurrent-style time loop. It counts the calling thread's allocations only: the
+//! `packed_matmul` allocates nothing once the weight is packed, and neither do `matmul`'s small
+//! products once their per-thread packing buffer has grown: a counting global allocator watches
+//! a recurrent-style time loop and repeated small products. It counts the calling thread's allocations only: the
 //! test harness's own threads (and the opt-in helper thread's one-time start-up) allocate at
 //! moments of their own choosing, which made a process-wide count flaky.
 
@@ -106,4 +107,29 @@ fn time_loop(h: usize, batches: &[usize]) {
             after - before
         );
     }
+}
+
+#[test]
+fn warm_small_matmuls_allocate_nothing() {
+    // Below SMALL_PRODUCT_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
+    // grown to the largest packing (the warm-up round), further products allocate nothing, in
+    // either precision.
+    fn check<T: nn_core::Float>() {
+        let a = DMatrix::<T>::from_element(40, 30, T::one());
+        let b = DMatrix::<T>::from_element(30, 7, T::one());
+        let mut c = DMatrix::<T>::zeros(40, 7);
+        let mut ct = DMatrix::<T>::zeros(30, 30);
+        let mut round = || {
+            nn_core::matmul(&mut c, Accum::Add, &a, Trans::No, &b, Trans::No);
+            nn_core::matmul(&mut ct, Accum::Replace, &a, Trans::Yes, &a, Trans::No);
+        };
+        round();
+        let before = allocs();
+        for _ in 0..3 {
+            round();
+        }
+        assert_eq!(allocs() - before, 0, "{}", T::NAME);
+    }
+    check::<f32>();
+    check::<f64>();
 }
