@@ -42,10 +42,10 @@ impl<T: Float> Dense<T> {
             )));
         }
         let w = weight.matrix(output, input, rng)?;
-        let mut b = Param::vector(output);
+        let mut b = Param::try_vector(output)?;
         bias.fill(&mut b.value, input, output, rng)?;
         Ok(Dense {
-            weight: Param::matrix(w),
+            weight: Param::try_matrix(w)?,
             bias: b,
         })
     }
@@ -200,6 +200,17 @@ mod tests {
         })
         .unwrap();
         assert!(report.max_rel_error <= 1e-6, "{report:?}");
+    }
+
+    #[test]
+    fn sizes_too_large_to_allocate_are_errors() {
+        let mut rng = Rng::seed_from(0);
+        for (i, o) in [(1usize << 31, 1usize << 31), (1 << 62, 8)] {
+            assert!(matches!(
+                Dense::<f32>::new(i, o, &mut rng),
+                Err(Error::TooLarge { .. })
+            ));
+        }
     }
 
     #[test]

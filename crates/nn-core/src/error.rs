@@ -2,7 +2,8 @@
 //!
 //! Every public function that takes user data checks it and returns one of these instead of
 //! panicking: a shape that does not fit, a class index out of range, an empty batch, a NaN or
-//! infinite value, a bad setting, or a weight file that is missing, corrupt or does not match.
+//! infinite value, a bad setting, a size too large to allocate, or a weight file that is missing,
+//! corrupt or does not match.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -82,6 +83,17 @@ pub enum Error {
     /// A configuration value that cannot work (a zero size, a negative rate, ...).
     #[error("invalid setting: {0}")]
     InvalidConfig(String),
+    /// A buffer of the sizes asked for cannot be allocated: its number of values overflows, it
+    /// exceeds `isize::MAX` bytes, or the allocator refused it (see [`crate::alloc`]).
+    #[error("{op}: a ({rows}, {cols}) matrix is too large to allocate")]
+    TooLarge {
+        /// The operation and buffer.
+        op: &'static str,
+        /// Rows asked for.
+        rows: usize,
+        /// Columns asked for.
+        cols: usize,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod activation;
+pub mod alloc;
 pub mod dense;
 pub mod error;
 pub mod float;
@@ -41,6 +42,7 @@ pub mod simd;
 pub mod tensor_io;
 
 pub use activation::Activation;
+pub use alloc::try_zeros;
 pub use dense::Dense;
 pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};

@@ -6,7 +6,7 @@
 //! model. A parameter is stored as a column-major `(rows, cols)` matrix; a PyTorch vector
 //! (a bias, `[n]`) is an `(n, 1)` matrix marked as a vector so files get the right shape.
 
-use crate::Float;
+use crate::{Float, Result, try_zeros};
 use nalgebra::DMatrix;
 
 /// A trainable tensor: its value and the gradient of the loss with respect to it (same shape).
@@ -20,7 +20,29 @@ pub struct Param<T: Float> {
 }
 
 impl<T: Float> Param<T> {
-    /// A matrix parameter (`[rows, cols]` in PyTorch), with a zero gradient.
+    /// [`Param::matrix`], with [`Error::TooLarge`](crate::Error::TooLarge) instead of an abort when the gradient cannot
+    /// be allocated.
+    pub fn try_matrix(value: DMatrix<T>) -> Result<Self> {
+        let grad = try_zeros("Param gradient", value.nrows(), value.ncols())?;
+        Ok(Param {
+            value,
+            grad,
+            vector: false,
+        })
+    }
+
+    /// [`Param::vector`], with [`Error::TooLarge`](crate::Error::TooLarge) instead of an abort when it cannot be
+    /// allocated.
+    pub fn try_vector(n: usize) -> Result<Self> {
+        Ok(Param {
+            value: try_zeros("Param value", n, 1)?,
+            grad: try_zeros("Param gradient", n, 1)?,
+            vector: true,
+        })
+    }
+
+    /// A matrix parameter (`[rows, cols]` in PyTorch), with a zero gradient. Like a `Vec`, it
+    /// aborts when memory runs out; [`Param::try_matrix`] returns an error instead.
     pub fn matrix(value: DMatrix<T>) -> Self {
         let grad = DMatrix::zeros(value.nrows(), value.ncols());
         Param {
@@ -31,6 +53,7 @@ impl<T: Float> Param<T> {
     }
 
     /// A vector parameter (`[n]` in PyTorch) held as an `(n, 1)` matrix, with a zero gradient.
+    /// Aborts when memory runs out, like a `Vec`; see [`Param::try_vector`].
     pub fn vector(n: usize) -> Self {
         Param {
             value: DMatrix::zeros(n, 1),

@@ -11,7 +11,10 @@
 
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{Float, PackedMatrix};
+use nn_core::{Float, PackedMatrix, Result, try_zeros};
+
+/// The operation named by the buffers' allocation errors.
+const OP: &str = "Recurrent::forward cache";
 
 /// Buffers of one layer-direction (`G` gate blocks, `T` steps, `B` sequences).
 #[derive(Debug)]
@@ -39,27 +42,27 @@ pub(crate) struct DirectionCache<T: Float> {
 }
 
 impl<T: Float> DirectionCache<T> {
-    fn new(cell: CellKind, hidden: usize, cols: usize) -> Self {
+    fn new(cell: CellKind, hidden: usize, cols: usize) -> Result<Self> {
         let rows = cell.gate_count() * hidden;
         let gru = cell == CellKind::Gru;
         let lstm = cell == CellKind::Lstm;
         let sized = |on: bool, r: usize| {
             if on {
-                DMatrix::zeros(r, cols)
+                try_zeros(OP, r, cols)
             } else {
-                DMatrix::zeros(0, 0)
+                Ok(DMatrix::zeros(0, 0))
             }
         };
-        DirectionCache {
-            gates: DMatrix::zeros(rows, cols),
-            hidden_gates: sized(gru, rows),
-            cells: sized(lstm, hidden),
-            tanh_cells: sized(lstm, hidden),
-            d_gates: DMatrix::zeros(rows, cols),
-            d_hidden_gates: sized(gru, rows),
+        Ok(DirectionCache {
+            gates: try_zeros(OP, rows, cols)?,
+            hidden_gates: sized(gru, rows)?,
+            cells: sized(lstm, hidden)?,
+            tanh_cells: sized(lstm, hidden)?,
+            d_gates: try_zeros(OP, rows, cols)?,
+            d_hidden_gates: sized(gru, rows)?,
             packed_hh: PackedMatrix::new(),
             bias: vec![T::zero(); rows],
-        }
+        })
     }
 }
 
@@ -139,11 +142,21 @@ impl<T: Float> RecurrentCache<T> {
         }
     }
 
-    /// Makes every buffer fit `config`, `steps` and `batch`, reallocating only when they changed.
-    pub(crate) fn prepare(&mut self, config: &RecurrentConfig, steps: usize, batch: usize) {
+    /// Makes every buffer fit `config`, `steps` and `batch`, reallocating only when they changed;
+    /// buffers too large to allocate are [`nn_core::Error::TooLarge`] (the cache is then empty).
+    pub(crate) fn prepare(
+        &mut self,
+        config: &RecurrentConfig,
+        steps: usize,
+        batch: usize,
+    ) -> Result<()> {
         if matches!(&self.sized_for, Some((c, t, b)) if c == config && *t == steps && *b == batch) {
-            return;
+            return Ok(());
         }
+        // Nothing of the old sizes survives a failure below.
+        self.sized_for = None;
+        self.ready = false;
+        self.layers = Vec::new();
         let (h, d, l) = (
             config.hidden_size,
             config.num_directions(),
@@ -151,23 +164,25 @@ impl<T: Float> RecurrentCache<T> {
         );
         let cols = steps * batch;
         self.layers = (0..l)
-            .map(|k| LayerCache {
-                output: DMatrix::zeros(d * h, cols),
-                d_output: if k + 1 < l {
-                    DMatrix::zeros(d * h, cols)
-                } else {
-                    DMatrix::zeros(0, 0)
-                },
-                directions: (0..d)
-                    .map(|_| DirectionCache::new(config.cell, h, cols))
-                    .collect(),
+            .map(|k| {
+                Ok(LayerCache {
+                    output: try_zeros(OP, d * h, cols)?,
+                    d_output: if k + 1 < l {
+                        try_zeros(OP, d * h, cols)?
+                    } else {
+                        DMatrix::zeros(0, 0)
+                    },
+                    directions: (0..d)
+                        .map(|_| DirectionCache::new(config.cell, h, cols))
+                        .collect::<Result<_>>()?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let with_c = config.cell.has_cell_state();
         self.initial = RecurrentState::zeros(h, l * d, batch, with_c);
         self.final_state = RecurrentState::zeros(h, l * d, batch, with_c);
         self.d_initial = RecurrentState::zeros(h, l * d, batch, with_c);
         self.sized_for = Some((config.clone(), steps, batch));
-        self.ready = false;
+        Ok(())
     }
 }

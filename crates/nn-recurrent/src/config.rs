@@ -99,7 +99,8 @@ impl RecurrentConfig {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Checks that every size is non-zero.
+    /// Checks that every size is non-zero and that `G·H` and `D·H` (the rows of every tensor and
+    /// the input of layers above the first) do not overflow.
     pub fn validate(&self) -> Result<()> {
         for (what, v) in [
             ("input_size", self.input_size),
@@ -112,10 +113,22 @@ impl RecurrentConfig {
                 )));
             }
         }
+        crate::weights::gate_rows(self.cell, self.hidden_size)?;
+        if self
+            .hidden_size
+            .checked_mul(self.num_directions())
+            .is_none()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "RecurrentConfig: hidden_size {} overflows for two directions",
+                self.hidden_size
+            )));
+        }
         Ok(())
     }
 
-    /// Builds the layer with PyTorch's init `U(-1/√H, 1/√H)` for every tensor. Zero sizes are errors.
+    /// Builds the layer with PyTorch's init `U(-1/√H, 1/√H)` for every tensor. Zero sizes are
+    /// errors, and so are sizes whose tensors cannot be allocated ([`Error::TooLarge`]).
     ///
     /// Tensors are drawn in visiting order (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` per
     /// layer and direction), each in column-major order, so one seed gives one layer.
@@ -125,11 +138,19 @@ impl RecurrentConfig {
         let init = Init::Uniform {
             bound: 1.0 / (h as f64).sqrt(),
         };
-        let mut directions = Vec::with_capacity(self.num_layers * d);
+        let mut directions = Vec::new();
+        // `num_layers` is the caller's: reserve fallibly (a huge count is an error, not an abort).
+        directions
+            .try_reserve_exact(self.num_layers.saturating_mul(d))
+            .map_err(|_| Error::TooLarge {
+                op: "RecurrentConfig::init layers",
+                rows: self.num_layers,
+                cols: d,
+            })?;
         for layer in 0..self.num_layers {
             let input = if layer == 0 { self.input_size } else { d * h };
             for reverse in 0..d {
-                let mut w = DirectionWeights::zeros(self.cell, input, h, layer, reverse == 1);
+                let mut w = DirectionWeights::zeros(self.cell, input, h, layer, reverse == 1)?;
                 w.fill(&init, rng)?;
                 directions.push(w);
             }

@@ -641,7 +641,7 @@ impl<T: Float> Recurrent<T> {
                 true,
             )?;
         }
-        cache.prepare(&self.config, steps, batch);
+        cache.prepare(&self.config, steps, batch)?;
         match initial {
             Some(s) => {
                 cache.initial.h.copy_from(&s.h);

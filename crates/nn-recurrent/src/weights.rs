@@ -11,7 +11,7 @@
 
 use crate::{CellKind, Recurrent};
 use nn_core::tensor_io::{TensorFile, TensorWriter};
-use nn_core::{Float, Init, Module, Param, Result, Rng};
+use nn_core::{Error, Float, Init, Module, Param, Result, Rng};
 use std::path::Path;
 
 /// The four tensors of one layer-direction, with their PyTorch names.
@@ -29,30 +29,43 @@ pub struct DirectionWeights<T: Float> {
     names: [String; 4],
 }
 
+/// `G·H`, the rows of every tensor of a layer-direction, or `InvalidConfig` when it overflows.
+pub(crate) fn gate_rows(cell: CellKind, hidden: usize) -> Result<usize> {
+    cell.gate_count().checked_mul(hidden).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "RecurrentConfig: {} gate blocks of hidden_size {hidden} overflow",
+            cell.gate_count()
+        ))
+    })
+}
+
 impl<T: Float> DirectionWeights<T> {
-    /// Zero tensors for layer `layer`, forward or reverse, with `input` features in.
+    /// Zero tensors for layer `layer`, forward or reverse, with `input` features in; sizes too
+    /// large to allocate are [`nn_core::Error::TooLarge`] (or `InvalidConfig` when `G·H`
+    /// overflows).
     pub(crate) fn zeros(
         cell: CellKind,
         input: usize,
         hidden: usize,
         layer: usize,
         reverse: bool,
-    ) -> Self {
-        let rows = cell.gate_count() * hidden;
+    ) -> Result<Self> {
+        let rows = gate_rows(cell, hidden)?;
         let suffix = if reverse { "_reverse" } else { "" };
         let name = |what: &str| format!("{what}_l{layer}{suffix}");
-        DirectionWeights {
-            weight_ih: Param::matrix(nalgebra::DMatrix::zeros(rows, input)),
-            weight_hh: Param::matrix(nalgebra::DMatrix::zeros(rows, hidden)),
-            bias_ih: Param::vector(rows),
-            bias_hh: Param::vector(rows),
+        let zeros = |cols| nn_core::try_zeros("RecurrentConfig::init weights", rows, cols);
+        Ok(DirectionWeights {
+            weight_ih: Param::try_matrix(zeros(input)?)?,
+            weight_hh: Param::try_matrix(zeros(hidden)?)?,
+            bias_ih: Param::try_vector(rows)?,
+            bias_hh: Param::try_vector(rows)?,
             names: [
                 name("weight_ih"),
                 name("weight_hh"),
                 name("bias_ih"),
                 name("bias_hh"),
             ],
-        }
+        })
     }
 
     /// Draws every tensor from `init` (fans are irrelevant for `Init::Uniform`).

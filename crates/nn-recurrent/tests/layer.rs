@@ -257,6 +257,35 @@ fn the_initial_state_defaults_to_zeros_and_the_layout_is_pytorchs() {
     assert_eq!(fin.columns(6, 2), out.view((3, 0), (3, 2)));
 }
 
+/// Sizes no machine can hold are errors, not an abort, a panic or (as `G·H·I` wrapped around in
+/// release builds) a layer whose tensors are smaller than its sizes say.
+#[test]
+fn sizes_too_large_to_allocate_are_errors() {
+    let init = |cell, input: usize, hidden: usize| {
+        RecurrentConfig::new(cell, input, hidden)
+            .init::<f32>(&mut Rng::seed_from(0))
+            .map(|_| ())
+    };
+    let too_large = |r: nn_core::Result<()>| matches!(r, Err(Error::TooLarge { .. }));
+    // `G·H·I` overflows usize (8 · 2^62 values).
+    assert!(too_large(init(CellKind::Lstm, 1 << 62, 2)));
+    // `G·H` itself overflows.
+    assert!(matches!(
+        init(CellKind::Lstm, 1, 1 << 62),
+        Err(Error::InvalidConfig(_))
+    ));
+    // More than isize::MAX bytes (2^63 rows of one column).
+    assert!(too_large(init(CellKind::Lstm, 1, 1 << 61)));
+    // Addressable, but 2^50 bytes (1 PiB) for `W_hh`: more than the address space, refused by
+    // the allocator (`W_ih` and its gradient, 128 MiB each, are allocated and freed first).
+    assert!(too_large(init(CellKind::Lstm, 1, 1 << 23)));
+    // Layer counts: refused before any weight is made.
+    let layers = RecurrentConfig::new(CellKind::Gru, 2, 2)
+        .with_num_layers(usize::MAX)
+        .init::<f32>(&mut Rng::seed_from(0));
+    assert!(matches!(layers, Err(Error::TooLarge { .. })));
+}
+
 #[test]
 fn bad_inputs_are_typed_errors() {
     let config = RecurrentConfig::new(CellKind::Lstm, 3, 4);
