@@ -22,11 +22,14 @@
 //! Threads: when a step has enough work ([`split_point`]: `B ≥ 8`, `G·H·H·B` ≥ 2^17
 //! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
 //! calling thread and `B/2..B` on the helper thread of [`nn_core::pool`]. The
-//! sequences are independent, so the halves never synchronize inside the loop, and every column
-//! is computed by the same operations: results are bit-identical to the serial loop.
+//! sequences are independent, so the halves do not meet at each step, and every column
+//! is computed by the same operations: results are bit-identical to the serial loop. The side
+//! that finishes first takes over half of the other side's remaining sequences once
+//! ([`crate::handoff`]), so a core slowed by the machine costs less waiting.
 
 use crate::cache::{DirectionCache, LayerCache};
 use crate::cell::{fold_bias, gru, lstm, rnn};
+use crate::handoff::Handoff;
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
@@ -182,6 +185,18 @@ thread_local! {
     static FORCE_SPLIT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
+/// Tests: side `k - 1` of every split time loop sleeps after each step while this is `k > 0`,
+/// so that the other side finishes first and takes over part of its work.
+#[cfg(test)]
+static SLOW_SIDE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(test)]
+fn slow_down(side: usize) {
+    if SLOW_SIDE.load(std::sync::atomic::Ordering::Relaxed) == side + 1 {
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+}
+
 /// Tests: forces (`Some`) or stops forcing (`None`) the split time loops on this thread.
 #[cfg(test)]
 pub(crate) fn force_split(on: Option<bool>) {
@@ -191,8 +206,9 @@ pub(crate) fn force_split(on: Option<bool>) {
 /// Where a layer-direction's time loops split the batch: `Some(mid)` runs sequences `mid..B` on
 /// a second thread and `0..mid` on the calling one; `None` runs them all on the calling thread.
 ///
-/// The sequences of a batch are independent, so the halves need no synchronization per step, and
-/// each column is computed by exactly the same operations either way: the results are
+/// The sequences of a batch are independent, so the halves need no synchronization per step (one
+/// hand-off at most, [`crate::handoff`]), and each column is computed by exactly the same
+/// operations either way, whichever thread runs it: the results are
 /// bit-identical. Splitting pays only when a step has enough work to outweigh handing half of it
 /// to the helper thread, so small layers stay serial.
 fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
@@ -281,12 +297,22 @@ struct ForwardLoop<'a, T: Float> {
     packed: &'a PackedMatrix<T>,
 }
 
-/// The forward time loop for the sequences `bs` (all steps, in the direction's order).
+/// The forward time loop for the sequences `bs`, from step index `first` (in the direction's
+/// order) to the end. With `handoff` (the split loops), it may give the second half of its
+/// sequences to the other side at a step boundary ([`Handoff::poll`]) and go on with the rest.
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `out`, `gates`, `hidden_gates`, `cells`, `tanh_cells`; those are the only columns it touches.
-unsafe fn forward_steps<T: Float>(lp: &ForwardLoop<'_, T>, bs: std::ops::Range<usize>) {
+/// `out`, `gates`, `hidden_gates`, `cells`, `tanh_cells`, except the columns of sequences given
+/// away, from the step they were given on (and the other side reads the given sequences' columns
+/// of earlier steps only after the hand-off); those are the only columns it touches. Columns of
+/// steps before `first` of `bs` hold that sequence's earlier steps.
+unsafe fn forward_steps<T: Float>(
+    lp: &ForwardLoop<'_, T>,
+    bs: std::ops::Range<usize>,
+    first: usize,
+    handoff: Option<(&Handoff<T>, usize)>,
+) {
     let ForwardLoop {
         cell,
         dims,
@@ -296,8 +322,9 @@ unsafe fn forward_steps<T: Float>(lp: &ForwardLoop<'_, T>, bs: std::ops::Range<u
         ..
     } = *lp;
     let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
-    let (b0, nb) = (bs.start, bs.len());
-    for s in 0..steps {
+    let mut bs = bs;
+    for s in first..steps {
+        let (b0, nb) = (bs.start, bs.len());
         let t = dims.step(s);
         let prev = dims.prev(t);
         // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` with
@@ -366,6 +393,11 @@ unsafe fn forward_steps<T: Float>(lp: &ForwardLoop<'_, T>, bs: std::ops::Range<u
                 }
             }
         }
+        if let Some((hand, side)) = handoff {
+            #[cfg(test)]
+            slow_down(side);
+            bs = hand.poll(side, bs, s, steps, |_| ([std::ptr::null_mut(); 2], [0; 2]));
+        }
     }
 }
 
@@ -391,18 +423,23 @@ struct BackwardLoop<'a, T: Float> {
     packed: &'a PackedMatrix<T>,
 }
 
-/// The backward time loop for the sequences `bs`; `dh` and `dc` (`(H, |bs|)`, `dc` empty
-/// without a cell state) are their running gradients, turned from `∂L/∂(h_n, c_n)` into
-/// `∂L/∂(h0, c0)`.
+/// The backward time loop for the sequences `bs`, from step index `first` (of the backward's
+/// order) to the end; `dh` and `dc` (`(H, |bs|)`, `dc` empty without a cell state) are their
+/// running gradients, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`. With `handoff`, it may
+/// give the second half of its sequences, with their part of `dh` and `dc`, to the other side at
+/// a step boundary ([`Handoff::poll`]).
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `d_gates` and `d_hidden_gates`; those are the only columns of theirs it touches.
+/// `d_gates` and `d_hidden_gates`, except those of sequences given away, from the step they were
+/// given on; those are the only columns of theirs it touches.
 unsafe fn backward_steps<T: Float>(
     lp: &BackwardLoop<'_, T>,
     bs: std::ops::Range<usize>,
+    first: usize,
     dh_all: &mut [T],
     dc_all: &mut [T],
+    handoff: Option<(&Handoff<T>, usize)>,
 ) {
     let BackwardLoop {
         cell,
@@ -413,8 +450,9 @@ unsafe fn backward_steps<T: Float>(
         ..
     } = *lp;
     let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
-    let (b0, nb) = (bs.start, bs.len());
-    for s in 0..steps {
+    let (mut bs, mut dh_all, mut dc_all) = (bs, dh_all, dc_all);
+    for s in first..steps {
+        let (b0, nb) = (bs.start, bs.len());
         // Steps in the reverse of the forward's order.
         let t = dims.step(steps - 1 - s);
         let prev = dims.prev(t);
@@ -468,11 +506,80 @@ unsafe fn backward_steps<T: Float>(
         };
         let d_g = unsafe { d_hidden.cols(t * batch + b0, nb) };
         step_product(
-            &mut DMatrixViewMut::from_slice(dh_all, h, nb),
+            &mut DMatrixViewMut::from_slice(&mut dh_all[..nb * h], h, nb),
             accum,
             lp.packed,
             &DMatrixView::from_slice(d_g, gh, nb),
         );
+        if let Some((hand, side)) = handoff {
+            #[cfg(test)]
+            slow_down(side);
+            bs = hand.poll(side, bs, s, steps, |cut| {
+                // The given sequences' running gradients go with them; this side keeps (and
+                // touches) only the first part of each slice from now on.
+                let keep = (cut - b0) * h;
+                let (dh_keep, dh_give) = std::mem::take(&mut dh_all).split_at_mut(keep);
+                let dc_cut = if dc_all.is_empty() { 0 } else { keep };
+                let (dc_keep, dc_give) = std::mem::take(&mut dc_all).split_at_mut(dc_cut);
+                (dh_all, dc_all) = (dh_keep, dc_keep);
+                (
+                    [dh_give.as_mut_ptr(), dc_give.as_mut_ptr()],
+                    [dh_give.len(), dc_give.len()],
+                )
+            });
+        }
+    }
+}
+
+/// One side of a split forward loop: its own sequences `bs`, then whatever the other side hands
+/// over ([`Handoff`]).
+///
+/// # Safety
+/// As [`forward_steps`] for `bs`; the two sides' `bs` are disjoint and share `hand`.
+unsafe fn forward_side<T: Float>(
+    lp: &ForwardLoop<'_, T>,
+    hand: &Handoff<T>,
+    side: usize,
+    bs: std::ops::Range<usize>,
+) {
+    hand.start(side);
+    // SAFETY: from the caller.
+    unsafe { forward_steps(lp, bs, 0, Some((hand, side))) };
+    if let Some(g) = hand.finish(side) {
+        // SAFETY: the other side no longer touches the given sequences' columns from
+        // `g.first_step` on, and wrote their earlier ones before the hand-off (acquired).
+        unsafe { forward_steps(lp, g.seqs, g.first_step, None) };
+    }
+}
+
+/// One side of a split backward loop: its own sequences `bs` (with their running `dh`, `dc`),
+/// then whatever the other side hands over.
+///
+/// # Safety
+/// As [`backward_steps`] for `bs`; the two sides' `bs` (and slices) are disjoint and share `hand`.
+unsafe fn backward_side<T: Float>(
+    lp: &BackwardLoop<'_, T>,
+    hand: &Handoff<T>,
+    side: usize,
+    bs: std::ops::Range<usize>,
+    dh: &mut [T],
+    dc: &mut [T],
+) {
+    hand.start(side);
+    // SAFETY: from the caller.
+    unsafe { backward_steps(lp, bs, 0, dh, dc, Some((hand, side))) };
+    if let Some(g) = hand.finish(side) {
+        // SAFETY: the pointers and lengths are the given part of the other side's `dh` and `dc`
+        // slices (non-null, possibly empty), which that side no longer touches, and which live
+        // until `join` returns; the columns as for `forward_side`.
+        let (dh, dc) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(g.extra[0], g.extra_len[0]),
+                std::slice::from_raw_parts_mut(g.extra[1], g.extra_len[1]),
+            )
+        };
+        // SAFETY: as above.
+        unsafe { backward_steps(lp, g.seqs, g.first_step, dh, dc, None) };
     }
 }
 
@@ -883,15 +990,16 @@ fn forward_direction<T: Float>(
     };
     match split_point(cell, h, batch) {
         // SAFETY: this thread is the only one touching the buffers for the call.
-        None => unsafe { forward_steps(&lp, 0..batch) },
+        None => unsafe { forward_steps(&lp, 0..batch, 0, None) },
         Some(mid) => {
             let lp = &lp;
             // SAFETY: the two calls touch the columns `t*B + b` of sequences `b < mid` and
             // `b >= mid` respectively (see `forward_steps`): disjoint sets; `out`, `gates`, ...
             // are borrowed mutably by `lp` until `join` has returned from both.
+            let hand = &Handoff::new();
             nn_core::pool::join(
-                || unsafe { forward_steps(lp, 0..mid) },
-                move || unsafe { forward_steps(lp, mid..batch) },
+                || unsafe { forward_side(lp, hand, 0, 0..mid) },
+                move || unsafe { forward_side(lp, hand, 1, mid..batch) },
             );
         }
     }
@@ -970,7 +1078,7 @@ fn backward_direction<T: Float>(
     };
     match split_point(cell, h, batch) {
         // SAFETY: this thread is the only one touching the buffers for the call.
-        None => unsafe { backward_steps(&lp, 0..batch, dh_all, dc_all) },
+        None => unsafe { backward_steps(&lp, 0..batch, 0, dh_all, dc_all, None) },
         Some(mid) => {
             let lp = &lp;
             let (dh_lo, dh_hi) = dh_all.split_at_mut(mid * h);
@@ -978,9 +1086,10 @@ fn backward_direction<T: Float>(
             // SAFETY: the two calls write the columns `t*B + b` of `d_gates` and
             // `d_hidden_gates` of sequences `b < mid` and `b >= mid` respectively (disjoint);
             // both are borrowed mutably by `lp` until `join` has returned from both.
+            let hand = &Handoff::new();
             nn_core::pool::join(
-                || unsafe { backward_steps(lp, 0..mid, dh_lo, dc_lo) },
-                move || unsafe { backward_steps(lp, mid..batch, dh_hi, dc_hi) },
+                || unsafe { backward_side(lp, hand, 0, 0..mid, dh_lo, dc_lo) },
+                move || unsafe { backward_side(lp, hand, 1, mid..batch, dh_hi, dc_hi) },
             );
         }
     }
@@ -1055,10 +1164,12 @@ fn backward_direction<T: Float>(
 
 #[cfg(test)]
 mod tests {
-    use super::force_split;
+    use super::{SLOW_SIDE, force_split};
+    use crate::handoff::GRANTS;
     use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
     use nalgebra::DMatrix;
     use nn_core::{Float, Module, Rng};
+    use std::sync::atomic::Ordering;
 
     fn fill<T: Float>(rows: usize, cols: usize, seed: usize) -> DMatrix<T> {
         DMatrix::from_fn(rows, cols, |i, j| {
@@ -1133,6 +1244,41 @@ mod tests {
                         "f32 {what}"
                     );
                 }
+            }
+        }
+    }
+
+    /// With one side of every split loop slowed, the other finishes first and takes over half
+    /// of its remaining sequences ([`crate::handoff`]); the results keep the serial bits.
+    #[test]
+    fn handed_over_sequences_give_the_serial_results_bit_for_bit() {
+        for slow in [2, 1] {
+            for cell in CellKind::ALL {
+                let config = RecurrentConfig::new(cell, 3, 6)
+                    .with_num_layers(2)
+                    .with_bidirectional(true);
+                let (steps, batch) = (6, 8);
+                let serial = run::<f64>(&config, steps, batch, false);
+                // The pool runs both sides on one thread when its helper is busy (other tests):
+                // then nothing is handed over, so try a few times.
+                let mut handed = false;
+                for _ in 0..20 {
+                    let before = GRANTS.load(Ordering::Relaxed);
+                    SLOW_SIDE.store(slow, Ordering::Relaxed);
+                    let split = run::<f64>(&config, steps, batch, true);
+                    SLOW_SIDE.store(0, Ordering::Relaxed);
+                    assert_eq!(serial, split, "{cell:?}, side {} slow", slow - 1);
+                    if GRANTS.load(Ordering::Relaxed) > before {
+                        handed = true;
+                        break;
+                    }
+                }
+                // With threads off (`MATMUL_NUM_THREADS=1`, one core) both sides run on this
+                // thread, one after the other, and nothing can be handed over.
+                assert!(
+                    handed || !nn_core::pool::threads_allowed(),
+                    "{cell:?}: no hand-off in 20 tries"
+                );
             }
         }
     }
