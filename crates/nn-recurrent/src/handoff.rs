@@ -60,10 +60,10 @@ pub(crate) struct Handoff<T> {
     extra_len: [AtomicUsize; 2],
 }
 
-// SAFETY: the raw pointers in `extra` are only written by the granting side before it publishes
-// `GRANTED` and only read by the asker after it has seen `GRANTED` (release/acquire); the slices
-// they describe are then used by the asker alone.
-unsafe impl<T: Send> Sync for Handoff<T> {}
+// `Handoff` is `Sync` through its atomics. The raw pointers in `extra` are only written by the
+// granting side before it publishes `GRANTED` and only read by the asker after it has seen
+// `GRANTED` (release/acquire); the slices they describe are then used by the asker alone (see
+// `backward_side` in `layer.rs`, which turns them back into slices).
 
 impl<T> Handoff<T> {
     pub(crate) fn new() -> Self {
