@@ -37,35 +37,27 @@ const DECLINED: u8 = 4;
 #[cfg(test)]
 pub(crate) static GRANTS: AtomicUsize = AtomicUsize::new(0);
 
-/// What a granting side gives: sequences `seqs` from step index `first_step` (in the loop's
-/// processing order) on, and its running per-sequence state for them (`extra`, the backward's
-/// `dh`/`dc` columns; empty in forward).
-#[derive(Debug)]
-pub(crate) struct Grant<T> {
-    pub seqs: Range<usize>,
-    pub first_step: usize,
-    pub extra: [*mut T; 2],
-    pub extra_len: [usize; 2],
-}
+/// What a split loop's steps function gets: the hand-off and its side while it runs its own
+/// sequences (it must call [`Handoff::poll`] after every step), `None` for handed-over ones.
+pub(crate) type Poll<'a> = Option<(&'a Handoff, usize)>;
 
-/// The shared state of one split loop's possible hand-off.
+/// The shared state of one split loop's possible hand-off. The sequences' running state (the
+/// backward's `dh`, `dc`) lives in buffers both sides address by sequence, so a hand-off passes
+/// only which sequences, from which step.
+///
+/// Aligned to a cache line of its own: both threads read `request` after every step, and nothing
+/// else on the stack should share that line.
 #[derive(Debug)]
-pub(crate) struct Handoff<T> {
+#[repr(align(64))]
+pub(crate) struct Handoff {
     state: [AtomicU8; 2],
     request: AtomicU8,
     seqs_start: AtomicUsize,
     seqs_end: AtomicUsize,
     first_step: AtomicUsize,
-    extra: [std::sync::atomic::AtomicPtr<T>; 2],
-    extra_len: [AtomicUsize; 2],
 }
 
-// `Handoff` is `Sync` through its atomics. The raw pointers in `extra` are only written by the
-// granting side before it publishes `GRANTED` and only read by the asker after it has seen
-// `GRANTED` (release/acquire); the slices they describe are then used by the asker alone (see
-// `backward_side` in `layer.rs`, which turns them back into slices).
-
-impl<T> Handoff<T> {
+impl Handoff {
     pub(crate) fn new() -> Self {
         Handoff {
             state: [AtomicU8::new(NOT_STARTED), AtomicU8::new(NOT_STARTED)],
@@ -73,24 +65,34 @@ impl<T> Handoff<T> {
             seqs_start: AtomicUsize::new(0),
             seqs_end: AtomicUsize::new(0),
             first_step: AtomicUsize::new(0),
-            extra: [
-                std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-                std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-            ],
-            extra_len: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        }
+    }
+
+    /// Runs side `side` of a split loop: its own sequences `seqs` through `steps(seqs, first,
+    /// poll)` (`first` a step index in the loop's order), then the sequences the other side
+    /// hands over, from the step it gives them on.
+    pub(crate) fn run_side(
+        &self,
+        side: usize,
+        seqs: Range<usize>,
+        steps: impl Fn(Range<usize>, usize, Poll<'_>),
+    ) {
+        self.start(side);
+        steps(seqs, 0, Some((self, side)));
+        if let Some((given, first)) = self.finish(side) {
+            steps(given, first, None);
         }
     }
 
     /// Side `side` starts its own work.
-    pub(crate) fn start(&self, side: usize) {
+    fn start(&self, side: usize) {
         self.state[side].store(RUNNING, Ordering::SeqCst);
     }
 
     /// Called by side `side` after finishing step index `done` (so steps `done + 1 .. steps` are
     /// left) with sequences `seqs`: when the other side asks and at least two sequences and two
-    /// steps are left, gives it the second half of `seqs` and returns the sequences kept.
-    /// `split_extra` cuts the side's running state at the first given sequence and returns the
-    /// given part (pointers and lengths).
+    /// steps are left, gives it the second half of `seqs` and returns the sequences kept. The
+    /// caller touches none of the given sequences' data from then on.
     #[inline]
     pub(crate) fn poll(
         &self,
@@ -98,7 +100,6 @@ impl<T> Handoff<T> {
         seqs: Range<usize>,
         done: usize,
         steps: usize,
-        split_extra: impl FnOnce(usize) -> ([*mut T; 2], [usize; 2]),
     ) -> Range<usize> {
         let asked_by_other = ASKED + (1 - side) as u8;
         if self.request.load(Ordering::Relaxed) != asked_by_other {
@@ -118,14 +119,9 @@ impl<T> Handoff<T> {
         let cut = seqs.start + seqs.len() / 2;
         #[cfg(test)]
         GRANTS.fetch_add(1, Ordering::Relaxed);
-        let (ptrs, lens) = split_extra(cut);
         self.seqs_start.store(cut, Ordering::Relaxed);
         self.seqs_end.store(seqs.end, Ordering::Relaxed);
         self.first_step.store(done + 1, Ordering::Relaxed);
-        for k in 0..2 {
-            self.extra[k].store(ptrs[k], Ordering::Relaxed);
-            self.extra_len[k].store(lens[k], Ordering::Relaxed);
-        }
         // Only the asker could change `request` now, and it does not while it waits for us.
         self.request.store(GRANTED, Ordering::SeqCst);
         seqs.start..cut
@@ -133,8 +129,9 @@ impl<T> Handoff<T> {
 
     /// Side `side` has finished its own work: declines a request addressed to it, then, if the
     /// other side is still running and no hand-off happened yet, asks it for work and waits for
-    /// the answer. Returns the grant, if any.
-    pub(crate) fn finish(&self, side: usize) -> Option<Grant<T>> {
+    /// the answer. Returns the sequences given and the step index they start from, if any (the
+    /// granting side's writes before the grant are visible: release/acquire on `request`).
+    fn finish(&self, side: usize) -> Option<(Range<usize>, usize)> {
         let me = ASKED + side as u8;
         let other = 1 - side;
         self.state[side].store(FINISHED, Ordering::SeqCst);
@@ -174,18 +171,10 @@ impl<T> Handoff<T> {
                 }
             }
         }
-        Some(Grant {
-            seqs: self.seqs_start.load(Ordering::Relaxed)..self.seqs_end.load(Ordering::Relaxed),
-            first_step: self.first_step.load(Ordering::Relaxed),
-            extra: [
-                self.extra[0].load(Ordering::Relaxed),
-                self.extra[1].load(Ordering::Relaxed),
-            ],
-            extra_len: [
-                self.extra_len[0].load(Ordering::Relaxed),
-                self.extra_len[1].load(Ordering::Relaxed),
-            ],
-        })
+        Some((
+            self.seqs_start.load(Ordering::Relaxed)..self.seqs_end.load(Ordering::Relaxed),
+            self.first_step.load(Ordering::Relaxed),
+        ))
     }
 }
 
@@ -199,7 +188,7 @@ mod tests {
     #[test]
     fn the_fast_side_takes_half_of_the_slow_sides_rest_once() {
         let (steps, batch, mid) = (12usize, 8usize, 4usize);
-        let h = Handoff::<f32>::new();
+        let h = Handoff::new();
         let done: Vec<AtomicU8> = (0..steps * batch).map(|_| AtomicU8::new(0)).collect();
         let run = |side: usize, seqs: Range<usize>, from: usize, poll: bool| {
             let mut seqs = seqs;
@@ -211,9 +200,7 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(4));
                 }
                 if poll {
-                    seqs = h.poll(side, seqs, s, steps, |_| {
-                        ([std::ptr::null_mut(); 2], [0; 2])
-                    });
+                    seqs = h.poll(side, seqs, s, steps);
                 }
             }
         };
@@ -229,10 +216,10 @@ mod tests {
                     let own = if side == 0 { 0..mid } else { mid..batch };
                     run(side, own, 0, true);
                     let g = h.finish(side);
-                    if let Some(g) = &g {
-                        run(side, g.seqs.clone(), g.first_step, false);
+                    if let Some((seqs, first)) = &g {
+                        run(side, seqs.clone(), *first, false);
                     }
-                    g.map(|g| (side, g.seqs, g.first_step))
+                    g.map(|(seqs, first)| (side, seqs, first))
                 }));
             }
             handles
@@ -250,7 +237,7 @@ mod tests {
     /// A side that has not started is never asked (the pool ran both halves on one thread).
     #[test]
     fn no_request_to_a_side_that_has_not_started_or_has_finished() {
-        let h = Handoff::<f32>::new();
+        let h = Handoff::new();
         h.start(0);
         assert!(h.finish(0).is_none());
         h.start(1);

@@ -29,7 +29,7 @@
 
 use crate::cache::{DirectionCache, LayerCache};
 use crate::cell::{fold_bias, gru, lstm, rnn};
-use crate::handoff::Handoff;
+use crate::handoff::{Handoff, Poll};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
@@ -253,6 +253,17 @@ impl<'a, T> SharedCols<'a, T> {
         }
     }
 
+    /// A `rows`-row column-major buffer held as a slice (its length a multiple of `rows`; an
+    /// empty slice for a buffer that does not exist, such as `dc` without a cell state).
+    fn from_slice(s: &'a mut [T], rows: usize) -> Self {
+        SharedCols {
+            ptr: s.as_mut_ptr(),
+            rows,
+            cols: s.len().checked_div(rows).unwrap_or(0),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
     /// Columns `c..c+n`, read-only.
     ///
     /// # Safety
@@ -311,7 +322,7 @@ unsafe fn forward_steps<T: Float>(
     lp: &ForwardLoop<'_, T>,
     bs: std::ops::Range<usize>,
     first: usize,
-    handoff: Option<(&Handoff<T>, usize)>,
+    handoff: Poll<'_>,
 ) {
     let ForwardLoop {
         cell,
@@ -396,7 +407,7 @@ unsafe fn forward_steps<T: Float>(
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
             slow_down(side);
-            bs = hand.poll(side, bs, s, steps, |_| ([std::ptr::null_mut(); 2], [0; 2]));
+            bs = hand.poll(side, bs, s, steps);
         }
     }
 }
@@ -420,26 +431,28 @@ struct BackwardLoop<'a, T: Float> {
     tanh_cells: &'a [T],
     d_gates: SharedCols<'a, T>,
     d_hidden_gates: SharedCols<'a, T>,
+    /// The running `dh` (and `dc`, empty without a cell state) of every sequence, `(H, B)`: this
+    /// slot's columns of the state gradient, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`.
+    dh: SharedCols<'a, T>,
+    dc: SharedCols<'a, T>,
     packed: &'a PackedMatrix<T>,
 }
 
 /// The backward time loop for the sequences `bs`, from step index `first` (of the backward's
-/// order) to the end; `dh` and `dc` (`(H, |bs|)`, `dc` empty without a cell state) are their
-/// running gradients, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`. With `handoff`, it may
-/// give the second half of its sequences, with their part of `dh` and `dc`, to the other side at
-/// a step boundary ([`Handoff::poll`]).
+/// order) to the end, carrying their running `dh`, `dc` (columns `b` of `lp.dh`, `lp.dc`). With
+/// `handoff`, it may give the second half of its sequences to the other side at a step boundary
+/// ([`Handoff::poll`]).
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `d_gates` and `d_hidden_gates`, except those of sequences given away, from the step they were
-/// given on; those are the only columns of theirs it touches.
+/// `d_gates` and `d_hidden_gates` nor the columns `b` of `dh` and `dc`, except those of
+/// sequences given away, from the step they were given on; those are the only columns of theirs
+/// it touches.
 unsafe fn backward_steps<T: Float>(
     lp: &BackwardLoop<'_, T>,
     bs: std::ops::Range<usize>,
     first: usize,
-    dh_all: &mut [T],
-    dc_all: &mut [T],
-    handoff: Option<(&Handoff<T>, usize)>,
+    handoff: Poll<'_>,
 ) {
     let BackwardLoop {
         cell,
@@ -450,18 +463,18 @@ unsafe fn backward_steps<T: Float>(
         ..
     } = *lp;
     let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
-    let (mut bs, mut dh_all, mut dc_all) = (bs, dh_all, dc_all);
+    let mut bs = bs;
     for s in first..steps {
         let (b0, nb) = (bs.start, bs.len());
         // Steps in the reverse of the forward's order.
         let t = dims.step(steps - 1 - s);
         let prev = dims.prev(t);
-        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` with `b` in `bs`,
-        // this call's own (from the caller), and each slice is dropped before another one of the
-        // same columns is made.
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` (or `b` of `dh`,
+        // `dc`) with `b` in `bs`, this call's own (from the caller), and each slice is dropped
+        // before another one of the same columns is made.
         for b in bs.clone() {
             let col = t * batch + b;
-            let dh = &mut dh_all[(b - b0) * h..][..h];
+            let dh = unsafe { lp.dh.cols_mut(b, 1) };
             let dy_col = &lp.dy[col * rows_out + r0..][..h];
             let h_prev = match prev {
                 Some(tp) => &lp.out[(tp * batch + b) * rows_out + r0..][..h],
@@ -484,7 +497,7 @@ unsafe fn backward_steps<T: Float>(
                         &lp.tanh_cells[col * h..][..h],
                         dh,
                         dy_col,
-                        &mut dc_all[(b - b0) * h..][..h],
+                        unsafe { lp.dc.cols_mut(b, 1) },
                         dg,
                     );
                 }
@@ -506,7 +519,7 @@ unsafe fn backward_steps<T: Float>(
         };
         let d_g = unsafe { d_hidden.cols(t * batch + b0, nb) };
         step_product(
-            &mut DMatrixViewMut::from_slice(&mut dh_all[..nb * h], h, nb),
+            &mut DMatrixViewMut::from_slice(unsafe { lp.dh.cols_mut(b0, nb) }, h, nb),
             accum,
             lp.packed,
             &DMatrixView::from_slice(d_g, gh, nb),
@@ -514,72 +527,8 @@ unsafe fn backward_steps<T: Float>(
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
             slow_down(side);
-            bs = hand.poll(side, bs, s, steps, |cut| {
-                // The given sequences' running gradients go with them; this side keeps (and
-                // touches) only the first part of each slice from now on.
-                let keep = (cut - b0) * h;
-                let (dh_keep, dh_give) = std::mem::take(&mut dh_all).split_at_mut(keep);
-                let dc_cut = if dc_all.is_empty() { 0 } else { keep };
-                let (dc_keep, dc_give) = std::mem::take(&mut dc_all).split_at_mut(dc_cut);
-                (dh_all, dc_all) = (dh_keep, dc_keep);
-                (
-                    [dh_give.as_mut_ptr(), dc_give.as_mut_ptr()],
-                    [dh_give.len(), dc_give.len()],
-                )
-            });
+            bs = hand.poll(side, bs, s, steps);
         }
-    }
-}
-
-/// One side of a split forward loop: its own sequences `bs`, then whatever the other side hands
-/// over ([`Handoff`]).
-///
-/// # Safety
-/// As [`forward_steps`] for `bs`; the two sides' `bs` are disjoint and share `hand`.
-unsafe fn forward_side<T: Float>(
-    lp: &ForwardLoop<'_, T>,
-    hand: &Handoff<T>,
-    side: usize,
-    bs: std::ops::Range<usize>,
-) {
-    hand.start(side);
-    // SAFETY: from the caller.
-    unsafe { forward_steps(lp, bs, 0, Some((hand, side))) };
-    if let Some(g) = hand.finish(side) {
-        // SAFETY: the other side no longer touches the given sequences' columns from
-        // `g.first_step` on, and wrote their earlier ones before the hand-off (acquired).
-        unsafe { forward_steps(lp, g.seqs, g.first_step, None) };
-    }
-}
-
-/// One side of a split backward loop: its own sequences `bs` (with their running `dh`, `dc`),
-/// then whatever the other side hands over.
-///
-/// # Safety
-/// As [`backward_steps`] for `bs`; the two sides' `bs` (and slices) are disjoint and share `hand`.
-unsafe fn backward_side<T: Float>(
-    lp: &BackwardLoop<'_, T>,
-    hand: &Handoff<T>,
-    side: usize,
-    bs: std::ops::Range<usize>,
-    dh: &mut [T],
-    dc: &mut [T],
-) {
-    hand.start(side);
-    // SAFETY: from the caller.
-    unsafe { backward_steps(lp, bs, 0, dh, dc, Some((hand, side))) };
-    if let Some(g) = hand.finish(side) {
-        // SAFETY: the pointers and lengths are the given part of the other side's `dh` and `dc`
-        // slices (non-null, possibly empty), which that side no longer touches, and which live
-        // until `join` returns; the columns as for `forward_side`.
-        let (dh, dc) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(g.extra[0], g.extra_len[0]),
-                std::slice::from_raw_parts_mut(g.extra[1], g.extra_len[1]),
-            )
-        };
-        // SAFETY: as above.
-        unsafe { backward_steps(lp, g.seqs, g.first_step, dh, dc, None) };
     }
 }
 
@@ -997,9 +946,12 @@ fn forward_direction<T: Float>(
             // `b >= mid` respectively (see `forward_steps`): disjoint sets; `out`, `gates`, ...
             // are borrowed mutably by `lp` until `join` has returned from both.
             let hand = &Handoff::new();
+            // SAFETY (both steps closures): as above, and a side runs sequences the other handed
+            // over only from the step it stopped at, after the hand-off ([`Handoff::run_side`]).
+            let steps = |bs, first, poll: Poll<'_>| unsafe { forward_steps(lp, bs, first, poll) };
             nn_core::pool::join(
-                || unsafe { forward_side(lp, hand, 0, 0..mid) },
-                move || unsafe { forward_side(lp, hand, 1, mid..batch) },
+                || hand.run_side(0, 0..mid, steps),
+                move || hand.run_side(1, mid..batch, steps),
             );
         }
     }
@@ -1049,6 +1001,15 @@ fn backward_direction<T: Float>(
         bias,
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
+    // The running dh (dc) of sequence `b` is column `slot*B + b` of `d_state`: one contiguous
+    // span of `B` columns per layer-direction.
+    let RecurrentState { h: dh_m, c: dc_m } = d_state;
+    let span = slot * batch * h..(slot + 1) * batch * h;
+    let mut no_cell = [];
+    let dc_all = match dc_m {
+        Some(m) => &mut m.as_mut_slice()[span.clone()],
+        None => &mut no_cell[..],
+    };
     let lp = BackwardLoop {
         cell,
         dims,
@@ -1065,31 +1026,25 @@ fn backward_direction<T: Float>(
         tanh_cells: tanh_cells.as_slice(),
         d_gates: SharedCols::new(d_gates),
         d_hidden_gates: SharedCols::new(d_hidden_gates),
+        dh: SharedCols::from_slice(&mut dh_m.as_mut_slice()[span], h),
+        dc: SharedCols::from_slice(dc_all, h),
         packed: packed_hh,
-    };
-    // The running dh (dc) of sequence `b` is column `slot*B + b` of `d_state`: one contiguous
-    // span per layer-direction, which splits into the two halves safely.
-    let RecurrentState { h: dh_m, c: dc_m } = d_state;
-    let span = slot * batch * h..(slot + 1) * batch * h;
-    let dh_all = &mut dh_m.as_mut_slice()[span.clone()];
-    let dc_all = match dc_m {
-        Some(m) => &mut m.as_mut_slice()[span],
-        None => &mut [][..],
     };
     match split_point(cell, h, batch) {
         // SAFETY: this thread is the only one touching the buffers for the call.
-        None => unsafe { backward_steps(&lp, 0..batch, 0, dh_all, dc_all, None) },
+        None => unsafe { backward_steps(&lp, 0..batch, 0, None) },
         Some(mid) => {
             let lp = &lp;
-            let (dh_lo, dh_hi) = dh_all.split_at_mut(mid * h);
-            let (dc_lo, dc_hi) = dc_all.split_at_mut(if dc_all.is_empty() { 0 } else { mid * h });
-            // SAFETY: the two calls write the columns `t*B + b` of `d_gates` and
-            // `d_hidden_gates` of sequences `b < mid` and `b >= mid` respectively (disjoint);
-            // both are borrowed mutably by `lp` until `join` has returned from both.
             let hand = &Handoff::new();
+            // SAFETY (both steps closures): the two sides write the columns `t*B + b` of
+            // `d_gates` and `d_hidden_gates`, and columns `b` of `dh` and `dc`, of sequences
+            // `b < mid` and `b >= mid` respectively (disjoint), a side running sequences the
+            // other handed over only from the step it stopped at ([`Handoff::run_side`]); all
+            // are borrowed mutably by `lp` until `join` has returned from both.
+            let steps = |bs, first, poll: Poll<'_>| unsafe { backward_steps(lp, bs, first, poll) };
             nn_core::pool::join(
-                || unsafe { backward_side(lp, hand, 0, 0..mid, dh_lo, dc_lo) },
-                move || unsafe { backward_side(lp, hand, 1, mid..batch, dh_hi, dc_hi) },
+                || hand.run_side(0, 0..mid, steps),
+                move || hand.run_side(1, mid..batch, steps),
             );
         }
     }
