@@ -113,16 +113,16 @@ impl RecurrentConfig {
                 )));
             }
         }
-        crate::weights::gate_rows(self.cell, self.hidden_size)?;
-        if self
-            .hidden_size
-            .checked_mul(self.num_directions())
-            .is_none()
-        {
-            return Err(Error::InvalidConfig(format!(
-                "RecurrentConfig: hidden_size {} overflows for two directions",
-                self.hidden_size
-            )));
+        for (what, factor) in [
+            ("gate blocks", self.cell.gate_count()),
+            ("directions", self.num_directions()),
+        ] {
+            if self.hidden_size.checked_mul(factor).is_none() {
+                return Err(Error::InvalidConfig(format!(
+                    "RecurrentConfig: hidden_size {} times {factor} {what} overflows",
+                    self.hidden_size
+                )));
+            }
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 
 use crate::{CellKind, Recurrent};
 use nn_core::tensor_io::{TensorFile, TensorWriter};
-use nn_core::{Error, Float, Init, Module, Param, Result, Rng};
+use nn_core::{Float, Init, Module, Param, Result, Rng};
 use std::path::Path;
 
 /// The four tensors of one layer-direction, with their PyTorch names.
@@ -29,20 +29,10 @@ pub struct DirectionWeights<T: Float> {
     names: [String; 4],
 }
 
-/// `G·H`, the rows of every tensor of a layer-direction, or `InvalidConfig` when it overflows.
-pub(crate) fn gate_rows(cell: CellKind, hidden: usize) -> Result<usize> {
-    cell.gate_count().checked_mul(hidden).ok_or_else(|| {
-        Error::InvalidConfig(format!(
-            "RecurrentConfig: {} gate blocks of hidden_size {hidden} overflow",
-            cell.gate_count()
-        ))
-    })
-}
-
 impl<T: Float> DirectionWeights<T> {
     /// Zero tensors for layer `layer`, forward or reverse, with `input` features in; sizes too
-    /// large to allocate are [`nn_core::Error::TooLarge`] (or `InvalidConfig` when `G·H`
-    /// overflows).
+    /// large to allocate are [`nn_core::Error::TooLarge`]. The sizes come from a validated
+    /// [`crate::RecurrentConfig`], so `G·H` fits.
     pub(crate) fn zeros(
         cell: CellKind,
         input: usize,
@@ -50,7 +40,7 @@ impl<T: Float> DirectionWeights<T> {
         layer: usize,
         reverse: bool,
     ) -> Result<Self> {
-        let rows = gate_rows(cell, hidden)?;
+        let rows = cell.gate_count() * hidden;
         let suffix = if reverse { "_reverse" } else { "" };
         let name = |what: &str| format!("{what}_l{layer}{suffix}");
         let zeros = |cols| nn_core::try_zeros("RecurrentConfig::init weights", rows, cols);
