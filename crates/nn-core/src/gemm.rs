@@ -292,9 +292,9 @@ impl<T: Float> RawGemm<T> {
 
 /// Products of fewer multiply-adds (`m·k·n`) than this skip matrixmultiply in [`matmul`]: they
 /// run on the calling thread through the packed kernel (`op(A)` packed per call into a reused
-/// per-thread buffer, `op(B)` read in place). matrixmultiply would split some of them over threads (it decides by `m·k + k·n`),
-/// where waking and waiting for a thread costs more than the product (batch-1 training steps
-/// spent about a fifth of their time in the scheduler).
+/// per-thread buffer, `op(B)` read in place). matrixmultiply would split some of them over
+/// threads (it decides by `m·k + k·n`), where waking and waiting for a thread costs more than
+/// the product (batch-1 training steps spent about a fifth of their time in the scheduler).
 pub const SMALL_PRODUCT_MACS: usize = 1 << 21;
 
 /// `C (=|+=) op(A) op(B)`, the common case of [`gemm`] with `alpha = 1`. Small products (see

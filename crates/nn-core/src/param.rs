@@ -20,8 +20,8 @@ pub struct Param<T: Float> {
 }
 
 impl<T: Float> Param<T> {
-    /// [`Param::matrix`], with [`Error::TooLarge`](crate::Error::TooLarge) instead of an abort when the gradient cannot
-    /// be allocated.
+    /// [`Param::matrix`], with [`Error::TooLarge`](crate::Error::TooLarge) instead of an abort
+    /// when the gradient cannot be allocated.
     pub fn try_matrix(value: DMatrix<T>) -> Result<Self> {
         let grad = try_zeros("Param gradient", value.nrows(), value.ncols())?;
         Ok(Param {
@@ -31,8 +31,8 @@ impl<T: Float> Param<T> {
         })
     }
 
-    /// [`Param::vector`], with [`Error::TooLarge`](crate::Error::TooLarge) instead of an abort when it cannot be
-    /// allocated.
+    /// [`Param::vector`], with [`Error::TooLarge`](crate::Error::TooLarge) instead of an abort
+    /// when it cannot be allocated.
     pub fn try_vector(n: usize) -> Result<Self> {
         Ok(Param {
             value: try_zeros("Param value", n, 1)?,

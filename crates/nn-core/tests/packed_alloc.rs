@@ -1,8 +1,8 @@
 //! `packed_matmul` allocates nothing once the weight is packed, and neither do `matmul`'s small
 //! products once their per-thread packing buffer has grown: a counting global allocator watches
-//! a recurrent-style time loop and repeated small products. It counts the calling thread's allocations only: the
-//! test harness's own threads (and the opt-in helper thread's one-time start-up) allocate at
-//! moments of their own choosing, which made a process-wide count flaky.
+//! a recurrent-style time loop and repeated small products. It counts the calling thread's
+//! allocations only: the test harness's own threads (and the opt-in helper thread's one-time
+//! start-up) allocate at moments of their own choosing, which made a process-wide count flaky.
 
 use nalgebra::DMatrix;
 use nn_core::{Accum, PackedMatrix, Trans, packed_matmul, packed_matmul_threaded};
