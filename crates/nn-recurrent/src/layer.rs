@@ -1124,7 +1124,13 @@ mod tests {
     use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
     use nalgebra::DMatrix;
     use nn_core::{Float, Module, Rng};
+    use std::sync::Mutex;
     use std::sync::atomic::Ordering;
+
+    /// The split-loop tests run one at a time: `SLOW_SIDE` and `GRANTS` are process-wide, so a
+    /// hand-off counted by one test is its own, and neither test takes the pool's helper from
+    /// the other.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     fn fill<T: Float>(rows: usize, cols: usize, seed: usize) -> DMatrix<T> {
         DMatrix::from_fn(rows, cols, |i, j| {
@@ -1179,6 +1185,7 @@ mod tests {
 
     #[test]
     fn split_time_loops_give_the_serial_results_bit_for_bit() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         for cell in CellKind::ALL {
             for (layers, bidi) in [(1, false), (2, true)] {
                 for (steps, batch) in [(5, 5), (1, 2), (3, 8)] {
@@ -1207,6 +1214,7 @@ mod tests {
     /// of its remaining sequences ([`crate::handoff`]); the results keep the serial bits.
     #[test]
     fn handed_over_sequences_give_the_serial_results_bit_for_bit() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         for slow in [2, 1] {
             for cell in CellKind::ALL {
                 let config = RecurrentConfig::new(cell, 3, 6)
@@ -1214,8 +1222,8 @@ mod tests {
                     .with_bidirectional(true);
                 let (steps, batch) = (6, 8);
                 let serial = run::<f64>(&config, steps, batch, false);
-                // The pool runs both sides on one thread when its helper is busy (other tests):
-                // then nothing is handed over, so try a few times.
+                // The pool runs both sides on one thread when its helper is busy (tests of other
+                // modules): then nothing is handed over, so try a few times.
                 let mut handed = false;
                 for _ in 0..20 {
                     let before = GRANTS.load(Ordering::Relaxed);
