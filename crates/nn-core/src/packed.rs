@@ -39,14 +39,6 @@
 //! path), then `C = acc` or `C = C + acc`. So the result does not depend on `n`, on the column
 //! offset, or on how many threads ran, only on the instruction set.
 //!
-//! # Prefetching the caller's next operand
-//!
-//! [`packed_matmul_prefetch`] also pulls a matrix the caller names (in a time loop: the next
-//! step's gate columns, written long before by the input projection and since evicted to L3 or
-//! memory) into the core's L2 cache while the product runs, a share of its cache lines after
-//! each panel, so the requests are spread over the product instead of issued in one burst. A
-//! prefetch never faults and changes no value; it is a hint.
-//!
 //! # Threads
 //!
 //! [`packed_matmul`] runs on the calling thread. [`packed_matmul_threaded`] (opt-in) shares the
@@ -217,67 +209,6 @@ struct Problem<T> {
     rsc: isize,
     csc: isize,
     add: bool,
-    /// What to pull into L2 while the product runs ([`Prefetch::NONE`]: nothing).
-    pf: Prefetch<T>,
-}
-
-/// A column-major block to prefetch: `cols` columns of `rows` contiguous values, `cs` values
-/// apart, from `base`. Only ever handed to prefetch instructions, never dereferenced.
-#[derive(Clone, Copy, Debug)]
-struct Prefetch<T> {
-    base: *const T,
-    rows: usize,
-    cols: usize,
-    cs: isize,
-}
-
-impl<T> Prefetch<T> {
-    const NONE: Self = Self {
-        base: std::ptr::null(),
-        rows: 0,
-        cols: 0,
-        cs: 0,
-    };
-
-    /// The block `m` covers, or [`Prefetch::NONE`] when its rows are not contiguous.
-    fn of<R: Dim, C: Dim, S: RawStorage<T, R, C>>(m: &Matrix<T, R, C, S>) -> Self {
-        let (rs, cs) = m.strides();
-        if rs != 1 || m.is_empty() {
-            return Self::NONE;
-        }
-        Self {
-            base: m.data.ptr(),
-            rows: m.nrows(),
-            cols: m.ncols(),
-            cs: cs as isize,
-        }
-    }
-
-    /// Prefetches share `p` of `parts` of every column's cache lines into L2.
-    #[inline(always)]
-    fn share(&self, p: usize, parts: usize) {
-        if self.base.is_null() {
-            return;
-        }
-        const LINE: usize = 64;
-        for j in 0..self.cols {
-            // `wrapping_offset`: the address is only given to a prefetch, which never faults.
-            let col = self.base.wrapping_offset(j as isize * self.cs) as usize;
-            let first = col & !(LINE - 1);
-            let lines = (col + self.rows * std::mem::size_of::<T>() - first).div_ceil(LINE);
-            for l in p * lines / parts..(p + 1) * lines / parts {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: prefetching is a hint; it reads nothing visible and never faults,
-                // whatever the address.
-                unsafe {
-                    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-                    _mm_prefetch::<_MM_HINT_T1>((first + l * LINE) as *const i8);
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = l;
-            }
-        }
-    }
 }
 
 /// `C (=|+=) op(A) · B` with a packed `op(A)`, on the calling thread, allocating nothing.
@@ -302,36 +233,7 @@ pub fn packed_matmul<T, R1, C1, SC, R2, C2, SB>(
     C2: Dim,
     SB: RawStorage<T, R2, C2>,
 {
-    packed_matmul_with(c, accum, a, b, best_isa(), false, Prefetch::NONE);
-}
-
-/// [`packed_matmul`] that also pulls `next` into the core's L2 cache while it runs (see
-/// [Prefetching](self#prefetching-the-callers-next-operand)): for a caller whose next step reads
-/// data that is no longer in cache. `next` is only prefetched, never read; a `next` whose rows
-/// are not contiguous is ignored. The result is [`packed_matmul`]'s, bit for bit.
-///
-/// # Panics
-/// As [`packed_matmul`].
-#[track_caller]
-pub fn packed_matmul_prefetch<T, R1, C1, SC, R2, C2, SB, R3, C3, S3>(
-    c: &mut Matrix<T, R1, C1, SC>,
-    accum: Accum,
-    a: &PackedMatrix<T>,
-    b: &Matrix<T, R2, C2, SB>,
-    next: &Matrix<T, R3, C3, S3>,
-) where
-    T: Float,
-    R1: Dim,
-    C1: Dim,
-    SC: RawStorageMut<T, R1, C1>,
-    R2: Dim,
-    C2: Dim,
-    SB: RawStorage<T, R2, C2>,
-    R3: Dim,
-    C3: Dim,
-    S3: RawStorage<T, R3, C3>,
-{
-    packed_matmul_with(c, accum, a, b, best_isa(), false, Prefetch::of(next));
+    packed_matmul_with(c, accum, a, b, best_isa(), false);
 }
 
 /// [`packed_matmul`], sharing products of at least [`PARALLEL_MIN_MACS`] multiply-adds with a
@@ -358,7 +260,7 @@ pub fn packed_matmul_threaded<T, R1, C1, SC, R2, C2, SB>(
     C2: Dim,
     SB: RawStorage<T, R2, C2>,
 {
-    packed_matmul_with(c, accum, a, b, best_isa(), true, Prefetch::NONE);
+    packed_matmul_with(c, accum, a, b, best_isa(), true);
 }
 
 #[track_caller]
@@ -369,7 +271,6 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
     b: &Matrix<T, R2, C2, SB>,
     isa: Isa,
     allow_threads: bool,
-    pf: Prefetch<T>,
 ) where
     T: Float,
     R1: Dim,
@@ -402,7 +303,6 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
             (rsc as isize, csc as isize),
             isa,
             allow_threads,
-            pf,
         )
     }
 }
@@ -424,20 +324,7 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
     c_strides: (isize, isize),
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        run_parts(
-            accum,
-            a,
-            b,
-            b_strides,
-            n,
-            c,
-            c_strides,
-            best_isa(),
-            false,
-            Prefetch::NONE,
-        )
-    }
+    unsafe { run_parts(accum, a, b, b_strides, n, c, c_strides, best_isa(), false) }
 }
 
 /// The product on raw parts, shared by [`packed_matmul`] (and its threaded form) and
@@ -457,7 +344,6 @@ unsafe fn run_parts<T: Float>(
     (rsc, csc): (isize, isize),
     isa: Isa,
     allow_threads: bool,
-    pf: Prefetch<T>,
 ) {
     let (m, k) = (a.rows, a.cols);
     if m == 0 || n == 0 {
@@ -486,7 +372,6 @@ unsafe fn run_parts<T: Float>(
         rsc,
         csc,
         add: accum == Accum::Add,
-        pf,
     };
     let panels = m.div_ceil(panel_rows::<T>());
     // SAFETY: `a.buf` holds `panels · MR · k` values (pack's invariant); `b` and `c` as the
@@ -661,9 +546,7 @@ unsafe fn drive_mr<T: Float, const MR: usize, const FMA: bool>(
             }
             return;
         }
-        let panels = prob.m.div_ceil(MR);
         for p in p0..p1 {
-            prob.pf.share(p, panels);
             let mut j = 0;
             while j < n {
                 let w = block_width(n - j);
@@ -829,15 +712,7 @@ mod tests {
                                         DMatrix::from_element(m, n, T::cast(f64::NAN))
                                     }
                                 };
-                                packed_matmul_with(
-                                    &mut got,
-                                    accum,
-                                    &packed,
-                                    &b,
-                                    isa,
-                                    true,
-                                    Prefetch::NONE,
-                                );
+                                packed_matmul_with(&mut got, accum, &packed, &b, isa, true);
                                 let err = (got - want).amax().as_f64();
                                 assert!(
                                     err <= tol::<T>(k),
@@ -862,27 +737,6 @@ mod tests {
     }
 
     #[test]
-    fn prefetching_changes_no_value() {
-        // `next` holds NaN and overlaps nothing of the product; with a non-unit row stride it is
-        // ignored. Either way the result is `packed_matmul`'s, bit for bit.
-        let (m, k, n) = (37, 21, 16);
-        let a = rand_mat::<f32>(m, k, 5);
-        let mut packed = PackedMatrix::new();
-        packed.pack(&a, Trans::No);
-        let x = rand_mat::<f32>(k, n, 6);
-        let next = DMatrix::from_element(2 * m, 3 * n, f32::NAN);
-        let mut want = rand_mat::<f32>(m, n, 7);
-        let mut got = want.clone();
-        let mut got_t = want.clone();
-        packed_matmul(&mut want, Accum::Add, &packed, &x);
-        packed_matmul_prefetch(&mut got, Accum::Add, &packed, &x, &next.columns(n, n));
-        packed_matmul_prefetch(&mut got_t, Accum::Add, &packed, &x, &next.transpose());
-        assert_eq!(got, want);
-        assert_eq!(got_t, want);
-        assert!(next.iter().all(|v| v.is_nan()));
-    }
-
-    #[test]
     fn column_views_and_replace_ignores_nan() {
         let (m, k, n) = (19, 9, 7);
         for isa in isas() {
@@ -899,7 +753,6 @@ mod tests {
                     &x.columns(3, n),
                     isa,
                     true,
-                    Prefetch::NONE,
                 );
                 let b = x.columns(3, n).into_owned();
                 let mut want = DMatrix::zeros(m, n);
@@ -915,7 +768,6 @@ mod tests {
                     &x.columns(3, n),
                     isa,
                     true,
-                    Prefetch::NONE,
                 );
                 assert!((y.columns(5, n) - &want * 2.0).amax() < 1e-13);
             }
@@ -944,7 +796,6 @@ mod tests {
                 &bview,
                 isa,
                 true,
-                Prefetch::NONE,
             );
             assert!((c.view_with_steps((0, 0), (m, n), (2, 0)) - want).amax() < 1e-5);
             // Rows not in the view are untouched.
@@ -960,15 +811,7 @@ mod tests {
                 nalgebra::Dyn(n),
                 nalgebra::Dyn(1),
             );
-            packed_matmul_with(
-                &mut got,
-                Accum::Replace,
-                &packed,
-                &view,
-                isa,
-                true,
-                Prefetch::NONE,
-            );
+            packed_matmul_with(&mut got, Accum::Replace, &packed, &view, isa, true);
             assert!((got - &a * btv).amax() < 1e-5);
         }
     }
@@ -982,15 +825,7 @@ mod tests {
         let b = rand_mat::<f32>(k, 13, 13);
         for isa in isas() {
             let mut full = DMatrix::zeros(m, 13);
-            packed_matmul_with(
-                &mut full,
-                Accum::Replace,
-                &packed,
-                &b,
-                isa,
-                true,
-                Prefetch::NONE,
-            );
+            packed_matmul_with(&mut full, Accum::Replace, &packed, &b, isa, true);
             for j in 0..13 {
                 for w in 1..=(13 - j).min(4) {
                     let mut part = DMatrix::zeros(m, w);
@@ -1001,7 +836,6 @@ mod tests {
                         &b.columns(j, w),
                         isa,
                         false,
-                        Prefetch::NONE,
                     );
                     assert_eq!(part, full.columns(j, w), "isa {isa:?} j {j} w {w}");
                 }

@@ -35,7 +35,7 @@ use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
     Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_row_sums, check_finite,
-    check_shape, matmul, matmul_bias, packed_matmul, packed_matmul_prefetch,
+    check_shape, matmul, matmul_bias, packed_matmul,
 };
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
@@ -119,20 +119,14 @@ impl Dims {
 /// `out (=|+=) w · h` for one time step: `W_hh · h_{t-1}` in forward, `W_hhᵀ · dG_t` in backward.
 /// This is the only product inside the time loops. `w` was packed once before the loop
 /// ([`PackedMatrix`]), so the step allocates nothing and skips matrixmultiply's per-call repacking.
-/// `next`, when given, is pulled into cache during the product ([`packed_matmul_prefetch`]): the
-/// forward passes the next step's gate columns, which the input projection wrote long before.
 #[inline]
 pub(crate) fn step_product<T: Float>(
     out: &mut DMatrixViewMut<'_, T>,
     accum: Accum,
     w: &PackedMatrix<T>,
     h: &DMatrixView<'_, T>,
-    next: Option<&DMatrixView<'_, T>>,
 ) {
-    match next {
-        Some(next) => packed_matmul_prefetch(out, accum, w, h, next),
-        None => packed_matmul(out, accum, w, h),
-    }
+    packed_matmul(out, accum, w, h);
 }
 
 /// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]): the bias
@@ -344,11 +338,10 @@ unsafe fn forward_steps<T: Float>(
         let (b0, nb) = (bs.start, bs.len());
         let t = dims.step(s);
         let prev = dims.prev(t);
-        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b`, `tp*B + b` or
-        // `tn*B + b` (the next step, for its prefetch) with `b` in `bs`, this call's own (from
-        // the caller, and not given away before the poll at this step's end); `tp` and `tn`
-        // differ from `t`, so a shared slice of their steps never overlaps a mutable one of step
-        // `t`, and each mutable slice is dropped before another one of the same columns is made.
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` with
+        // `b` in `bs`, this call's own (from the caller); `tp != t`, so a shared slice of step
+        // `tp` never overlaps a mutable one of step `t`, and each mutable slice is dropped
+        // before another one of the same columns is made.
         {
             let h_prev = match prev {
                 Some(tp) => {
@@ -363,12 +356,6 @@ unsafe fn forward_steps<T: Float>(
                 }
                 None => DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb),
             };
-            // The next step's gate columns (its input projection), read by the next product
-            // (LSTM, RNN) or cell (GRU): long out of cache, so prefetched during this product.
-            let next = (s + 1 < steps).then(|| {
-                let tn = dims.step(s + 1);
-                DMatrixView::from_slice(unsafe { lp.gates.cols(tn * batch + b0, nb) }, gh, nb)
-            });
             match cell {
                 CellKind::Gru => step_product(
                     &mut DMatrixViewMut::from_slice(
@@ -379,7 +366,6 @@ unsafe fn forward_steps<T: Float>(
                     Accum::Replace,
                     lp.packed,
                     &h_prev,
-                    next.as_ref(),
                 ),
                 _ => step_product(
                     &mut DMatrixViewMut::from_slice(
@@ -390,7 +376,6 @@ unsafe fn forward_steps<T: Float>(
                     Accum::Add,
                     lp.packed,
                     &h_prev,
-                    next.as_ref(),
                 ),
             }
         }
@@ -538,7 +523,6 @@ unsafe fn backward_steps<T: Float>(
             accum,
             lp.packed,
             &DMatrixView::from_slice(d_g, gh, nb),
-            None,
         );
         if let Some((hand, side)) = handoff {
             #[cfg(test)]

@@ -181,14 +181,12 @@ impl<T: Float> Recurrent<T> {
                         Accum::Replace,
                         packed_hh,
                         &h_prev,
-                        None,
                     ),
                     _ => step_product(
                         &mut gates.columns_mut(0, batch),
                         Accum::Add,
                         packed_hh,
                         &h_prev,
-                        None,
                     ),
                 }
             }
