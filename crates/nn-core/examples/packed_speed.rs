@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p nn-core --example packed_speed
 //! PAIR=1 cargo run --release -p nn-core --example packed_speed   # one thread against two
+//! SWEEP=1 cargo run --release -p nn-core --example packed_speed  # kernel against FMA peak
 //! ```
 //!
 //! Columns: `matmul` (matrixmultiply, on one thread here unless `MATMUL_NUM_THREADS` is set;
@@ -95,9 +96,101 @@ fn pair() {
     }
 }
 
+/// One core's peak: 12 independent chains of 8-lane fused multiply-adds, GFLOP/s.
+#[cfg(target_arch = "x86_64")]
+fn fma_peak() -> f64 {
+    #[target_feature(enable = "avx2,fma")]
+    fn chains(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm256_setzero_ps(); 12];
+        let (a, b) = (_mm256_set1_ps(1.000_000_1), _mm256_set1_ps(0.999_999_9));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(a, b, *v);
+            }
+        }
+        let mut sum = _mm256_setzero_ps();
+        for v in acc {
+            sum = _mm256_add_ps(sum, v);
+        }
+        let mut out = [0f32; 8];
+        // SAFETY: `out` holds the 8 lanes written.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+    if !nn_core::simd::has_avx2_fma() {
+        return f64::NAN;
+    }
+    let iters = 20_000_000;
+    let t = Instant::now();
+    // SAFETY: avx2 and fma were detected just above.
+    black_box(unsafe { chains(iters) });
+    2.0 * 8.0 * 12.0 * iters as f64 / t.elapsed().as_secs_f64() * 1e-9
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak() -> f64 {
+    f64::NAN
+}
+
+/// `SWEEP=1`: one thread, the forward time loop's product (`m x 256 · 256 x 16`, `C +=`) for
+/// weights of 16 KiB to 1 MiB, against one core's FMA peak measured in the same round. `hot`:
+/// the same `B` and `C` columns every call (all in cache); `moving`: each of 64 calls takes the
+/// next columns of sequence-sized `B` and `C`, as the time loop does. Medians of 7 rounds.
+fn sweep() {
+    let (k, n, steps, rounds) = (256usize, 16usize, 64usize, 7usize);
+    let ms = [16usize, 128, 1024];
+    let x = rand_mat(k, steps * 32, 2);
+    let (mut peak, mut hot, mut moving) = (vec![], vec![vec![]; ms.len()], vec![vec![]; ms.len()]);
+    for _ in 0..rounds {
+        peak.push(fma_peak());
+        for (mi, &m) in ms.iter().enumerate() {
+            let mut packed = PackedMatrix::new();
+            packed.pack(&rand_mat(m, k, 1), Trans::No);
+            let mut gates = rand_mat(m, steps * 32, 3);
+            let flops = 2.0 * (m * k * n * steps) as f64;
+            let reps = ((1.5e8 / flops) as usize).max(1);
+            for (stride, out) in [(0, &mut hot[mi]), (32, &mut moving[mi])] {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for s in 0..steps {
+                        let c0 = s * stride;
+                        packed_matmul(
+                            &mut gates.columns_mut(c0, n),
+                            Accum::Add,
+                            &packed,
+                            &x.columns(c0, n),
+                        );
+                    }
+                }
+                out.push(flops * reps as f64 / t.elapsed().as_secs_f64() * 1e-9);
+            }
+            black_box(&mut gates);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("one core's FMA peak: {:.1} GF/s (median)", median(&peak));
+    for (mi, &m) in ms.iter().enumerate() {
+        println!(
+            "{m}x{k}·{k}x{n} ({} KiB weight): hot {:.1} GF/s, moving {:.1} GF/s (medians)",
+            m * k * 4 / 1024,
+            median(&hot[mi]),
+            median(&moving[mi])
+        );
+    }
+}
+
 fn main() {
     if std::env::var_os("PAIR").is_some() {
         pair();
+        return;
+    }
+    if std::env::var_os("SWEEP").is_some() {
+        sweep();
         return;
     }
     if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
