@@ -9,7 +9,7 @@
 
 use crate::{
     Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, add_row_sums,
-    check_finite, check_shape, matmul, matmul_bias,
+    check_finite, check_shape, matmul, matmul_bias, try_zeros,
 };
 use nalgebra::{DMatrix, Dyn, Matrix, RawStorage, RawStorageMut};
 
@@ -79,7 +79,8 @@ impl<T: Float> Dense<T> {
 
     /// `y = W x + b` into a new matrix `(out, N)`.
     pub fn forward(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
-        let mut y = DMatrix::zeros(self.output_size(), x.ncols());
+        self.check_input(x)?;
+        let mut y = try_zeros("Dense output", self.output_size(), x.ncols())?;
         self.forward_to(x, &mut y)?;
         Ok(y)
     }
@@ -111,7 +112,8 @@ impl<T: Float> Dense<T> {
 
     /// Adds `dy · xᵀ` to `weight.grad` and the column sums of `dy` to `bias.grad`; returns `dx`.
     pub fn backward(&mut self, x: &DMatrix<T>, dy: &DMatrix<T>) -> Result<DMatrix<T>> {
-        let mut dx = DMatrix::zeros(self.input_size(), x.ncols());
+        self.check_input(x)?;
+        let mut dx = try_zeros("Dense input gradient", self.input_size(), x.ncols())?;
         self.backward_to(x, dy, Some(&mut dx))?;
         Ok(dx)
     }
@@ -211,6 +213,22 @@ mod tests {
                 Err(Error::TooLarge { .. })
             ));
         }
+    }
+
+    #[test]
+    fn outputs_too_large_to_allocate_are_errors() {
+        // 2^24 outputs of one input (a 64 MiB weight) on 2^24 columns (a 64 MiB input): the
+        // output would take 2^48 values (1 PiB, more than the address space).
+        let mut rng = Rng::seed_from(0);
+        let dense = Dense::<f32>::new(1, 1 << 24, &mut rng).unwrap();
+        let x = DMatrix::zeros(1, 1 << 24);
+        assert!(matches!(
+            dense.forward(&x),
+            Err(Error::TooLarge {
+                op: "Dense output",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -176,10 +176,20 @@ impl<T: Float> Default for SeqWorkspace<T> {
     }
 }
 
-fn ensure<T: Float>(m: &mut DMatrix<T>, rows: usize, cols: usize) {
+/// Resizes a workspace buffer to `(rows, cols)` when its shape differs; a size that cannot be
+/// allocated (the head's outputs times a very long sequence batch, say) is `TooLarge`.
+fn ensure<T: Float>(
+    m: &mut DMatrix<T>,
+    op: &'static str,
+    rows: usize,
+    cols: usize,
+) -> nn_core::Result<()> {
     if m.shape() != (rows, cols) {
-        *m = DMatrix::zeros(rows, cols);
+        // Free the old buffer first, so that both are never held at once.
+        *m = DMatrix::zeros(0, 0);
+        *m = nn_core::try_zeros(op, rows, cols)?;
     }
+    Ok(())
 }
 
 impl<T: Float> SeqWorkspace<T> {
@@ -279,8 +289,13 @@ impl<T: Float> SeqModel<T> {
         } else {
             (0, steps * batch)
         };
-        ensure(&mut ws.logits, self.output_size(), cols);
-        ensure(&mut ws.d_logits, self.output_size(), cols);
+        ensure(&mut ws.logits, "SeqModel logits", self.output_size(), cols)?;
+        ensure(
+            &mut ws.d_logits,
+            "SeqModel logit gradient",
+            self.output_size(),
+            cols,
+        )?;
         self.head
             .forward_to(&out.columns(first, cols), &mut ws.logits)?;
         Ok(())
@@ -338,7 +353,12 @@ impl<T: Float> SeqModel<T> {
         let last_only = target.objective().last_step_only();
         let first = if last_only { (steps - 1) * batch } else { 0 };
         let cols = ws.logits.ncols();
-        ensure(&mut ws.d_output, self.rnn.output_size(), steps * batch);
+        ensure(
+            &mut ws.d_output,
+            "SeqModel output gradient",
+            self.rnn.output_size(),
+            steps * batch,
+        )?;
         if last_only {
             ws.d_output.fill(T::zero());
         }

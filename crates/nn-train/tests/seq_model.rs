@@ -115,3 +115,31 @@ fn bidirectional_head_takes_both_directions_and_bad_input_is_an_error() {
             .is_err()
     );
 }
+
+#[test]
+fn logits_too_large_to_allocate_are_an_error() {
+    // A valid model (a head of 2^24 outputs on one hidden unit, 64 MiB) and a valid batch (2^24
+    // one-value steps, 64 MiB) whose logits would take 2^48 values (1 PiB, more than the address
+    // space): `TooLarge` from the workspace, not an abort.
+    let rnn = RecurrentConfig::new(CellKind::Rnn(Nonlinearity::Tanh), 1, 1);
+    let model: SeqModel<f32> = SeqModelConfig::new(rnn, 1 << 24)
+        .init(&mut Rng::seed_from(0))
+        .unwrap();
+    let batch = 1 << 12;
+    let x = DMatrix::<f32>::zeros(1, 1 << 24);
+    let mut ws = SeqWorkspace::new();
+    let err = model.forward(&x, batch, None, false, &mut ws).unwrap_err();
+    assert!(
+        matches!(
+            core(err),
+            nn_core::Error::TooLarge {
+                op: "SeqModel logits",
+                ..
+            }
+        ),
+        "expected TooLarge"
+    );
+    // The workspace still works for a batch that fits.
+    let x = DMatrix::<f32>::zeros(1, 2);
+    assert!(model.forward(&x, 1, None, true, &mut ws).is_ok());
+}
