@@ -282,13 +282,12 @@ impl<T: Float> SeqModel<T> {
         ws: &mut SeqWorkspace<T>,
     ) -> Result<()> {
         let steps = self.steps(x, batch)?;
-        self.rnn.forward(x, batch, initial, &mut ws.cache)?;
-        let out = ws.cache.output();
         let (first, cols) = if last_step_only {
             ((steps - 1) * batch, batch)
         } else {
             (0, steps * batch)
         };
+        // Before the layer runs, so that a batch whose logits cannot be held fails at once.
         ensure(&mut ws.logits, "SeqModel logits", self.output_size(), cols)?;
         ensure(
             &mut ws.d_logits,
@@ -296,6 +295,8 @@ impl<T: Float> SeqModel<T> {
             self.output_size(),
             cols,
         )?;
+        self.rnn.forward(x, batch, initial, &mut ws.cache)?;
+        let out = ws.cache.output();
         self.head
             .forward_to(&out.columns(first, cols), &mut ws.logits)?;
         Ok(())
