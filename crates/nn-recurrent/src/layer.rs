@@ -942,12 +942,12 @@ fn forward_direction<T: Float>(
         None => unsafe { forward_steps(&lp, 0..batch, 0, None) },
         Some(mid) => {
             let lp = &lp;
-            // SAFETY: the two calls touch the columns `t*B + b` of sequences `b < mid` and
-            // `b >= mid` respectively (see `forward_steps`): disjoint sets; `out`, `gates`, ...
-            // are borrowed mutably by `lp` until `join` has returned from both.
             let hand = &Handoff::new();
-            // SAFETY (both steps closures): as above, and a side runs sequences the other handed
-            // over only from the step it stopped at, after the hand-off ([`Handoff::run_side`]).
+            // SAFETY (both steps closures): the two sides touch the columns `t*B + b` of
+            // sequences `b < mid` and `b >= mid` respectively (see `forward_steps`): disjoint
+            // sets, a side running sequences the other handed over only from the step it stopped
+            // at, after the hand-off ([`Handoff::run_side`]); `out`, `gates`, ... are borrowed
+            // mutably by `lp` until `join` has returned from both.
             let steps = |bs, first, poll: Poll<'_>| unsafe { forward_steps(lp, bs, first, poll) };
             nn_core::pool::join(
                 || hand.run_side(0, 0..mid, steps),
