@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Ours against PyTorch, one workload at a time, interleaved.
+
+For each workload: ROUNDS rounds of `xtask bench --only W` and `torch_reference.py --only W`
+(the order swapped every round, so that a drift of the machine weighs on both), then the ratio
+of the two medians of tokens/s. Needs `cargo build --release -p xtask` and `pip install torch`.
+
+    python3 benches/vs_torch.py [--rounds 5] [--seconds 3] [--only lstm-m,gru-m]
+        [--torch-script ../shared/bench/torch_reference.py]
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"seed": 50, "small": 3, "rnn-m": 1.5, "lstm-m": 1.2, "gru-m": 2, "lstm-l": 1.2}
+
+
+def tokens_per_s(cmd, name):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("{"):
+            d = json.loads(line)
+            if d["name"] == name:
+                return d["tokens_per_s"]
+    sys.exit(f"no result for {name} from {' '.join(cmd)}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--only", default=",".join(TARGETS))
+    ap.add_argument("--torch-script",
+                    default=str(ROOT.parent / "shared/bench/torch_reference.py"))
+    a = ap.parse_args()
+    ours_bin = str(ROOT / "target/release/xtask")
+    for name in a.only.split(","):
+        ours_cmd = [ours_bin, "bench", "--seconds", str(a.seconds), "--only", name]
+        torch_cmd = [sys.executable, a.torch_script, "--seconds", str(a.seconds),
+                     "--threads", "2", "--only", name]
+        ours, torch = [], []
+        for r in range(a.rounds):
+            pair = [(ours_cmd, ours), (torch_cmd, torch)]
+            for cmd, acc in pair if r % 2 == 0 else reversed(pair):
+                acc.append(tokens_per_s(cmd, name))
+        o, t = statistics.median(ours), statistics.median(torch)
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            verdict = f"  target {target:g}: " + ("met" if o / t >= target else "not met")
+        print(f"{name}: ours {o / 1e3:.1f}k, PyTorch {t / 1e3:.1f}k tokens/s (medians of "
+              f"{a.rounds} rounds), ratio {o / t:.3f}{verdict}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
