@@ -577,9 +577,24 @@ impl<T: Float> Recurrent<T> {
     }
 
     /// A zero state for batch `B`: `h` (and `c` for the LSTM) `(H, L*D*B)`.
+    ///
+    /// # Panics
+    /// When the state cannot be allocated (a batch no machine holds); [`try_zero_state`]
+    /// returns an error instead.
+    ///
+    /// [`try_zero_state`]: Self::try_zero_state
     pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
+        match self.try_zero_state(batch) {
+            Ok(state) => state,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`zero_state`](Self::zero_state), or [`Error::TooLarge`](nn_core::Error::TooLarge) when
+    /// `L*D*B` columns cannot be allocated.
+    pub fn try_zero_state(&self, batch: usize) -> Result<RecurrentState<T>> {
         let c = &self.config;
-        RecurrentState::zeros(
+        RecurrentState::try_zeros(
             c.hidden_size,
             c.num_layers * c.num_directions(),
             batch,

@@ -4,7 +4,7 @@
 //! direction `d` — the bytes of PyTorch's `h_n` / `c_n` `[L*D, B, H]`.
 
 use nalgebra::{DMatrix, DMatrixView};
-use nn_core::Float;
+use nn_core::{Error, Float, Result, try_zeros};
 
 /// Hidden (and, for LSTM, cell) state of all layers and directions.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,11 +17,33 @@ pub struct RecurrentState<T: Float> {
 
 impl<T: Float> RecurrentState<T> {
     /// A zero state of `slots = L*D` blocks of `batch` columns, with a cell state when `with_c`.
+    ///
+    /// # Panics
+    /// When the state cannot be allocated (see [`try_zeros`](Self::try_zeros)).
     pub fn zeros(hidden: usize, slots: usize, batch: usize, with_c: bool) -> Self {
-        RecurrentState {
-            h: DMatrix::zeros(hidden, slots * batch),
-            c: with_c.then(|| DMatrix::zeros(hidden, slots * batch)),
+        match Self::try_zeros(hidden, slots, batch, with_c) {
+            Ok(state) => state,
+            Err(e) => panic!("{e}"),
         }
+    }
+
+    /// [`zeros`](Self::zeros), or [`Error::TooLarge`] when `slots * batch` overflows or the
+    /// state cannot be allocated.
+    pub fn try_zeros(hidden: usize, slots: usize, batch: usize, with_c: bool) -> Result<Self> {
+        const OP: &str = "recurrent state";
+        let cols = slots.checked_mul(batch).ok_or(Error::TooLarge {
+            op: OP,
+            rows: hidden,
+            cols: usize::MAX,
+        })?;
+        Ok(RecurrentState {
+            h: try_zeros(OP, hidden, cols)?,
+            c: if with_c {
+                Some(try_zeros(OP, hidden, cols)?)
+            } else {
+                None
+            },
+        })
     }
 
     /// The batch size `B`, given `slots = L*D`.

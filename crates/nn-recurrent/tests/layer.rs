@@ -286,6 +286,35 @@ fn sizes_too_large_to_allocate_are_errors() {
     assert!(matches!(layers, Err(Error::TooLarge { .. })));
 }
 
+/// A zero state for a batch no machine holds is an error from `try_zero_state`; a possible
+/// batch gives the state `zero_state` gives.
+#[test]
+fn zero_states_too_large_to_allocate_are_errors() {
+    let layer = RecurrentConfig::new(CellKind::Lstm, 3, 4)
+        .with_num_layers(2)
+        .with_bidirectional(true)
+        .init::<f32>(&mut Rng::seed_from(0))
+        .unwrap();
+    assert_eq!(layer.try_zero_state(5).unwrap(), layer.zero_state(5));
+    assert_eq!(layer.try_zero_state(5).unwrap().h.shape(), (4, 20));
+    // `L*D*B` overflows usize; then 2^62 values (2^64 bytes), more than isize::MAX bytes; then
+    // 2^50 bytes (1 PiB), more than the address space, refused by the allocator.
+    for batch in [usize::MAX / 2, 1 << 58, 1 << 44] {
+        let e = layer.try_zero_state(batch).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::TooLarge {
+                    op: "recurrent state",
+                    rows: 4,
+                    ..
+                }
+            ),
+            "batch {batch}: {e}"
+        );
+    }
+}
+
 #[test]
 fn bad_inputs_are_typed_errors() {
     let config = RecurrentConfig::new(CellKind::Lstm, 3, 4);
