@@ -6,7 +6,7 @@ For each workload: ROUNDS rounds of `xtask bench --only W` and `torch_reference.
 of the two medians of tokens/s. Needs `cargo build --release -p xtask` and `pip install torch`.
 
     python3 benches/vs_torch.py [--rounds 5] [--seconds 3] [--only lstm-m,gru-m]
-        [--torch-script ../shared/bench/torch_reference.py]
+        [--torch-script benches/torch_reference.py]
 """
 import argparse
 import json
@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--only", default=",".join(TARGETS))
     ap.add_argument("--torch-script",
-                    default=str(ROOT.parent / "shared/bench/torch_reference.py"))
+                    default=str(ROOT / "benches/torch_reference.py"))
     a = ap.parse_args()
     ours_bin = str(ROOT / "target/release/xtask")
     for name in a.only.split(","):
