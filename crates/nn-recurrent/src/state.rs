@@ -38,11 +38,7 @@ impl<T: Float> RecurrentState<T> {
         })?;
         Ok(RecurrentState {
             h: try_zeros(OP, hidden, cols)?,
-            c: if with_c {
-                Some(try_zeros(OP, hidden, cols)?)
-            } else {
-                None
-            },
+            c: with_c.then(|| try_zeros(OP, hidden, cols)).transpose()?,
         })
     }
 
