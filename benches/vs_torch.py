@@ -38,6 +38,8 @@ def main():
                     default=str(ROOT / "benches/torch_reference.py"))
     a = ap.parse_args()
     ours_bin = str(ROOT / "target/release/xtask")
+    if not Path(ours_bin).exists():
+        sys.exit(f"{ours_bin} not found: run `cargo build --release -p xtask` first")
     for name in a.only.split(","):
         ours_cmd = [ours_bin, "bench", "--seconds", str(a.seconds), "--only", name]
         torch_cmd = [sys.executable, a.torch_script, "--seconds", str(a.seconds),
