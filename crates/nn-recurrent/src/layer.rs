@@ -6,9 +6,10 @@
 //! output, so its input size is `D*H`.
 //!
 //! Forward, per layer and direction:
-//! 1. `G_x = W_ih · X + b_ih (+ b_hh)`: one product over all `T*B` columns into the gate buffer.
+//! 1. `G_x = W_ih · X`: one product over all `T*B` columns into the gate buffer.
 //! 2. For each step (in reverse order for `d = 1`): `G_t += W_hh · h_{t-1}` (one product,
-//!    [`step_product`]), then the cell's elementwise math writes `h_t` into the output.
+//!    [`step_product`]), then the cell adds the bias `b_ih + b_hh` ([`bias_column`]) and its
+//!    elementwise math writes `h_t` into the output.
 //!
 //! Backward, per layer (top first) and direction:
 //! 1. The time loop (forward order reversed) only computes `dG_t` from `dh_t` (the upstream `dY`
@@ -35,7 +36,7 @@ use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
     Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_row_sums, check_finite,
-    check_shape, matmul, matmul_bias, packed_matmul,
+    check_shape, matmul, packed_matmul,
 };
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
@@ -129,9 +130,14 @@ pub(crate) fn step_product<T: Float>(
     packed_matmul(out, accum, w, h);
 }
 
-/// `gates = W_ih · x + b_ih + b_hh` (the GRU's `b_hn` excepted, see [`fold_bias`]): the bias
-/// column `bias` (a scratch of `G·H` values) is written into every column, then the product is
-/// added ([`matmul_bias`]: large products in two halves at once, each with its own fill).
+/// `gates = W_ih · x` (large products in two halves at once, see [`matmul`]), and `bias` (a
+/// scratch of `G·H` values) set to the bias column the cells add to it ([`bias_column`]).
+///
+/// The cells add the bias rather than the product starting from it (a bias column written into
+/// every column of the gate buffer, then the product added): that saved writing the
+/// `(G·H, T·B)` gate buffer once and reading it back inside the product, about 2.5% of a `gru-m`
+/// step in paired runs (PERF.md). For the GRU the sums are the same ones (`Wx + b` is `b + Wx`); for the LSTM and
+/// RNN the bias is now added after `W_hh h` instead of before, which can change the last bit.
 fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
@@ -140,11 +146,18 @@ fn project_input<T: Float>(
     bias: &mut [T],
 ) {
     bias_column(cell, w, bias);
-    matmul_bias(gates, bias, &w.weight_ih.value, Trans::No, x, Trans::No);
+    matmul(
+        gates,
+        Accum::Replace,
+        &w.weight_ih.value,
+        Trans::No,
+        x,
+        Trans::No,
+    );
 }
 
-/// Writes the column the input projection starts from: `b_ih + b_hh`, but only `b_in` in a
-/// GRU's `n` block (see [`fold_bias`]).
+/// Writes the bias column the cells add to the gate pre-activations: `b_ih + b_hh`, but only
+/// `b_in` in a GRU's `n` block (see [`fold_bias`]).
 pub(crate) fn bias_column<T: Float>(cell: CellKind, w: &DirectionWeights<T>, bias: &mut [T]) {
     let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
     let hidden = w.weight_hh.value.ncols();
@@ -305,6 +318,7 @@ struct ForwardLoop<'a, T: Float> {
     h0: &'a [T],
     c0: &'a [T],
     b_hn: &'a [T],
+    bias: &'a [T],
     packed: &'a PackedMatrix<T>,
 }
 
@@ -388,7 +402,7 @@ unsafe fn forward_steps<T: Float>(
             let h_new = unsafe { &mut lp.out.cols_mut(col, 1)[r0..r0 + h] };
             let g = unsafe { lp.gates.cols_mut(col, 1) };
             match cell {
-                CellKind::Rnn(act) => rnn::forward(act, g, h_new),
+                CellKind::Rnn(act) => rnn::forward(act, g, lp.bias, h_new),
                 CellKind::Lstm => {
                     let c_prev = match prev {
                         Some(tp) => unsafe { lp.cells.cols(tp * batch + b, 1) },
@@ -396,11 +410,11 @@ unsafe fn forward_steps<T: Float>(
                     };
                     let c_new = unsafe { lp.cells.cols_mut(col, 1) };
                     let tc = unsafe { lp.tanh_cells.cols_mut(col, 1) };
-                    lstm::forward(g, c_prev, c_new, tc, h_new);
+                    lstm::forward(g, lp.bias, c_prev, c_new, tc, h_new);
                 }
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols_mut(col, 1) };
-                    gru::forward(g, hg, lp.b_hn, h_prev, h_new);
+                    gru::forward(g, lp.bias, hg, lp.b_hn, h_prev, h_new);
                 }
             }
         }
@@ -950,6 +964,7 @@ fn forward_direction<T: Float>(
         h0: slot_slice(Some(&initial.h), slot, dims),
         c0: slot_slice(initial.c.as_ref(), slot, dims),
         b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
+        bias: &bias[..],
         packed: packed_hh,
     };
     match split_point(cell, h, batch) {

@@ -1,8 +1,8 @@
 //! One time step of a unidirectional layer, for generation: `x_t` `(I, B)` and the state
 //! `(H, L*B)` in, the new state in place and the top layer's `h_t` `(H, B)` out.
 //!
-//! It runs the sequence forward's arithmetic for one step (the input projection with folded
-//! biases, the same [`step_product`], the same cell code), so feeding a sequence step by step
+//! It runs the sequence forward's arithmetic for one step (the input projection, the same
+//! [`step_product`], the same cell code adding the same folded biases), so feeding a sequence step by step
 //! gives the same numbers as [`Recurrent::forward`], up to rounding in the input projection (the
 //! forward runs large projections through matrixmultiply; a step runs it on the packed kernel).
 //! Both products run on weights packed into the [`StepScratch`], so a warm step allocates
@@ -160,16 +160,14 @@ impl<T: Float> Recurrent<T> {
                 } else {
                     state.h.columns((l - 1) * batch, batch)
                 };
-                // gates = bias + W_ih x, through the packed kernel so that a warm step
-                // allocates nothing (large products share panels with the pool's helper).
+                // gates = W_ih x (the cell adds `bias`, as in the forward), through the packed
+                // kernel so that a warm step allocates nothing (large products share panels
+                // with the pool's helper).
                 bias_column(cell, w, bias);
-                for mut col in gates.column_iter_mut() {
-                    col.copy_from_slice(bias);
-                }
                 packed_ih.pack(&w.weight_ih.value, Trans::No);
                 packed_matmul_threaded(
                     &mut gates.columns_mut(0, batch),
-                    Accum::Add,
+                    Accum::Replace,
                     packed_ih,
                     &input,
                 );
@@ -197,9 +195,10 @@ impl<T: Float> Recurrent<T> {
                 let g = &mut gates.as_mut_slice()[b * gh..][..gh];
                 let hn = &mut h_new.as_mut_slice()[b * h..][..h];
                 match cell {
-                    CellKind::Rnn(act) => rnn::forward(act, g, hn),
+                    CellKind::Rnn(act) => rnn::forward(act, g, bias, hn),
                     CellKind::Lstm => lstm::forward(
                         g,
+                        bias,
                         &c_prev[b * h..][..h],
                         &mut c_new.as_mut_slice()[b * h..][..h],
                         &mut tanh_c.as_mut_slice()[b * h..][..h],
@@ -207,6 +206,7 @@ impl<T: Float> Recurrent<T> {
                     ),
                     CellKind::Gru => gru::forward(
                         g,
+                        bias,
                         &mut hidden_gates.as_mut_slice()[b * gh..][..gh],
                         b_hn,
                         &h_prev[b * h..][..h],

@@ -17,11 +17,13 @@
 use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
 
-/// `gates` (`3H`) holds the input side `gx` (with `b_hr`, `b_hz` folded in) and becomes `r, z, n`;
-/// `hidden` (`3H`) holds `W_hh h_prev` and its `n` block gets `+ b_hn`; writes `h` (`H`).
+/// `gates` (`3H`) holds `W_ih x`; with `bias` (`3H`: `b_ir + b_hr`, `b_iz + b_hz`, `b_in`) it is
+/// the input side `gx`, and becomes `r, z, n`; `hidden` (`3H`) holds `W_hh h_prev` and its `n`
+/// block gets `+ b_hn`; writes `h` (`H`).
 #[inline]
 pub(crate) fn forward<T: Float>(
     gates: &mut [T],
+    bias: &[T],
     hidden: &mut [T],
     b_hn: &[T],
     h_prev: &[T],
@@ -34,7 +36,20 @@ pub(crate) fn forward<T: Float>(
     let (hz, hn) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
-        || forward_lanes(r, z, nn, hr, hz, hn, b_hn, h_prev, h),
+        || {
+            forward_lanes(
+                r,
+                z,
+                nn,
+                [&bias[..n], &bias[n..2 * n], &bias[2 * n..3 * n]],
+                hr,
+                hz,
+                hn,
+                b_hn,
+                h_prev,
+                h,
+            )
+        },
     );
 }
 
@@ -45,6 +60,7 @@ fn forward_lanes<T: Float>(
     r: &mut [T],
     z: &mut [T],
     nn: &mut [T],
+    [br, bz, bn]: [&[T]; 3],
     hr: &[T],
     hz: &[T],
     hn: &mut [T],
@@ -55,11 +71,12 @@ fn forward_lanes<T: Float>(
     let n = h.len();
     let (r, z, nn, hn) = (&mut r[..n], &mut z[..n], &mut nn[..n], &mut hn[..n]);
     let (hr, hz, b_hn, h_prev) = (&hr[..n], &hz[..n], &b_hn[..n], &h_prev[..n]);
+    let (br, bz, bn) = (&br[..n], &bz[..n], &bn[..n]);
     for j in 0..n {
-        r[j] = sigmoid(r[j] + hr[j]);
-        z[j] = sigmoid(z[j] + hz[j]);
+        r[j] = sigmoid(r[j] + br[j] + hr[j]);
+        z[j] = sigmoid(z[j] + bz[j] + hz[j]);
         hn[j] += b_hn[j];
-        nn[j] = tanh(nn[j] + r[j] * hn[j]);
+        nn[j] = tanh(nn[j] + bn[j] + r[j] * hn[j]);
         h[j] = (T::one() - z[j]) * nn[j] + z[j] * h_prev[j];
     }
 }
@@ -134,10 +151,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bias_joins_the_input_side_before_the_reset_gate() {
+        // W_ih x = 0 and bias (b_r, b_z, b_n) give what W_ih x = (b_r, b_z, b_n) does with no
+        // bias: the bias belongs to the input side, outside `r ⊙ (W_hn h + b_hn)`.
+        let bias = [0.3, -0.4, 0.8];
+        let (mut g1, mut g2) = ([0.0; 3], bias);
+        let (mut hid1, mut hid2) = ([0.2, 0.1, -0.6], [0.2, 0.1, -0.6]);
+        let (mut h1, mut h2) = ([0.0], [0.0]);
+        forward(&mut g1, &bias, &mut hid1, &[0.5], &[0.7], &mut h1);
+        forward(&mut g2, &[0.0; 3], &mut hid2, &[0.5], &[0.7], &mut h2);
+        assert_eq!((g1, hid1, h1), (g2, hid2, h2));
+        let r = 1.0 / (1.0 + (-(0.3f64 + 0.2)).exp());
+        assert!((g1[2] - (0.8 + r * (-0.6 + 0.5)).tanh()).abs() < 1e-15);
+    }
+
+    #[test]
     fn zero_gates_by_hand() {
         // gx = 0, W_hh h = 0, b_hn = 1: r = z = 1/2, ĝ_n = 1, n = tanh(1/2), h = n/2 + h_prev/2.
         let (mut gates, mut hidden, mut h) = ([0.0; 3], [0.0; 3], [0.0]);
-        forward(&mut gates, &mut hidden, &[1.0], &[4.0], &mut h);
+        forward(&mut gates, &[0.0; 3], &mut hidden, &[1.0], &[4.0], &mut h);
         let n = 0.5f64.tanh();
         assert_eq!(gates, [0.5, 0.5, n]);
         assert_eq!(hidden[2], 1.0);

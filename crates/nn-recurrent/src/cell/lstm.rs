@@ -14,11 +14,13 @@
 use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
 
-/// Turns the pre-activations in `gates` (`4H`) into `i, f, g, o` in place and computes `c`,
-/// `tanh(c)` and `h` (each `H`) from `c_prev`.
+/// Adds `bias` (`4H`, `b_ih + b_hh`) to the pre-activations in `gates` (`4H`, `W_ih x + W_hh h`),
+/// turns them into `i, f, g, o` in place and computes `c`, `tanh(c)` and `h` (each `H`) from
+/// `c_prev`.
 #[inline]
 pub(crate) fn forward<T: Float>(
     gates: &mut [T],
+    bias: &[T],
     c_prev: &[T],
     c: &mut [T],
     tanh_c: &mut [T],
@@ -28,9 +30,15 @@ pub(crate) fn forward<T: Float>(
     let (i, rest) = gates[..4 * n].split_at_mut(n);
     let (f, rest) = rest.split_at_mut(n);
     let (g, o) = rest.split_at_mut(n);
+    let (bi, bf, bg, bo) = (
+        &bias[..n],
+        &bias[n..2 * n],
+        &bias[2 * n..3 * n],
+        &bias[3 * n..4 * n],
+    );
     nn_core::simd::dispatch(
         #[inline(always)]
-        || forward_lanes(i, f, g, o, c_prev, c, tanh_c, h),
+        || forward_lanes(i, f, g, o, [bi, bf, bg, bo], c_prev, c, tanh_c, h),
     );
 }
 
@@ -42,6 +50,7 @@ fn forward_lanes<T: Float>(
     f: &mut [T],
     g: &mut [T],
     o: &mut [T],
+    [bi, bf, bg, bo]: [&[T]; 4],
     c_prev: &[T],
     c: &mut [T],
     tanh_c: &mut [T],
@@ -49,12 +58,13 @@ fn forward_lanes<T: Float>(
 ) {
     let n = h.len();
     let (i, f, g, o) = (&mut i[..n], &mut f[..n], &mut g[..n], &mut o[..n]);
+    let (bi, bf, bg, bo) = (&bi[..n], &bf[..n], &bg[..n], &bo[..n]);
     let (c_prev, c, tanh_c) = (&c_prev[..n], &mut c[..n], &mut tanh_c[..n]);
     for j in 0..n {
-        i[j] = sigmoid(i[j]);
-        f[j] = sigmoid(f[j]);
-        g[j] = tanh(g[j]);
-        o[j] = sigmoid(o[j]);
+        i[j] = sigmoid(i[j] + bi[j]);
+        f[j] = sigmoid(f[j] + bf[j]);
+        g[j] = tanh(g[j] + bg[j]);
+        o[j] = sigmoid(o[j] + bo[j]);
         c[j] = f[j] * c_prev[j] + i[j] * g[j];
         tanh_c[j] = tanh(c[j]);
         h[j] = o[j] * tanh_c[j];
@@ -128,7 +138,7 @@ mod tests {
         // a = 0: i = f = o = 1/2, g = 0, so c = c_prev/2 and h = tanh(c)/2.
         let mut gates = [0.0; 4];
         let (mut c, mut tc, mut h) = ([0.0], [0.0], [0.0]);
-        forward(&mut gates, &[2.0], &mut c, &mut tc, &mut h);
+        forward(&mut gates, &[0.0; 4], &[2.0], &mut c, &mut tc, &mut h);
         assert_eq!(gates, [0.5, 0.5, 0.0, 0.5]);
         assert_eq!((c[0], tc[0], h[0]), (1.0, 1f64.tanh(), 0.5 * 1f64.tanh()));
         // Only c_n gets a gradient (dc = 1): di = dc·g·i(1-i) = 0, df = dc·c_prev·f(1-f) = 0.5,

@@ -7,20 +7,21 @@
 use crate::Nonlinearity;
 use nn_core::Float;
 
-/// `h = act(pre)`.
+/// `h = act(pre + bias)` (`pre = W_ih x + W_hh h_{t-1}`, `bias = b_ih + b_hh`).
 #[inline]
-pub(crate) fn forward<T: Float>(act: Nonlinearity, pre: &[T], h: &mut [T]) {
+pub(crate) fn forward<T: Float>(act: Nonlinearity, pre: &[T], bias: &[T], h: &mut [T]) {
     match act {
         Nonlinearity::Tanh => nn_core::simd::dispatch(
             #[inline(always)]
             || {
-                for (h, &a) in h.iter_mut().zip(pre) {
-                    *h = nn_core::activation::tanh(a);
+                for ((h, &a), &b) in h.iter_mut().zip(pre).zip(bias) {
+                    *h = nn_core::activation::tanh(a + b);
                 }
             },
         ),
         Nonlinearity::Relu => {
-            for (h, &a) in h.iter_mut().zip(pre) {
+            for ((h, &a), &b) in h.iter_mut().zip(pre).zip(bias) {
+                let a = a + b;
                 *h = if a > T::zero() { a } else { T::zero() };
             }
         }
@@ -57,9 +58,9 @@ mod tests {
     #[test]
     fn tanh_and_relu_by_hand() {
         let mut h = [0.0; 3];
-        forward(Nonlinearity::Tanh, &[0.0, 0.5, -1.0], &mut h);
+        forward(Nonlinearity::Tanh, &[0.0, 0.5, -1.0], &[0.0; 3], &mut h);
         assert_eq!(h, [0.0, 0.5f64.tanh(), (-1.0f64).tanh()]);
-        forward(Nonlinearity::Relu, &[0.0, 0.5, -1.0], &mut h);
+        forward(Nonlinearity::Relu, &[0.0, 0.5, -1.0], &[0.0; 3], &mut h);
         assert_eq!(h, [0.0, 0.5, 0.0]);
         // ReLU: the gradient passes where h > 0; dh + dy = 1 + 2 = 3.
         let mut d = [9.0; 3];
