@@ -135,9 +135,11 @@ pub(crate) fn step_product<T: Float>(
 ///
 /// The cells add the bias rather than the product starting from it (a bias column written into
 /// every column of the gate buffer, then the product added): that saved writing the
-/// `(G·H, T·B)` gate buffer once and reading it back inside the product, about 2.5% of a `gru-m`
-/// step in paired runs (PERF.md). For the GRU the sums are the same ones (`Wx + b` is `b + Wx`); for the LSTM and
-/// RNN the bias is now added after `W_hh h` instead of before, which can change the last bit.
+/// `(G·H, T·B)` gate buffer once and reading it back inside the product, about 2.5% of a
+/// `gru-m` step in paired runs (PERF.md). The GRU's sums are the same ones when the product's
+/// inner dimension `I` fits one of matrixmultiply's `k` blocks (256): `Wx + b` is `b + Wx`.
+/// Otherwise, and for the LSTM and RNN (whose bias now comes after `W_hh h`), the last bit of
+/// a pre-activation can change.
 fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
