@@ -19,11 +19,16 @@ const OP: &str = "Recurrent::forward cache";
 /// Buffers of one layer-direction (`G` gate blocks, `T` steps, `B` sequences).
 #[derive(Debug)]
 pub(crate) struct DirectionCache<T: Float> {
-    /// `(G*H, T*B)`: the input projection `W_ih X + b_ih (+ b_hh)`, then `+ W_hh h_{t-1}` and the
-    /// gate activations (RNN: the pre-activation; LSTM `i, f, g, o`; GRU `r, z, n`).
+    /// `(G*H, T*B)`: the input projection `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}`, then the
+    /// gate activations the cell writes (RNN: the pre-activation `+ b`, unread; LSTM `i, f, g, o`;
+    /// GRU `r, z, n`).
     pub gates: DMatrix<T>,
-    /// GRU only `(3H, T*B)`: `W_hh h_{t-1}`, with `b_hn` added to the `n` block; else empty.
+    /// GRU only `(3H, B)`: each step's `W_hh h_{t-1}`, column `b` for sequence `b` (a scratch the
+    /// cell reads at once); else empty.
     pub hidden_gates: DMatrix<T>,
+    /// GRU only `(H, T*B)`: `ĝ_n = W_hn h_{t-1} + b_hn`, the one part of the hidden side that
+    /// backward reads; else empty.
+    pub hidden_n: DMatrix<T>,
     /// LSTM only `(H, T*B)`: `c_t`; else empty.
     pub cells: DMatrix<T>,
     /// LSTM only `(H, T*B)`: `tanh(c_t)`; else empty.
@@ -36,26 +41,28 @@ pub(crate) struct DirectionCache<T: Float> {
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
-    /// `G*H` scratch: the bias column the input projection starts from (forward), then
-    /// `Σ_columns dG`, summed once and added to both bias gradients (backward; RNN, LSTM).
+    /// `G*H` scratch: the bias column the cells add (forward), then `Σ_columns dG`, summed once
+    /// and added to both bias gradients (backward; RNN, LSTM).
     pub bias: Vec<T>,
 }
 
 impl<T: Float> DirectionCache<T> {
-    fn new(cell: CellKind, hidden: usize, cols: usize) -> Result<Self> {
+    fn new(cell: CellKind, hidden: usize, cols: usize, batch: usize) -> Result<Self> {
         let rows = cell.gate_count() * hidden;
         let gru = cell == CellKind::Gru;
         let lstm = cell == CellKind::Lstm;
-        let sized = |on: bool, r: usize| {
+        let sized_cols = |on: bool, r: usize, c: usize| {
             if on {
-                try_zeros(OP, r, cols)
+                try_zeros(OP, r, c)
             } else {
                 Ok(DMatrix::zeros(0, 0))
             }
         };
+        let sized = |on: bool, r: usize| sized_cols(on, r, cols);
         Ok(DirectionCache {
             gates: try_zeros(OP, rows, cols)?,
-            hidden_gates: sized(gru, rows)?,
+            hidden_gates: sized_cols(gru, rows, batch)?,
+            hidden_n: sized(gru, hidden)?,
             cells: sized(lstm, hidden)?,
             tanh_cells: sized(lstm, hidden)?,
             d_gates: try_zeros(OP, rows, cols)?,
@@ -173,7 +180,7 @@ impl<T: Float> RecurrentCache<T> {
                         DMatrix::zeros(0, 0)
                     },
                     directions: (0..d)
-                        .map(|_| DirectionCache::new(config.cell, h, cols))
+                        .map(|_| DirectionCache::new(config.cell, h, cols, batch))
                         .collect::<Result<_>>()?,
                 })
             })

@@ -313,7 +313,10 @@ struct ForwardLoop<'a, T: Float> {
     r0: usize,
     out: SharedCols<'a, T>,
     gates: SharedCols<'a, T>,
+    /// GRU only `(3H, B)`: the step product `W_hh h_{t-1}`, column `b` for sequence `b`.
     hidden_gates: SharedCols<'a, T>,
+    /// GRU only `(H, T*B)`: `ĝ_n = W_hn h_{t-1} + b_hn`, kept for backward.
+    hidden_n: SharedCols<'a, T>,
     cells: SharedCols<'a, T>,
     tanh_cells: SharedCols<'a, T>,
     /// This slot's initial `h` (and `c`, or empty), `(H, B)`.
@@ -330,10 +333,11 @@ struct ForwardLoop<'a, T: Float> {
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `out`, `gates`, `hidden_gates`, `cells`, `tanh_cells`, except the columns of sequences given
-/// away, from the step they were given on (and the other side reads the given sequences' columns
-/// of earlier steps only after the hand-off); those are the only columns it touches. Columns of
-/// steps before `first` of `bs` hold that sequence's earlier steps.
+/// `out`, `gates`, `hidden_n`, `cells`, `tanh_cells`, nor the columns `b` of `hidden_gates`,
+/// except those of sequences given away, from the step they were given on (and the other side
+/// reads the given sequences' columns of earlier steps only after the hand-off); those are the
+/// only columns it touches. Columns of steps before `first` of `bs` hold that sequence's earlier
+/// steps.
 unsafe fn forward_steps<T: Float>(
     lp: &ForwardLoop<'_, T>,
     bs: std::ops::Range<usize>,
@@ -354,10 +358,11 @@ unsafe fn forward_steps<T: Float>(
         let (b0, nb) = (bs.start, bs.len());
         let t = dims.step(s);
         let prev = dims.prev(t);
-        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` with
-        // `b` in `bs`, this call's own (from the caller); `tp != t`, so a shared slice of step
-        // `tp` never overlaps a mutable one of step `t`, and each mutable slice is dropped
-        // before another one of the same columns is made.
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` (or
+        // `b`, of the GRU's step scratch `hidden_gates`) with `b` in `bs`, this call's own (from
+        // the caller); `tp != t`, so a shared slice of step `tp` never overlaps a mutable one of
+        // step `t`, and each mutable slice is dropped before another one of the same columns is
+        // made.
         {
             let h_prev = match prev {
                 Some(tp) => {
@@ -375,7 +380,7 @@ unsafe fn forward_steps<T: Float>(
             match cell {
                 CellKind::Gru => step_product(
                     &mut DMatrixViewMut::from_slice(
-                        unsafe { lp.hidden_gates.cols_mut(t * batch + b0, nb) },
+                        unsafe { lp.hidden_gates.cols_mut(b0, nb) },
                         gh,
                         nb,
                     ),
@@ -415,8 +420,9 @@ unsafe fn forward_steps<T: Float>(
                     lstm::forward(g, lp.bias, c_prev, c_new, tc, h_new);
                 }
                 CellKind::Gru => {
-                    let hg = unsafe { lp.hidden_gates.cols_mut(col, 1) };
-                    gru::forward(g, lp.bias, hg, lp.b_hn, h_prev, h_new);
+                    let hg = unsafe { lp.hidden_gates.cols(b, 1) };
+                    let hn = unsafe { lp.hidden_n.cols_mut(col, 1) };
+                    gru::forward(g, lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
                 }
             }
         }
@@ -442,7 +448,7 @@ struct BackwardLoop<'a, T: Float> {
     out: &'a [T],
     dy: &'a [T],
     gates: &'a [T],
-    hidden_gates: &'a [T],
+    hidden_n: &'a [T],
     cells: &'a [T],
     tanh_cells: &'a [T],
     d_gates: SharedCols<'a, T>,
@@ -519,7 +525,7 @@ unsafe fn backward_steps<T: Float>(
                 }
                 CellKind::Gru => gru::backward(
                     &lp.gates[col * gh..][..gh],
-                    &lp.hidden_gates[col * gh..][..gh],
+                    &lp.hidden_n[col * h..][..h],
                     h_prev,
                     dh,
                     dy_col,
@@ -944,6 +950,7 @@ fn forward_direction<T: Float>(
     let DirectionCache {
         gates,
         hidden_gates,
+        hidden_n,
         cells,
         tanh_cells,
         packed_hh,
@@ -961,6 +968,7 @@ fn forward_direction<T: Float>(
         out: SharedCols::new(out),
         gates: SharedCols::new(gates),
         hidden_gates: SharedCols::new(hidden_gates),
+        hidden_n: SharedCols::new(hidden_n),
         cells: SharedCols::new(cells),
         tanh_cells: SharedCols::new(tanh_cells),
         h0: slot_slice(Some(&initial.h), slot, dims),
@@ -1024,13 +1032,14 @@ fn backward_direction<T: Float>(
     let (gh, rows_out, r0) = (cell.gate_count() * h, out.nrows(), dir * h);
     let DirectionCache {
         gates,
-        hidden_gates,
+        hidden_n,
         cells,
         tanh_cells,
         d_gates,
         d_hidden_gates,
         packed_hh,
         bias,
+        ..
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
     // The running dh (dc) of sequence `b` is column `slot*B + b` of `d_state`: one contiguous
@@ -1053,7 +1062,7 @@ fn backward_direction<T: Float>(
         out: out.as_slice(),
         dy: dy.as_slice(),
         gates: gates.as_slice(),
-        hidden_gates: hidden_gates.as_slice(),
+        hidden_n: hidden_n.as_slice(),
         cells: cells.as_slice(),
         tanh_cells: tanh_cells.as_slice(),
         d_gates: SharedCols::new(d_gates),

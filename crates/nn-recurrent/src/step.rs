@@ -22,8 +22,11 @@ use nn_core::{
 pub struct StepScratch<T: Float> {
     /// `(G*H, B)`: the gates of the layer being stepped.
     gates: DMatrix<T>,
-    /// GRU only `(3H, B)`: `W_hh h_{t-1}` (`+ b_hn` in the `n` block).
+    /// GRU only `(3H, B)`: `W_hh h_{t-1}`.
     hidden_gates: DMatrix<T>,
+    /// GRU only `(H, B)`: `W_hn h_{t-1} + b_hn` (kept for backward by the sequence forward;
+    /// scratch here).
+    hidden_n: DMatrix<T>,
     /// LSTM only `(H, B)`: the new `c` and `tanh(c)`.
     c: DMatrix<T>,
     tanh_c: DMatrix<T>,
@@ -34,7 +37,7 @@ pub struct StepScratch<T: Float> {
     packed_hh: PackedMatrix<T>,
     /// The stepped layer's `W_ih`, packed for the input projection (likewise re-packed).
     packed_ih: PackedMatrix<T>,
-    /// `G*H`: the bias column the input projection starts from.
+    /// `G*H`: the bias column the cells add.
     bias: Vec<T>,
 }
 
@@ -50,6 +53,7 @@ impl<T: Float> StepScratch<T> {
         StepScratch {
             gates: DMatrix::zeros(0, 0),
             hidden_gates: DMatrix::zeros(0, 0),
+            hidden_n: DMatrix::zeros(0, 0),
             c: DMatrix::zeros(0, 0),
             tanh_c: DMatrix::zeros(0, 0),
             h: DMatrix::zeros(0, 0),
@@ -66,6 +70,7 @@ impl<T: Float> StepScratch<T> {
         if self.gates.shape() == (gh, batch)
             && self.h.shape() == (hidden, batch)
             && self.hidden_gates.shape() == want(gru, gh)
+            && self.hidden_n.shape() == want(gru, hidden)
             && self.c.shape() == want(lstm, hidden)
             && self.bias.len() == gh
         {
@@ -74,6 +79,7 @@ impl<T: Float> StepScratch<T> {
         let zeros = |(r, c): (usize, usize)| DMatrix::zeros(r, c);
         self.gates = zeros((gh, batch));
         self.hidden_gates = zeros(want(gru, gh));
+        self.hidden_n = zeros(want(gru, hidden));
         self.c = zeros(want(lstm, hidden));
         self.tanh_c = zeros(want(lstm, hidden));
         self.h = zeros((hidden, batch));
@@ -144,6 +150,7 @@ impl<T: Float> Recurrent<T> {
         let StepScratch {
             gates,
             hidden_gates,
+            hidden_n,
             c: c_new,
             tanh_c,
             h: h_new,
@@ -207,8 +214,9 @@ impl<T: Float> Recurrent<T> {
                     CellKind::Gru => gru::forward(
                         g,
                         bias,
-                        &mut hidden_gates.as_mut_slice()[b * gh..][..gh],
+                        &hidden_gates.as_slice()[b * gh..][..gh],
                         b_hn,
+                        &mut hidden_n.as_mut_slice()[b * h..][..h],
                         &h_prev[b * h..][..h],
                         hn,
                     ),

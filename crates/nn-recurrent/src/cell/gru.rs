@@ -18,22 +18,22 @@ use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
 
 /// `gates` (`3H`) holds `W_ih x`; with `bias` (`3H`: `b_ir + b_hr`, `b_iz + b_hz`, `b_in`) it is
-/// the input side `gx`, and becomes `r, z, n`; `hidden` (`3H`) holds `W_hh h_prev` and its `n`
-/// block gets `+ b_hn`; writes `h` (`H`).
+/// the input side `gx`, and becomes `r, z, n`; `hidden` (`3H`) holds `W_hh h_prev`; writes
+/// `ĝ_n = W_hn h_prev + b_hn` into `hn` and `h` (each `H`).
 #[inline]
 pub(crate) fn forward<T: Float>(
     gates: &mut [T],
     bias: &[T],
-    hidden: &mut [T],
+    hidden: &[T],
     b_hn: &[T],
+    hn: &mut [T],
     h_prev: &[T],
     h: &mut [T],
 ) {
     let n = h.len();
     let (r, rest) = gates[..3 * n].split_at_mut(n);
     let (z, nn) = rest.split_at_mut(n);
-    let (hr, rest) = hidden[..3 * n].split_at_mut(n);
-    let (hz, hn) = rest.split_at_mut(n);
+    let (hr, hz, whn) = (&hidden[..n], &hidden[n..2 * n], &hidden[2 * n..3 * n]);
     nn_core::simd::dispatch(
         #[inline(always)]
         || {
@@ -42,10 +42,9 @@ pub(crate) fn forward<T: Float>(
                 z,
                 nn,
                 [&bias[..n], &bias[n..2 * n], &bias[2 * n..3 * n]],
-                hr,
-                hz,
-                hn,
+                [hr, hz, whn],
                 b_hn,
+                hn,
                 h_prev,
                 h,
             )
@@ -61,32 +60,31 @@ fn forward_lanes<T: Float>(
     z: &mut [T],
     nn: &mut [T],
     [br, bz, bn]: [&[T]; 3],
-    hr: &[T],
-    hz: &[T],
-    hn: &mut [T],
+    [hr, hz, whn]: [&[T]; 3],
     b_hn: &[T],
+    hn: &mut [T],
     h_prev: &[T],
     h: &mut [T],
 ) {
     let n = h.len();
     let (r, z, nn, hn) = (&mut r[..n], &mut z[..n], &mut nn[..n], &mut hn[..n]);
-    let (hr, hz, b_hn, h_prev) = (&hr[..n], &hz[..n], &b_hn[..n], &h_prev[..n]);
+    let (hr, hz, whn, b_hn, h_prev) = (&hr[..n], &hz[..n], &whn[..n], &b_hn[..n], &h_prev[..n]);
     let (br, bz, bn) = (&br[..n], &bz[..n], &bn[..n]);
     for j in 0..n {
         r[j] = sigmoid(r[j] + br[j] + hr[j]);
         z[j] = sigmoid(z[j] + bz[j] + hz[j]);
-        hn[j] += b_hn[j];
+        hn[j] = whn[j] + b_hn[j];
         nn[j] = tanh(nn[j] + bn[j] + r[j] * hn[j]);
         h[j] = (T::one() - z[j]) * nn[j] + z[j] * h_prev[j];
     }
 }
 
 /// Writes `d_gx` and `d_gh` (`3H` each) from `dh + dy`, and sets `dh` to the direct part of
-/// `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ d_gh`).
+/// `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ d_gh`). `hn` is the forward's `ĝ_n` (`H`).
 #[inline]
 pub(crate) fn backward<T: Float>(
     gates: &[T],
-    hidden: &[T],
+    hn: &[T],
     h_prev: &[T],
     dh: &mut [T],
     dy: &[T],
@@ -95,7 +93,7 @@ pub(crate) fn backward<T: Float>(
 ) {
     let n = dh.len();
     let (r, z, nn) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n]);
-    let hn = &hidden[2 * n..3 * n];
+    let hn = &hn[..n];
     let (dxr, rest) = d_gx[..3 * n].split_at_mut(n);
     let (dxz, dxn) = rest.split_at_mut(n);
     let (dhr, rest) = d_gh[..3 * n].split_at_mut(n);
@@ -156,11 +154,20 @@ mod tests {
         // bias: the bias belongs to the input side, outside `r ⊙ (W_hn h + b_hn)`.
         let bias = [0.3, -0.4, 0.8];
         let (mut g1, mut g2) = ([0.0; 3], bias);
-        let (mut hid1, mut hid2) = ([0.2, 0.1, -0.6], [0.2, 0.1, -0.6]);
-        let (mut h1, mut h2) = ([0.0], [0.0]);
-        forward(&mut g1, &bias, &mut hid1, &[0.5], &[0.7], &mut h1);
-        forward(&mut g2, &[0.0; 3], &mut hid2, &[0.5], &[0.7], &mut h2);
-        assert_eq!((g1, hid1, h1), (g2, hid2, h2));
+        let hidden = [0.2, 0.1, -0.6];
+        let (mut hn1, mut hn2, mut h1, mut h2) = ([0.0], [0.0], [0.0], [0.0]);
+        forward(&mut g1, &bias, &hidden, &[0.5], &mut hn1, &[0.7], &mut h1);
+        forward(
+            &mut g2,
+            &[0.0; 3],
+            &hidden,
+            &[0.5],
+            &mut hn2,
+            &[0.7],
+            &mut h2,
+        );
+        assert_eq!((g1, hn1, h1), (g2, hn2, h2));
+        assert_eq!(hn1[0], -0.6 + 0.5);
         let r = 1.0 / (1.0 + (-(0.3f64 + 0.2)).exp());
         assert!((g1[2] - (0.8 + r * (-0.6 + 0.5)).tanh()).abs() < 1e-15);
     }
@@ -168,16 +175,24 @@ mod tests {
     #[test]
     fn zero_gates_by_hand() {
         // gx = 0, W_hh h = 0, b_hn = 1: r = z = 1/2, ĝ_n = 1, n = tanh(1/2), h = n/2 + h_prev/2.
-        let (mut gates, mut hidden, mut h) = ([0.0; 3], [0.0; 3], [0.0]);
-        forward(&mut gates, &[0.0; 3], &mut hidden, &[1.0], &[4.0], &mut h);
+        let (mut gates, mut hn, mut h) = ([0.0; 3], [0.0], [0.0]);
+        forward(
+            &mut gates,
+            &[0.0; 3],
+            &[0.0; 3],
+            &[1.0],
+            &mut hn,
+            &[4.0],
+            &mut h,
+        );
         let n = 0.5f64.tanh();
         assert_eq!(gates, [0.5, 0.5, n]);
-        assert_eq!(hidden[2], 1.0);
+        assert_eq!(hn[0], 1.0);
         assert_eq!(h[0], 0.5 * n + 2.0);
         // dh = 1: dz = h_prev - n, da_z = dz/4; da_n = (1/2)(1-n²); dgh_n = da_n/2; dr = da_n·1;
         // da_r = dr/4; the direct part of dh_prev is z = 1/2.
         let (mut dh, mut dx, mut dhh) = ([1.0], [0.0; 3], [0.0; 3]);
-        backward(&gates, &hidden, &[4.0], &mut dh, &[0.0], &mut dx, &mut dhh);
+        backward(&gates, &hn, &[4.0], &mut dh, &[0.0], &mut dx, &mut dhh);
         let da_n = 0.5 * (1.0 - n * n);
         assert_eq!(dx, [da_n * 0.25, (4.0 - n) * 0.25, da_n]);
         assert_eq!(dhh, [da_n * 0.25, (4.0 - n) * 0.25, da_n * 0.5]);
