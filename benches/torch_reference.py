@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch CPU reference for the workloads in configs.json.
 
-(Copied from ../shared/bench/torch_reference.py; this copy reads the same workloads from
-workloads.json beside it, the repository's copy of configs.json.)
+(A copy of the project's shared PyTorch reference script that reads the same workloads from
+workloads.json beside it, the repository's copy of configs.json, so it runs from a fresh clone.)
 
 Usage: python3 torch_reference.py [--threads N] [--seconds S] [--only NAME,...]
 Prints one JSON object per workload: name, tokens_per_s, step_ms (median).

@@ -20,8 +20,8 @@ const OP: &str = "Recurrent::forward cache";
 #[derive(Debug)]
 pub(crate) struct DirectionCache<T: Float> {
     /// `(G*H, T*B)`: the input projection `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}`, then the
-    /// gate activations the cell writes (RNN: the pre-activation `+ b`, unread; LSTM `i, f, g, o`;
-    /// GRU `r, z, n`).
+    /// gate activations the cell writes (LSTM `i, f, g, o`; GRU `r, z, n`; the RNN's cell writes
+    /// none, so its pre-activation without the bias stays, unread by backward).
     pub gates: DMatrix<T>,
     /// GRU only `(3H, B)`: each step's `W_hh h_{t-1}`, column `b` for sequence `b` (a scratch the
     /// cell reads at once); else empty.

@@ -2,9 +2,10 @@
 //! `(H, L*B)` in, the new state in place and the top layer's `h_t` `(H, B)` out.
 //!
 //! It runs the sequence forward's arithmetic for one step (the input projection, the same
-//! [`step_product`], the same cell code adding the same folded biases), so feeding a sequence step by step
-//! gives the same numbers as [`Recurrent::forward`], up to rounding in the input projection (the
-//! forward runs large projections through matrixmultiply; a step runs it on the packed kernel).
+//! [`step_product`], the same cell code adding the same folded biases), so feeding a sequence
+//! step by step gives the same numbers as [`Recurrent::forward`], up to rounding in the input
+//! projection (the forward runs large projections through matrixmultiply; a step runs it on the
+//! packed kernel).
 //! Both products run on weights packed into the [`StepScratch`], so a warm step allocates
 //! nothing.
 
