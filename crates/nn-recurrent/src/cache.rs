@@ -3,8 +3,9 @@
 //! Per layer `l`: the output `(D*H, T*B)` (rows `d*H..(d+1)*H` are direction `d`'s hidden
 //! sequence, so the hidden states are stored once, in the output), and for layers below the top
 //! the gradient arriving at that output from the layer above. Per layer-direction
-//! ([`DirectionCache`]): the gates, the GRU's hidden-side gates, the LSTM's cell sequence and its
-//! `tanh`, the gradient buffers of backward, and `W_hh` packed for the step products.
+//! ([`DirectionCache`]): the gates, the part of the GRU's hidden side that backward reads, the
+//! LSTM's cell sequence and its `tanh`, the gate gradient of backward, and `W_hh` packed for the
+//! step products.
 //!
 //! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
 //! backward reuse every buffer and allocate nothing.
@@ -33,16 +34,17 @@ pub(crate) struct DirectionCache<T: Float> {
     pub cells: DMatrix<T>,
     /// LSTM only `(H, T*B)`: `tanh(c_t)`; else empty.
     pub tanh_cells: DMatrix<T>,
-    /// `(G*H, T*B)`: gradient of the input-side gate pre-activations (`dW_ih`, `db_ih`, `dX`);
-    /// for RNN and LSTM also the hidden side's.
+    /// `(G*H, T*B)` (GRU `(4H, T*B)`): gradient of the gate pre-activations, the same for the
+    /// input side (`dW_ih`, `db_ih`, `dX`) and the hidden side (`dW_hh`, `db_hh`, `dh_{t-1}`)
+    /// of an RNN or LSTM. A GRU's two sides differ only in their `n` block: its column is
+    /// `[dgx_n; dg_r; dg_z; dgh_n]`, rows `0..3H` the input side (`n` first) and rows `H..4H`
+    /// the hidden side in `W_hh`'s order (see `cell::gru`).
     pub d_gates: DMatrix<T>,
-    /// GRU only `(3H, T*B)`: gradient of the hidden-side gates (`dW_hh`, `db_hh`, `dh_{t-1}`).
-    pub d_hidden_gates: DMatrix<T>,
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
-    /// `G*H` scratch: the bias column the cells add (forward), then `Σ_columns dG`, summed once
-    /// and added to both bias gradients (backward; RNN, LSTM).
+    /// Scratch of `d_gates`' rows: the bias column the cells add (forward, its first `G*H`),
+    /// then the row sums of `d_gates`, summed once and added to both bias gradients (backward).
     pub bias: Vec<T>,
 }
 
@@ -51,6 +53,7 @@ impl<T: Float> DirectionCache<T> {
         let rows = cell.gate_count() * hidden;
         let gru = cell == CellKind::Gru;
         let lstm = cell == CellKind::Lstm;
+        let d_rows = if gru { 4 * hidden } else { rows };
         let sized_cols = |on: bool, r: usize, c: usize| {
             if on {
                 try_zeros(OP, r, c)
@@ -65,10 +68,9 @@ impl<T: Float> DirectionCache<T> {
             hidden_n: sized(gru, hidden)?,
             cells: sized(lstm, hidden)?,
             tanh_cells: sized(lstm, hidden)?,
-            d_gates: try_zeros(OP, rows, cols)?,
-            d_hidden_gates: sized(gru, rows)?,
+            d_gates: try_zeros(OP, d_rows, cols)?,
             packed_hh: PackedMatrix::new(),
-            bias: vec![T::zero(); rows],
+            bias: vec![T::zero(); d_rows],
         })
     }
 }

@@ -451,8 +451,9 @@ struct BackwardLoop<'a, T: Float> {
     hidden_n: &'a [T],
     cells: &'a [T],
     tanh_cells: &'a [T],
+    /// Rows per column of `d_gates` (`G·H`, a GRU's `4H`).
+    d_rows: usize,
     d_gates: SharedCols<'a, T>,
-    d_hidden_gates: SharedCols<'a, T>,
     /// The running `dh` (and `dc`, empty without a cell state) of every sequence, `(H, B)`: this
     /// slot's columns of the state gradient, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`.
     dh: SharedCols<'a, T>,
@@ -467,7 +468,7 @@ struct BackwardLoop<'a, T: Float> {
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `d_gates` and `d_hidden_gates` nor the columns `b` of `dh` and `dc`, except those of
+/// `d_gates` nor the columns `b` of `dh` and `dc`, except those of
 /// sequences given away, from the step they were given on; those are the only columns of theirs
 /// it touches.
 unsafe fn backward_steps<T: Float>(
@@ -530,21 +531,27 @@ unsafe fn backward_steps<T: Float>(
                     dh,
                     dy_col,
                     dg,
-                    unsafe { lp.d_hidden_gates.cols_mut(col, 1) },
                 ),
             }
         }
-        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
-        let (d_hidden, accum) = match cell {
-            CellKind::Gru => (&lp.d_hidden_gates, Accum::Add),
-            _ => (&lp.d_gates, Accum::Replace),
+        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`; its hidden side
+        // is rows `H..4H` of `d_gates`).
+        let (first_row, accum) = match cell {
+            CellKind::Gru => (h, Accum::Add),
+            _ => (0, Accum::Replace),
         };
-        let d_g = unsafe { d_hidden.cols(t * batch + b0, nb) };
+        let d_g = unsafe { lp.d_gates.cols(t * batch + b0, nb) };
         step_product(
             &mut DMatrixViewMut::from_slice(unsafe { lp.dh.cols_mut(b0, nb) }, h, nb),
             accum,
             lp.packed,
-            &DMatrixView::from_slice(d_g, gh, nb),
+            &DMatrixView::from_slice_with_strides_generic(
+                &d_g[first_row..],
+                Dyn(gh),
+                Dyn(nb),
+                U1,
+                Dyn(lp.d_rows),
+            ),
         );
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
@@ -957,6 +964,7 @@ fn forward_direction<T: Float>(
         bias,
         ..
     } = dc;
+    let bias = &mut bias[..gh];
     project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch), bias);
     packed_hh.pack(&w.weight_hh.value, Trans::No);
     let lp = ForwardLoop {
@@ -974,7 +982,7 @@ fn forward_direction<T: Float>(
         h0: slot_slice(Some(&initial.h), slot, dims),
         c0: slot_slice(initial.c.as_ref(), slot, dims),
         b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
-        bias: &bias[..],
+        bias,
         packed: packed_hh,
     };
     match split_point(cell, h, batch) {
@@ -1036,7 +1044,6 @@ fn backward_direction<T: Float>(
         cells,
         tanh_cells,
         d_gates,
-        d_hidden_gates,
         packed_hh,
         bias,
         ..
@@ -1065,8 +1072,8 @@ fn backward_direction<T: Float>(
         hidden_n: hidden_n.as_slice(),
         cells: cells.as_slice(),
         tanh_cells: tanh_cells.as_slice(),
+        d_rows: d_gates.nrows(),
         d_gates: SharedCols::new(d_gates),
-        d_hidden_gates: SharedCols::new(d_hidden_gates),
         dh: SharedCols::from_slice(&mut dh_m.as_mut_slice()[span], h),
         dc: SharedCols::from_slice(dc_all, h),
         packed: packed_hh,
@@ -1078,7 +1085,7 @@ fn backward_direction<T: Float>(
             let lp = &lp;
             let hand = &Handoff::new();
             // SAFETY (both steps closures): the two sides write the columns `t*B + b` of
-            // `d_gates` and `d_hidden_gates`, and columns `b` of `dh` and `dc`, of sequences
+            // `d_gates`, and columns `b` of `dh` and `dc`, of sequences
             // `b < mid` and `b >= mid` respectively (disjoint), a side running sequences the
             // other handed over only from the step it stopped at ([`Handoff::run_side`]); all
             // are borrowed mutably by `lp` until `join` has returned from both.
@@ -1089,20 +1096,36 @@ fn backward_direction<T: Float>(
             );
         }
     }
-    let (d_gates, d_hidden_gates) = (&*d_gates, &*d_hidden_gates);
-    // Whole-sequence products.
-    let d_hidden: &DMatrix<T> = match cell {
-        CellKind::Gru => d_hidden_gates,
-        _ => d_gates,
+    let d_gates = &*d_gates;
+    // Whole-sequence products. The GRU's hidden side is rows `H..4H` of `d_gates`, and its
+    // input side rows `0..3H` with the `n` block first, which goes to `W_ih`'s last block.
+    let gru = cell == CellKind::Gru;
+    let d_hidden = if gru {
+        d_gates.rows(h, gh)
+    } else {
+        d_gates.rows(0, gh)
     };
-    matmul(
-        &mut w.weight_ih.grad,
-        Accum::Add,
-        d_gates,
-        Trans::No,
-        x,
-        Trans::Yes,
-    );
+    if gru {
+        for (w_rows, g_rows) in [((0, 2 * h), (h, 2 * h)), ((2 * h, h), (0, h))] {
+            matmul(
+                &mut w.weight_ih.grad.rows_mut(w_rows.0, w_rows.1),
+                Accum::Add,
+                &d_gates.rows(g_rows.0, g_rows.1),
+                Trans::No,
+                x,
+                Trans::Yes,
+            );
+        }
+    } else {
+        matmul(
+            &mut w.weight_ih.grad,
+            Accum::Add,
+            d_gates,
+            Trans::No,
+            x,
+            Trans::Yes,
+        );
+    }
     let shifted = (steps - 1) * batch;
     if shifted > 0 {
         // Step t's h_{t-1} is output column block t-1 (forward) or t+1 (reverse).
@@ -1130,31 +1153,49 @@ fn backward_direction<T: Float>(
             Trans::Yes,
         );
     }
-    match cell {
-        CellKind::Gru => {
-            add_row_sums(w.bias_ih.grad.as_mut_slice(), d_gates);
-            add_row_sums(w.bias_hh.grad.as_mut_slice(), d_hidden);
-        }
-        // Both biases get the same gradient: one pass over dG.
-        _ => {
-            bias.fill(T::zero());
-            add_row_sums(bias, d_gates);
-            for db in [&mut w.bias_ih.grad, &mut w.bias_hh.grad] {
-                for (g, &v) in db.as_mut_slice().iter_mut().zip(bias.iter()) {
-                    *g += v;
-                }
-            }
+    // Both biases get the same gradient (the GRU's but for the `n` block): one pass over dG.
+    bias.fill(T::zero());
+    add_row_sums(bias, d_gates);
+    let (db_ih, db_hh) = (w.bias_ih.grad.as_mut_slice(), w.bias_hh.grad.as_mut_slice());
+    // GRU: `bias` is `[n_x; r; z; n_h]`; `b_ih` takes `[r; z; n_x]`, `b_hh` `[r; z; n_h]`.
+    let (from_ih, from_hh) = if gru {
+        let (n_x, rz, n_h) = (&bias[..h], &bias[h..3 * h], &bias[3 * h..]);
+        ([rz, n_x], [rz, n_h])
+    } else {
+        ([&bias[..], &[]], [&bias[..], &[]])
+    };
+    for (db, parts) in [(db_ih, from_ih), (db_hh, from_hh)] {
+        for (g, &v) in db.iter_mut().zip(parts.into_iter().flatten()) {
+            *g += v;
         }
     }
     if let Some((d_x, accum)) = d_x {
-        matmul(
-            d_x,
-            accum,
-            &w.weight_ih.value,
-            Trans::Yes,
-            d_gates,
-            Trans::No,
-        );
+        if gru {
+            // `W_ihᵀ dgx` as its `r, z` blocks' part, then its `n` block's.
+            let parts = [
+                ((0, 2 * h), (h, 2 * h), accum),
+                ((2 * h, h), (0, h), Accum::Add),
+            ];
+            for (w_rows, g_rows, acc) in parts {
+                matmul(
+                    d_x,
+                    acc,
+                    &w.weight_ih.value.rows(w_rows.0, w_rows.1),
+                    Trans::Yes,
+                    &d_gates.rows(g_rows.0, g_rows.1),
+                    Trans::No,
+                );
+            }
+        } else {
+            matmul(
+                d_x,
+                accum,
+                &w.weight_ih.value,
+                Trans::Yes,
+                d_gates,
+                Trans::No,
+            );
+        }
     }
 }
 

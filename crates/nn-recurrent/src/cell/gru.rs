@@ -13,6 +13,11 @@
 //! Backward, with `dh = dh_t + dy_t`: `dn = dh(1-z)`, `dz = dh(h_{t-1} - n)`, `dh_{t-1} = dh·z + W_hhᵀ dgh`;
 //! `da_n = dn(1-n²)` gives `dgx_n = da_n`, `dgh_n = da_n·r`, `dr = da_n·ĝ_n`;
 //! `dgx_r = dgh_r = dr·r(1-r)`, `dgx_z = dgh_z = dz·z(1-z)`.
+//!
+//! The two sides share their `r` and `z` blocks, so backward writes one `4H` column
+//! `[dgx_n; dg_r; dg_z; dgh_n]`: rows `0..3H` are the input side (its `n` block first) and rows
+//! `H..4H` the hidden side `[r; z; n]`, in `W_hh`'s order, so the step product `W_hhᵀ dgh` reads
+//! it in place.
 
 use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
@@ -79,8 +84,9 @@ fn forward_lanes<T: Float>(
     }
 }
 
-/// Writes `d_gx` and `d_gh` (`3H` each) from `dh + dy`, and sets `dh` to the direct part of
-/// `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ d_gh`). `hn` is the forward's `ĝ_n` (`H`).
+/// Writes `dg` (`4H`: `[dgx_n; dg_r; dg_z; dgh_n]`, see the module docs) from `dh + dy`, and
+/// sets `dh` to the direct part of `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ dgh`).
+/// `hn` is the forward's `ĝ_n` (`H`).
 #[inline]
 pub(crate) fn backward<T: Float>(
     gates: &[T],
@@ -88,28 +94,17 @@ pub(crate) fn backward<T: Float>(
     h_prev: &[T],
     dh: &mut [T],
     dy: &[T],
-    d_gx: &mut [T],
-    d_gh: &mut [T],
+    dg: &mut [T],
 ) {
     let n = dh.len();
     let (r, z, nn) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n]);
     let hn = &hn[..n];
-    let (dxr, rest) = d_gx[..3 * n].split_at_mut(n);
-    let (dxz, dxn) = rest.split_at_mut(n);
-    let (dhr, rest) = d_gh[..3 * n].split_at_mut(n);
-    let (dhz, dhn) = rest.split_at_mut(n);
+    let (dxn, rest) = dg[..4 * n].split_at_mut(n);
+    let (dr, rest) = rest.split_at_mut(n);
+    let (dz, dhn) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
-        || {
-            backward_lanes(
-                [r, z, nn, hn],
-                h_prev,
-                dh,
-                dy,
-                [dxr, dxz, dxn],
-                [dhr, dhz, dhn],
-            )
-        },
+        || backward_lanes([r, z, nn, hn], h_prev, dh, dy, [dxn, dr, dz, dhn]),
     );
 }
 
@@ -120,25 +115,19 @@ fn backward_lanes<T: Float>(
     h_prev: &[T],
     dh: &mut [T],
     dy: &[T],
-    [dxr, dxz, dxn]: [&mut [T]; 3],
-    [dhr, dhz, dhn]: [&mut [T]; 3],
+    [dxn, dr, dz, dhn]: [&mut [T]; 4],
 ) {
     let n = dh.len();
     let (r, z, nn, hn) = (&r[..n], &z[..n], &nn[..n], &hn[..n]);
     let (h_prev, dy) = (&h_prev[..n], &dy[..n]);
-    let (dxr, dxz, dxn) = (&mut dxr[..n], &mut dxz[..n], &mut dxn[..n]);
-    let (dhr, dhz, dhn) = (&mut dhr[..n], &mut dhz[..n], &mut dhn[..n]);
+    let (dxn, dr, dz, dhn) = (&mut dxn[..n], &mut dr[..n], &mut dz[..n], &mut dhn[..n]);
     let one = T::one();
     for j in 0..n {
         let dh_j = dh[j] + dy[j];
         let da_n = dh_j * (one - z[j]) * (one - nn[j] * nn[j]);
-        let da_z = dh_j * (h_prev[j] - nn[j]) * z[j] * (one - z[j]);
-        let da_r = da_n * hn[j] * r[j] * (one - r[j]);
-        dxr[j] = da_r;
-        dhr[j] = da_r;
-        dxz[j] = da_z;
-        dhz[j] = da_z;
         dxn[j] = da_n;
+        dr[j] = da_n * hn[j] * r[j] * (one - r[j]);
+        dz[j] = dh_j * (h_prev[j] - nn[j]) * z[j] * (one - z[j]);
         dhn[j] = da_n * r[j];
         dh[j] = dh_j * z[j];
     }
@@ -191,11 +180,11 @@ mod tests {
         assert_eq!(h[0], 0.5 * n + 2.0);
         // dh = 1: dz = h_prev - n, da_z = dz/4; da_n = (1/2)(1-n²); dgh_n = da_n/2; dr = da_n·1;
         // da_r = dr/4; the direct part of dh_prev is z = 1/2.
-        let (mut dh, mut dx, mut dhh) = ([1.0], [0.0; 3], [0.0; 3]);
-        backward(&gates, &hn, &[4.0], &mut dh, &[0.0], &mut dx, &mut dhh);
+        let (mut dh, mut dg) = ([1.0], [0.0; 4]);
+        backward(&gates, &hn, &[4.0], &mut dh, &[0.0], &mut dg);
         let da_n = 0.5 * (1.0 - n * n);
-        assert_eq!(dx, [da_n * 0.25, (4.0 - n) * 0.25, da_n]);
-        assert_eq!(dhh, [da_n * 0.25, (4.0 - n) * 0.25, da_n * 0.5]);
+        // [dgx_n; dg_r; dg_z; dgh_n]
+        assert_eq!(dg, [da_n, da_n * 0.25, (4.0 - n) * 0.25, da_n * 0.5]);
         assert_eq!(dh[0], 0.5);
     }
 }
