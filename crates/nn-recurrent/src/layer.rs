@@ -468,9 +468,8 @@ struct BackwardLoop<'a, T: Float> {
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `d_gates` nor the columns `b` of `dh` and `dc`, except those of
-/// sequences given away, from the step they were given on; those are the only columns of theirs
-/// it touches.
+/// `d_gates` nor the columns `b` of `dh` and `dc`, except those of sequences given away, from
+/// the step they were given on; those are the only columns of theirs it touches.
 unsafe fn backward_steps<T: Float>(
     lp: &BackwardLoop<'_, T>,
     bs: std::ops::Range<usize>,
@@ -1085,10 +1084,10 @@ fn backward_direction<T: Float>(
             let lp = &lp;
             let hand = &Handoff::new();
             // SAFETY (both steps closures): the two sides write the columns `t*B + b` of
-            // `d_gates`, and columns `b` of `dh` and `dc`, of sequences
-            // `b < mid` and `b >= mid` respectively (disjoint), a side running sequences the
-            // other handed over only from the step it stopped at ([`Handoff::run_side`]); all
-            // are borrowed mutably by `lp` until `join` has returned from both.
+            // `d_gates`, and columns `b` of `dh` and `dc`, of sequences `b < mid` and `b >= mid`
+            // respectively (disjoint), a side running sequences the other handed over only from
+            // the step it stopped at ([`Handoff::run_side`]); all are borrowed mutably by `lp`
+            // until `join` has returned from both.
             let steps = |bs, first, poll: Poll<'_>| unsafe { backward_steps(lp, bs, first, poll) };
             nn_core::pool::join(
                 || hand.run_side(0, 0..mid, steps),
