@@ -178,6 +178,19 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
     m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
 }
 
+/// Where each side's gradient lies in the `d_gates` of a layer-direction with `h` units: the
+/// first of the hidden side's `G·H` rows (in `W_hh`'s row order), and the input side as blocks
+/// `(first row of W_ih, first row of d_gates, rows)` (a block of no rows is to be skipped). Both
+/// sides are the same `G·H` rows, but in a GRU, whose column is `[dgx_n; dg_r; dg_z; dgh_n]`
+/// (see `cell::gru`): its input side is the `r, z` rows, then the `n` block first in `d_gates`,
+/// which goes to `W_ih`'s last rows.
+fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize, usize); 2]) {
+    match cell {
+        CellKind::Gru => (h, [(0, h, 2 * h), (2 * h, 0, h)]),
+        _ => (0, [(0, 0, cell.gate_count() * h), (0, 0, 0)]),
+    }
+}
+
 /// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
 /// batch between the calling thread and the pool's helper thread (see [`split_point`]).
 ///
@@ -451,8 +464,10 @@ struct BackwardLoop<'a, T: Float> {
     hidden_n: &'a [T],
     cells: &'a [T],
     tanh_cells: &'a [T],
-    /// Rows per column of `d_gates` (`G·H`, a GRU's `4H`).
+    /// Rows per column of `d_gates` (`G·H`, a GRU's `4H`), and the first of its hidden side
+    /// ([`gate_grad_rows`]).
     d_rows: usize,
+    hidden_row: usize,
     d_gates: SharedCols<'a, T>,
     /// The running `dh` (and `dc`, empty without a cell state) of every sequence, `(H, B)`: this
     /// slot's columns of the state gradient, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`.
@@ -533,11 +548,10 @@ unsafe fn backward_steps<T: Float>(
                 ),
             }
         }
-        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`; its hidden side
-        // is rows `H..4H` of `d_gates`).
-        let (first_row, accum) = match cell {
-            CellKind::Gru => (h, Accum::Add),
-            _ => (0, Accum::Replace),
+        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
+        let accum = match cell {
+            CellKind::Gru => Accum::Add,
+            _ => Accum::Replace,
         };
         let d_g = unsafe { lp.d_gates.cols(t * batch + b0, nb) };
         step_product(
@@ -545,7 +559,7 @@ unsafe fn backward_steps<T: Float>(
             accum,
             lp.packed,
             &DMatrixView::from_slice_with_strides_generic(
-                &d_g[first_row..],
+                &d_g[lp.hidden_row..],
                 Dyn(gh),
                 Dyn(nb),
                 U1,
@@ -1048,6 +1062,8 @@ fn backward_direction<T: Float>(
         ..
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
+    let (hidden_row, input_blocks) = gate_grad_rows(cell, h);
+    let input_blocks = input_blocks.into_iter().filter(|&(.., rows)| rows > 0);
     // The running dh (dc) of sequence `b` is column `slot*B + b` of `d_state`: one contiguous
     // span of `B` columns per layer-direction.
     let RecurrentState { h: dh_m, c: dc_m } = d_state;
@@ -1072,6 +1088,7 @@ fn backward_direction<T: Float>(
         cells: cells.as_slice(),
         tanh_cells: tanh_cells.as_slice(),
         d_rows: d_gates.nrows(),
+        hidden_row,
         d_gates: SharedCols::new(d_gates),
         dh: SharedCols::from_slice(&mut dh_m.as_mut_slice()[span], h),
         dc: SharedCols::from_slice(dc_all, h),
@@ -1096,30 +1113,13 @@ fn backward_direction<T: Float>(
         }
     }
     let d_gates = &*d_gates;
-    // Whole-sequence products. The GRU's hidden side is rows `H..4H` of `d_gates`, and its
-    // input side rows `0..3H` with the `n` block first, which goes to `W_ih`'s last block.
-    let gru = cell == CellKind::Gru;
-    let d_hidden = if gru {
-        d_gates.rows(h, gh)
-    } else {
-        d_gates.rows(0, gh)
-    };
-    if gru {
-        for (w_rows, g_rows) in [((0, 2 * h), (h, 2 * h)), ((2 * h, h), (0, h))] {
-            matmul(
-                &mut w.weight_ih.grad.rows_mut(w_rows.0, w_rows.1),
-                Accum::Add,
-                &d_gates.rows(g_rows.0, g_rows.1),
-                Trans::No,
-                x,
-                Trans::Yes,
-            );
-        }
-    } else {
+    // Whole-sequence products, each side on its rows of `d_gates`.
+    let d_hidden = d_gates.rows(hidden_row, gh);
+    for (w_row, g_row, rows) in input_blocks.clone() {
         matmul(
-            &mut w.weight_ih.grad,
+            &mut w.weight_ih.grad.rows_mut(w_row, rows),
             Accum::Add,
-            d_gates,
+            &d_gates.rows(g_row, rows),
             Trans::No,
             x,
             Trans::Yes,
@@ -1152,46 +1152,36 @@ fn backward_direction<T: Float>(
             Trans::Yes,
         );
     }
-    // Both biases get the same gradient (the GRU's but for the `n` block): one pass over dG.
+    // The row sums of `d_gates`, in one pass, then each bias gradient takes its side's rows.
     bias.fill(T::zero());
     add_row_sums(bias, d_gates);
-    let (db_ih, db_hh) = (w.bias_ih.grad.as_mut_slice(), w.bias_hh.grad.as_mut_slice());
-    // GRU: `bias` is `[n_x; r; z; n_h]`; `b_ih` takes `[r; z; n_x]`, `b_hh` `[r; z; n_h]`.
-    let (from_ih, from_hh) = if gru {
-        let (n_x, rz, n_h) = (&bias[..h], &bias[h..3 * h], &bias[3 * h..]);
-        ([rz, n_x], [rz, n_h])
-    } else {
-        ([&bias[..], &[]], [&bias[..], &[]])
-    };
-    for (db, parts) in [(db_ih, from_ih), (db_hh, from_hh)] {
-        for (g, &v) in db.iter_mut().zip(parts.into_iter().flatten()) {
+    let db_ih = w.bias_ih.grad.as_mut_slice();
+    for (w_row, g_row, rows) in input_blocks.clone() {
+        for (g, &v) in db_ih[w_row..][..rows]
+            .iter_mut()
+            .zip(&bias[g_row..][..rows])
+        {
             *g += v;
         }
     }
+    for (g, &v) in w
+        .bias_hh
+        .grad
+        .as_mut_slice()
+        .iter_mut()
+        .zip(&bias[hidden_row..][..gh])
+    {
+        *g += v;
+    }
     if let Some((d_x, accum)) = d_x {
-        if gru {
-            // `W_ihᵀ dgx` as its `r, z` blocks' part, then its `n` block's.
-            let parts = [
-                ((0, 2 * h), (h, 2 * h), accum),
-                ((2 * h, h), (0, h), Accum::Add),
-            ];
-            for (w_rows, g_rows, acc) in parts {
-                matmul(
-                    d_x,
-                    acc,
-                    &w.weight_ih.value.rows(w_rows.0, w_rows.1),
-                    Trans::Yes,
-                    &d_gates.rows(g_rows.0, g_rows.1),
-                    Trans::No,
-                );
-            }
-        } else {
+        // `W_ihᵀ dgx`, block by block: the first writes (or adds, as asked), the rest add.
+        for (i, (w_row, g_row, rows)) in input_blocks.enumerate() {
             matmul(
                 d_x,
-                accum,
-                &w.weight_ih.value,
+                if i == 0 { accum } else { Accum::Add },
+                &w.weight_ih.value.rows(w_row, rows),
                 Trans::Yes,
-                d_gates,
+                &d_gates.rows(g_row, rows),
                 Trans::No,
             );
         }
