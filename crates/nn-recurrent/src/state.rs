@@ -27,14 +27,17 @@ impl<T: Float> RecurrentState<T> {
         }
     }
 
-    /// [`zeros`](Self::zeros), or [`Error::TooLarge`] when `slots * batch` overflows or the
-    /// state cannot be allocated.
+    /// [`zeros`](Self::zeros), or [`Error::TooLarge`] when the state cannot be allocated: `op`
+    /// `"recurrent state"` with its `(hidden, slots * batch)` shape, or, when `slots * batch`
+    /// overflows, `op` `"recurrent state (L*D slots, B columns each)"` with `(slots, batch)`.
     pub fn try_zeros(hidden: usize, slots: usize, batch: usize, with_c: bool) -> Result<Self> {
         const OP: &str = "recurrent state";
+        // `slots * batch` columns do not fit a `usize`: name the two factors, since no column
+        // count can be reported.
         let cols = slots.checked_mul(batch).ok_or(Error::TooLarge {
-            op: OP,
-            rows: hidden,
-            cols: usize::MAX,
+            op: "recurrent state (L*D slots, B columns each)",
+            rows: slots,
+            cols: batch,
         })?;
         Ok(RecurrentState {
             h: try_zeros(OP, hidden, cols)?,

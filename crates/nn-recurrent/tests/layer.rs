@@ -297,9 +297,22 @@ fn zero_states_too_large_to_allocate_are_errors() {
         .unwrap();
     assert_eq!(layer.try_zero_state(5).unwrap(), layer.zero_state(5));
     assert_eq!(layer.try_zero_state(5).unwrap().h.shape(), (4, 20));
-    // `L*D*B` overflows usize; then 2^62 values (2^64 bytes), more than isize::MAX bytes; then
-    // 2^50 bytes (1 PiB), more than the address space, refused by the allocator.
-    for batch in [usize::MAX / 2, 1 << 58, 1 << 44] {
+    // `L*D*B` overflows usize: the error names the two factors.
+    let e = layer.try_zero_state(usize::MAX / 2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                op: "recurrent state (L*D slots, B columns each)",
+                rows: 4,
+                cols,
+            } if cols == usize::MAX / 2
+        ),
+        "{e}"
+    );
+    // 2^62 values (2^64 bytes), more than isize::MAX bytes; then 2^50 bytes (1 PiB), more than
+    // the address space, refused by the allocator.
+    for batch in [1 << 58, 1 << 44] {
         let e = layer.try_zero_state(batch).unwrap_err();
         assert!(
             matches!(
