@@ -1,6 +1,9 @@
-//! Wall time of the parts of one training step of a workload, to see where a step's time goes
-//! (median of repeated calls of each part; the "time loop" figures are the layer's forward or
-//! backward minus its whole-sequence products, timed on their own).
+//! Wall time of the parts of one training step of a workload, to see where a step's time goes.
+//! The parts run in turn, round after round; a figure is the median over rounds, and a part
+//! that cannot be run alone (the loss, the time loops, the rest of the step) is the median of
+//! its per-round difference (for example the layer's forward minus its input projection, timed
+//! on its own in the same round), so that a drift of the machine weighs on both sides. Such a
+//! difference can still come out negative when the part is smaller than the noise.
 //!
 //! ```text
 //! cargo run --release -p benches --example phases -- lstm-m
@@ -11,19 +14,39 @@ use nn_core::{Accum, Init, Module, Rng, Trans, matmul};
 use nn_recurrent::{RecurrentCache, RecurrentConfig};
 use std::time::Instant;
 
-fn time(mut f: impl FnMut()) -> f64 {
+/// Runs `f(0)`, ..., `f(parts - 1)` in turn, round after round (three rounds of warm-up, then
+/// at least one second and five rounds); returns each round's times in ms, `[round][part]`.
+fn rounds(parts: usize, mut f: impl FnMut(usize)) -> Vec<Vec<f64>> {
+    let mut round = || {
+        (0..parts)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect::<Vec<_>>()
+    };
     for _ in 0..3 {
-        f();
+        round();
     }
     let mut v = Vec::new();
     let s = Instant::now();
     while s.elapsed().as_secs_f64() < 1.0 || v.len() < 5 {
-        let t = Instant::now();
-        f();
-        v.push(t.elapsed().as_secs_f64());
+        v.push(round());
     }
+    v
+}
+
+/// The median over rounds of `g(round)`.
+fn median(rounds: &[Vec<f64>], g: impl Fn(&[f64]) -> f64) -> f64 {
+    let mut v: Vec<f64> = rounds.iter().map(|r| g(r)).collect();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2] * 1e3
+    v[v.len() / 2]
+}
+
+/// The median time of `f` in ms.
+fn time(mut f: impl FnMut()) -> f64 {
+    median(&rounds(1, |_| f()), |r| r[0])
 }
 
 fn main() {
@@ -35,9 +58,6 @@ fn main() {
     let all = benches::Workload::parse_all(benches::WORKLOADS_JSON).unwrap();
     let w = all.iter().find(|w| w.name == name).unwrap();
     let mut step = benches::Step::new(w, 0).unwrap();
-    let total = time(|| {
-        step.run().unwrap();
-    });
     let mut model =
         nn_train::SeqModelConfig::new(RecurrentConfig::new(w.cell, w.input, w.hidden), w.vocab)
             .init::<f32>(&mut Rng::seed_from(3))
@@ -47,15 +67,18 @@ fn main() {
         .matrix(w.input, w.steps * w.batch, &mut Rng::seed_from(4))
         .unwrap();
     let tg: Vec<usize> = (0..w.steps * w.batch).map(|i| i % w.vocab).collect();
-    let m_fwd = time(|| model.forward(&xs, w.batch, None, false, &mut ws).unwrap());
     let target = nn_train::Target::NextToken(&tg);
-    let m_loss = time(|| {
-        model.loss(&xs, w.batch, None, target, &mut ws).unwrap();
-    });
-    let m_fb = time(|| {
-        model
-            .forward_backward(&xs, w.batch, None, target, &mut ws)
-            .unwrap();
+    // Forward, forward + loss, forward + loss + backward.
+    let m = rounds(3, |i| match i {
+        0 => model.forward(&xs, w.batch, None, false, &mut ws).unwrap(),
+        1 => {
+            model.loss(&xs, w.batch, None, target, &mut ws).unwrap();
+        }
+        _ => {
+            model
+                .forward_backward(&xs, w.batch, None, target, &mut ws)
+                .unwrap();
+        }
     });
     let zg = time(|| model.zero_grad());
     let clip = time(|| {
@@ -64,9 +87,10 @@ fn main() {
     let mut opt = nn_train::Optimizer::new(nn_train::SgdConfig::new(0.0)).unwrap();
     let sgd = time(|| opt.step(&mut model).unwrap());
     println!(
-        "model forward {m_fwd:.3}, loss {:.3}, backward {:.3}, zero_grad {zg:.3}, clip {clip:.3}, sgd {sgd:.3}",
-        m_loss - m_fwd,
-        m_fb - m_loss
+        "model forward {:.3}, loss {:.3}, backward {:.3}, zero_grad {zg:.3}, clip {clip:.3}, sgd {sgd:.3}",
+        median(&m, |r| r[0]),
+        median(&m, |r| r[1] - r[0]),
+        median(&m, |r| r[2] - r[1]),
     );
     let mut rng = Rng::seed_from(1);
     let cell = w.cell;
@@ -81,21 +105,37 @@ fn main() {
         .matrix(w.hidden, cols, &mut rng)
         .unwrap();
     let mut cache = RecurrentCache::new();
-    let fwd = time(|| layer.forward(&x, w.batch, None, &mut cache).unwrap());
-    let bwd = time(|| {
-        layer.zero_grad();
-        layer.backward(&x, &mut cache, &dy, None, None).unwrap()
-    });
     let gh = cell.gate_count() * w.hidden;
     let f = |m: usize, k: usize, n: usize, ms: f64| 2.0 * (m * k * n) as f64 / ms * 1e-6;
     let wih = DMatrix::<f32>::from_element(gh, w.input, 0.1);
     let mut g = DMatrix::<f32>::zeros(gh, cols);
-    let proj = time(|| matmul(&mut g, Accum::Replace, &wih, Trans::No, &x, Trans::No));
     let mut dwih = DMatrix::<f32>::zeros(gh, w.input);
-    let dw_ih = time(|| matmul(&mut dwih, Accum::Add, &g, Trans::No, &x, Trans::Yes));
     let hs = DMatrix::<f32>::from_element(w.hidden, cols, 0.1);
     let mut dwhh = DMatrix::<f32>::zeros(gh, w.hidden);
-    let dw_hh = time(|| matmul(&mut dwhh, Accum::Add, &g, Trans::No, &hs, Trans::Yes));
+    // A whole step, the layer's forward and backward, and their whole-sequence products alone.
+    let p = rounds(6, |i| match i {
+        0 => {
+            step.run().unwrap();
+        }
+        1 => layer.forward(&x, w.batch, None, &mut cache).unwrap(),
+        2 => {
+            layer.zero_grad();
+            layer.backward(&x, &mut cache, &dy, None, None).unwrap()
+        }
+        3 => matmul(&mut g, Accum::Replace, &wih, Trans::No, &x, Trans::No),
+        4 => matmul(&mut dwih, Accum::Add, &g, Trans::No, &x, Trans::Yes),
+        _ => matmul(&mut dwhh, Accum::Add, &g, Trans::No, &hs, Trans::Yes),
+    });
+    let (total, fwd, bwd) = (
+        median(&p, |r| r[0]),
+        median(&p, |r| r[1]),
+        median(&p, |r| r[2]),
+    );
+    let (proj, dw_ih, dw_hh) = (
+        median(&p, |r| r[3]),
+        median(&p, |r| r[4]),
+        median(&p, |r| r[5]),
+    );
     let wv = DMatrix::<f32>::from_element(w.vocab, w.hidden, 0.1);
     let mut logits = DMatrix::<f32>::zeros(w.vocab, cols);
     let head = time(|| matmul(&mut logits, Accum::Replace, &wv, Trans::No, &hs, Trans::No));
@@ -119,8 +159,8 @@ fn main() {
         f(w.vocab, w.hidden, cols, head_dx),
         f(w.vocab, w.hidden, cols, head_dw)
     );
-    let loops_f = fwd - proj;
-    let loops_b = bwd - dw_ih - dw_hh;
+    let loops_f = median(&p, |r| r[1] - r[3]);
+    let loops_b = median(&p, |r| r[2] - r[4] - r[5]);
     println!(
         "  forward time loop ~{loops_f:.3} ms ({:.0} GF/s), backward loop ~{loops_b:.3} ms ({:.0} GF/s)",
         f(gh, w.hidden, cols, loops_f),
@@ -128,7 +168,7 @@ fn main() {
     );
     println!(
         "  rest of step (head, loss, clip, sgd) ~{:.3} ms",
-        total - fwd - bwd
+        median(&p, |r| r[0] - r[1] - r[2])
     );
 }
 
