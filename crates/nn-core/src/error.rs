@@ -186,13 +186,45 @@ pub fn check_finite<
 
 /// `true` when every value is finite: a branch-free scan in blocks (vectorized, AVX2 when the CPU
 /// has it), since the layers check every input and output this way.
+/// Slices of at least [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES) are scanned as
+/// two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
+/// work otherwise).
 pub fn all_finite<T: crate::Float>(values: &[T]) -> bool {
-    crate::simd::dispatch(
-        #[inline(always)]
-        || {
-            values
-                .chunks(256)
-                .all(|c| c.iter().fold(true, |ok, v| ok & v.finite()))
-        },
-    )
+    let scan = |v: &[T]| {
+        crate::simd::dispatch(
+            #[inline(always)]
+            || {
+                v.chunks(256)
+                    .all(|c| c.iter().fold(true, |ok, x| ok & x.finite()))
+            },
+        )
+    };
+    if values.len() >= crate::pool::SPLIT_MIN_VALUES {
+        let (a, b) = values.split_at(values.len() / 2);
+        let (ra, rb) = crate::pool::join(|| scan(a), || scan(b));
+        ra && rb
+    } else {
+        scan(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn a_non_finite_value_anywhere_is_found_in_small_and_split_scans() {
+        // Below and above the size at which the scan runs as two halves on the pool.
+        for n in [1usize, 300, crate::pool::SPLIT_MIN_VALUES + 3] {
+            let mut v = vec![1.0f32; n];
+            assert!(all_finite(&v));
+            for at in [0, n / 2 - n.min(2) / 2, n / 2, n - 1] {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    v[at] = bad;
+                    assert!(!all_finite(&v), "n {n}, {bad} at {at}");
+                    v[at] = 1.0;
+                }
+            }
+        }
+    }
 }

@@ -57,6 +57,12 @@ use crate::Float;
 use crate::gemm::{Accum, Trans};
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
+/// Packings of at least this many values (512 KiB of `f32`) are cut in two halves of panels
+/// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES), because a
+/// packing is serial work right before a time loop (the helper would wait) and reads a weight
+/// that is often no longer in cache (a `gru-m` step's `768x256` `W_hh`, 196,608 values).
+const PACK_SPLIT_MIN_VALUES: usize = 1 << 17;
+
 /// Widest column block of the micro-kernel (columns of `B` per tile).
 const NR: usize = 6;
 
@@ -188,7 +194,7 @@ impl<T: Float> PackedMatrix<T> {
                 }
             }
         };
-        if self.buf.len() >= crate::pool::SPLIT_MIN_VALUES && panels >= 2 {
+        if self.buf.len() >= PACK_SPLIT_MIN_VALUES && panels >= 2 {
             // Two halves of the panels at once (the pool's helper packs the second).
             let half = panels / 2;
             let (lo, hi) = self.buf.split_at_mut(half * panel_len);
@@ -972,12 +978,12 @@ mod tests {
 
     #[test]
     fn large_packings_split_over_two_threads_keep_the_layout() {
-        // 530 x 500 values (above pool::SPLIT_MIN_VALUES), an odd number of panels, both ways.
+        // 530 x 500 values (above PACK_SPLIT_MIN_VALUES), an odd number of panels, both ways.
         for trans in [Trans::No, Trans::Yes] {
             let a = a_for::<f64>(530, 500, trans, 3);
             let mut packed = PackedMatrix::new();
             packed.pack(&a, trans);
-            assert!(packed.buf.len() >= crate::pool::SPLIT_MIN_VALUES);
+            assert!(packed.buf.len() >= PACK_SPLIT_MIN_VALUES);
             let b = rand_mat::<f64>(500, 3, 4);
             let mut got = DMatrix::zeros(530, 3);
             packed_matmul(&mut got, Accum::Replace, &packed, &b);

@@ -33,8 +33,8 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Elementwise passes over at least this many values (1 MiB of `f32`) are cut in two on the
-/// pool: the bias-gradient sums, the softmax cross-entropy, packing. The one knob for all of
-/// them; a fork costs microseconds, such a pass tens of them.
+/// pool: the bias-gradient sums, the softmax cross-entropy, the finiteness checks (and packings
+/// from half this size, `packed.rs`). A fork costs microseconds, such a pass tens of them.
 pub const SPLIT_MIN_VALUES: usize = 1 << 18;
 
 /// How long the helper spins waiting for the next job before it sleeps.
