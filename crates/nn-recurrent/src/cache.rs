@@ -53,7 +53,8 @@ impl<T: Float> DirectionCache<T> {
         let rows = cell.gate_count() * hidden;
         let gru = cell == CellKind::Gru;
         let lstm = cell == CellKind::Lstm;
-        let d_rows = if gru { 4 * hidden } else { rows };
+        // The hidden side's rows end `d_gates`' column (a GRU's `4H`, else `G·H`).
+        let d_rows = crate::layer::gate_grad_rows(cell, hidden).0 + rows;
         let sized_cols = |on: bool, r: usize, c: usize| {
             if on {
                 try_zeros(OP, r, c)

@@ -184,7 +184,7 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
 /// sides are the same `G·H` rows, but in a GRU, whose column is `[dgx_n; dg_r; dg_z; dgh_n]`
 /// (see `cell::gru`): its input side is the `r, z` rows, then the `n` block first in `d_gates`,
 /// which goes to `W_ih`'s last rows.
-fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize, usize); 2]) {
+pub(crate) fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize, usize); 2]) {
     match cell {
         CellKind::Gru => (h, [(0, h, 2 * h), (2 * h, 0, h)]),
         _ => (0, [(0, 0, cell.gate_count() * h), (0, 0, 0)]),
@@ -1155,24 +1155,18 @@ fn backward_direction<T: Float>(
     // The row sums of `d_gates`, in one pass, then each bias gradient takes its side's rows.
     bias.fill(T::zero());
     add_row_sums(bias, d_gates);
-    let db_ih = w.bias_ih.grad.as_mut_slice();
-    for (w_row, g_row, rows) in input_blocks.clone() {
-        for (g, &v) in db_ih[w_row..][..rows]
+    let add_rows = |db: &mut DMatrix<T>, (w_row, g_row, rows): (usize, usize, usize)| {
+        for (g, &v) in db.as_mut_slice()[w_row..][..rows]
             .iter_mut()
             .zip(&bias[g_row..][..rows])
         {
             *g += v;
         }
+    };
+    for block in input_blocks.clone() {
+        add_rows(&mut w.bias_ih.grad, block);
     }
-    for (g, &v) in w
-        .bias_hh
-        .grad
-        .as_mut_slice()
-        .iter_mut()
-        .zip(&bias[hidden_row..][..gh])
-    {
-        *g += v;
-    }
+    add_rows(&mut w.bias_hh.grad, (0, hidden_row, gh));
     if let Some((d_x, accum)) = d_x {
         // `W_ihᵀ dgx`, block by block: the first writes (or adds, as asked), the rest add.
         for (i, (w_row, g_row, rows)) in input_blocks.enumerate() {
