@@ -186,6 +186,7 @@ pub fn check_finite<
 
 /// `true` when every value is finite: a branch-free scan in blocks (vectorized, AVX2 when the CPU
 /// has it), since the layers check every input and output this way.
+///
 /// Slices of at least [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES) are scanned as
 /// two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
 /// work otherwise).
@@ -218,7 +219,8 @@ mod tests {
         for n in [1usize, 300, crate::pool::SPLIT_MIN_VALUES + 3] {
             let mut v = vec![1.0f32; n];
             assert!(all_finite(&v));
-            for at in [0, n / 2 - n.min(2) / 2, n / 2, n - 1] {
+            // The first, the last of the first half, the first of the second half, the last.
+            for at in [0, (n / 2).saturating_sub(1), n / 2, n - 1] {
                 for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
                     v[at] = bad;
                     assert!(!all_finite(&v), "n {n}, {bad} at {at}");

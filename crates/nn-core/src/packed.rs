@@ -217,8 +217,9 @@ impl<T: Float> PackedMatrix<T> {
 
 /// `dst[kk·16 + i] = src[i·rs + kk]` for `i < 16`, `kk < k`: one full `f32` panel of a
 /// transposed packing (sixteen rows of `op(A)`, each `k` contiguous values, `rs` apart), by 8x8
-/// transposes in registers, eight k-slices at a time. It copies bits, so it gives the layout of
-/// the scalar loop in [`PackedMatrix::pack`] exactly (tested against it).
+/// transposes in registers, eight k-slices at a time. It copies bits, so it gives the same
+/// layout as the scalar loop in [`PackedMatrix::pack`] (both are tested against the layout's
+/// definition, `packing_gives_the_documented_layout_whatever_the_buffer_held`).
 ///
 /// # Safety
 /// The CPU has AVX; `src[i·rs + kk]` is readable and `dst[0 .. 16·k]` writable.
