@@ -216,6 +216,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "64 MiB of weight and input: too large to interpret")]
     fn outputs_too_large_to_allocate_are_errors() {
         // 2^24 outputs of one input (a 64 MiB weight) on 2^24 columns (a 64 MiB input): the
         // output would take 2^48 values (1 PiB, more than the address space).

@@ -109,7 +109,8 @@ pub fn gemm<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
 
 /// Products with at least this many multiply-adds (`m·k·n`) are cut in two halves that run at
 /// once through [`pool::join`](crate::pool::join), each a single-threaded matrixmultiply call.
-pub const PARALLEL_PRODUCT_MACS: usize = 1 << 21;
+/// Under Miri 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
+pub const PARALLEL_PRODUCT_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// Where a split product is cut: a multiple of this many rows (or columns). matrixmultiply's
 /// cache blocks (`mc` = 64 rows) and register tiles (8 rows or columns) then fall on the same
@@ -295,7 +296,8 @@ impl<T: Float> RawGemm<T> {
 /// per-thread buffer, `op(B)` read in place). matrixmultiply would split some of them over
 /// threads (it decides by `m·k + k·n`), where waking and waiting for a thread costs more than
 /// the product (batch-1 training steps spent about a fifth of their time in the scheduler).
-pub const SMALL_PRODUCT_MACS: usize = 1 << 21;
+/// Under Miri 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
+pub const SMALL_PRODUCT_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// `C (=|+=) op(A) op(B)`, the common case of [`gemm`] with `alpha = 1`. Small products (see
 /// [`SMALL_PRODUCT_MACS`]) run on the calling thread through the packed kernel.
@@ -544,8 +546,14 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_on_both_paths_and_every_transpose() {
-        // 4·6·5 runs through the packed kernel, 130³ (above SMALL_PRODUCT_MACS) matrixmultiply.
-        for (m, k, n) in [(4, 6, 5), (130, 130, 130)] {
+        // 4·6·5 runs through the packed kernel, 130³ (above SMALL_PRODUCT_MACS; 20·15·16 under
+        // Miri, which lowers it) matrixmultiply.
+        let big = if cfg!(miri) {
+            (20, 15, 16)
+        } else {
+            (130, 130, 130)
+        };
+        for (m, k, n) in [(4, 6, 5), big] {
             for (ta, tb) in [
                 (Trans::No, Trans::No),
                 (Trans::Yes, Trans::No),
@@ -570,13 +578,19 @@ mod tests {
     #[test]
     fn split_products_give_the_bits_of_one_call() {
         // Above PARALLEL_PRODUCT_MACS, cut by rows (n <= m) or columns, at sizes that are not
-        // multiples of the tiles; `run_split` must match the single call bit for bit.
-        for (m, k, n) in [
-            (200, 90, 130),
-            (130, 100, 250),
-            (1030, 70, 40),
-            (40, 70, 1030),
-        ] {
+        // multiples of the tiles; `run_split` must match the single call bit for bit. Miri
+        // lowers the threshold, so its sizes are smaller.
+        let sizes = if cfg!(miri) {
+            [(130, 4, 9), (9, 5, 131), (200, 3, 7), (7, 3, 200)]
+        } else {
+            [
+                (200, 90, 130),
+                (130, 100, 250),
+                (1030, 70, 40),
+                (40, 70, 1030),
+            ]
+        };
+        for (m, k, n) in sizes {
             for (ta, tb) in [(Trans::No, Trans::No), (Trans::Yes, Trans::Yes)] {
                 let (a, b) = operands((m, k, n), ta, tb);
                 let c0 = rand_mat(m, n, 3);
@@ -597,8 +611,14 @@ mod tests {
     #[test]
     fn matmul_bias_is_a_fill_then_an_added_product_bit_for_bit() {
         // Small (one thread), and large enough to run as two halves of columns (n = 300) or of
-        // rows (m = 300, each half with its part of the bias).
-        for (m, k, n) in [(5, 4, 3), (90, 80, 300), (300, 80, 90)] {
+        // rows (m = 300, each half with its part of the bias). Smaller under Miri, which lowers
+        // the threshold.
+        let sizes = if cfg!(miri) {
+            [(5, 4, 3), (9, 4, 130), (130, 4, 9)]
+        } else {
+            [(5, 4, 3), (90, 80, 300), (300, 80, 90)]
+        };
+        for (m, k, n) in sizes {
             let (a, b) = operands((m, k, n), Trans::No, Trans::Yes);
             let bias: Vec<f64> = (0..m).map(|i| i as f64 * 0.37 - 3.0).collect();
             let mut got = DMatrix::from_element(m, n, f64::NAN);
@@ -623,8 +643,9 @@ mod tests {
         let mut db = vec![1.0; 4];
         add_row_sums(&mut db, &m);
         assert_eq!(db, [4.0, 13.0, 22.0, 31.0]);
-        let m = rand_mat(300, 4000, 9);
-        let mut db = vec![0.5; 300];
+        let (rows, cols) = if cfg!(miri) { (130, 8) } else { (300, 4000) };
+        let m = rand_mat(rows, cols, 9);
+        let mut db = vec![0.5; rows];
         add_row_sums(&mut db, &m);
         for (i, &got) in db.iter().enumerate() {
             let want = m.row(i).iter().fold(0.5, |s, &v| s + v);

@@ -61,7 +61,8 @@ use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 /// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES), because a
 /// packing is serial work right before a time loop (the helper would wait) and reads a weight
 /// that is often no longer in cache (a `gru-m` step's `768x256` `W_hh`, 196,608 values).
-const PACK_SPLIT_MIN_VALUES: usize = 1 << 17;
+/// Under Miri 256 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
+const PACK_SPLIT_MIN_VALUES: usize = if cfg!(miri) { 1 << 8 } else { 1 << 17 };
 
 /// Widest column block of the micro-kernel (columns of `B` per tile).
 const NR: usize = 6;
@@ -489,8 +490,9 @@ unsafe fn run_parts<T: Float>(
 }
 
 /// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
-/// calling thread and the helper thread; smaller ones run on the calling thread.
-pub const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// calling thread and the helper thread; smaller ones run on the calling thread. Under Miri
+/// 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
+pub const PARALLEL_MIN_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// Panels per unit of work claimed by a thread: one panel, or four for very narrow `B` (where
 /// the kernel works on four panels at once).
@@ -791,14 +793,25 @@ mod tests {
 
     fn check_all_sizes<T: Float>() {
         let mut packed = PackedMatrix::<T>::new();
+        // Fewer sizes under Miri (still a partial panel, every narrow-`B` grouping and tile
+        // width): Miri interprets every operation.
+        let (ms, ks, ns): (&[usize], &[usize], &[usize]) = if cfg!(miri) {
+            (&[0, 1, 17, 33], &[0, 3, 17], &[0, 1, 2, 3, 4, 5, 6, 7, 13])
+        } else {
+            (
+                &[0, 1, 5, 8, 16, 17, 33, 70],
+                &[0, 1, 3, 17],
+                &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13],
+            )
+        };
         for isa in isas() {
             for trans in [Trans::No, Trans::Yes] {
-                for m in [0, 1, 5, 8, 16, 17, 33, 70] {
-                    for k in [0, 1, 3, 17] {
+                for &m in ms {
+                    for &k in ks {
                         let a = a_for::<T>(m, k, trans, (m * 31 + k) as u64);
                         packed.pack(&a, trans);
                         assert_eq!((packed.rows(), packed.cols()), (m, k));
-                        for n in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13] {
+                        for &n in ns {
                             let b = rand_mat::<T>(k, n, 7 + n as u64);
                             let c0 = rand_mat::<T>(m, n, 11);
                             for accum in [Accum::Replace, Accum::Add] {
@@ -949,7 +962,12 @@ mod tests {
     #[test]
     fn threaded_products_are_bit_identical_to_single_thread() {
         // Just above the threshold; repeated so that the helper both takes and misses jobs.
-        for (m, k, n) in [(257, 128, 64), (1030, 512, 4)] {
+        let sizes = if cfg!(miri) {
+            [(41, 16, 8), (70, 64, 2)]
+        } else {
+            [(257, 128, 64), (1030, 512, 4)]
+        };
+        for (m, k, n) in sizes {
             assert!(m * k * n >= PARALLEL_MIN_MACS);
             let a = rand_mat::<f32>(k, m, 21);
             let mut packed = PackedMatrix::new();
@@ -979,16 +997,18 @@ mod tests {
 
     #[test]
     fn large_packings_split_over_two_threads_keep_the_layout() {
-        // 530 x 500 values (above PACK_SPLIT_MIN_VALUES), an odd number of panels, both ways.
+        // 530 x 500 values (above PACK_SPLIT_MIN_VALUES; 40 x 30 under Miri, which lowers it),
+        // an odd number of panels, both ways.
+        let (m, k) = if cfg!(miri) { (40, 30) } else { (530, 500) };
         for trans in [Trans::No, Trans::Yes] {
-            let a = a_for::<f64>(530, 500, trans, 3);
+            let a = a_for::<f64>(m, k, trans, 3);
             let mut packed = PackedMatrix::new();
             packed.pack(&a, trans);
             assert!(packed.buf.len() >= PACK_SPLIT_MIN_VALUES);
-            let b = rand_mat::<f64>(500, 3, 4);
-            let mut got = DMatrix::zeros(530, 3);
+            let b = rand_mat::<f64>(k, 3, 4);
+            let mut got = DMatrix::zeros(m, 3);
             packed_matmul(&mut got, Accum::Replace, &packed, &b);
-            let mut want = DMatrix::zeros(530, 3);
+            let mut want = DMatrix::zeros(m, 3);
             gemm_naive(1.0, &a, trans, &b, Trans::No, 0.0, &mut want);
             assert!((got - want).amax() < 1e-12, "{trans:?}");
         }
@@ -1022,9 +1042,15 @@ mod tests {
         // One buffer for all, so each packing starts from the previous one's values (including
         // padding rows that must come out as zeros).
         let mut packed = PackedMatrix::<T>::new();
+        // 530 x 500 crosses PACK_SPLIT_MIN_VALUES; under Miri, which lowers it, 40 x 65 does.
+        let (ms, ks): (&[usize], &[usize]) = if cfg!(miri) {
+            (&[1, 15, 16, 17, 40], &[1, 7, 8, 9, 64, 65])
+        } else {
+            (&[1, 15, 16, 17, 40, 530], &[1, 7, 8, 9, 64, 65, 500])
+        };
         for trans in [Trans::No, Trans::Yes] {
-            for m in [1, 15, 16, 17, 40, 530] {
-                for k in [1, 7, 8, 9, 64, 65, 500] {
+            for &m in ms {
+                for &k in ks {
                     let a = a_for::<T>(m, k, trans, (m * 1000 + k) as u64);
                     packed.pack(&a, trans);
                     let want = layout_by_definition(&a, trans);

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 /// Elementwise passes over at least this many values (1 MiB of `f32`) are cut in two on the
 /// pool: the bias-gradient sums, the softmax cross-entropy, the finiteness checks (and packings
 /// from half this size, `packed.rs`). A fork costs microseconds, such a pass tens of them.
-pub const SPLIT_MIN_VALUES: usize = 1 << 18;
+/// Under Miri 512, so that its runs of the tests reach the split paths at sizes it can
+/// interpret (the same code, only taken earlier; see RELIABILITY.md).
+pub const SPLIT_MIN_VALUES: usize = if cfg!(miri) { 1 << 9 } else { 1 << 18 };
 
 /// How long the helper spins waiting for the next job before it sleeps.
 pub const SPIN: Duration = Duration::from_millis(2);

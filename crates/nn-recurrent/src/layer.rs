@@ -200,8 +200,8 @@ pub(crate) fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize
 /// (3.4–4.0 → 1.9–3.1 ms), about even for a GRU with `H = 64, B = 16` and an RNN with
 /// `H = 128, B = 16`, and slower for an LSTM with `H = 128, B = 4`, where each thread gets two
 /// columns (hence [`SPLIT_MIN_BATCH`]). With a thread spawned per pass (before the pool) the
-/// split had needed 2^19.
-const SPLIT_MIN_MACS: usize = 1 << 17;
+/// split had needed 2^19. Under Miri 1024 (see `nn_core::pool::SPLIT_MIN_VALUES`).
+const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
 
 /// The smallest batch whose time loops are split: each half then has at least four columns
 /// for the micro-kernel's tiles.
@@ -221,7 +221,10 @@ static SLOW_SIDE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 #[cfg(test)]
 fn slow_down(side: usize) {
     if SLOW_SIDE.load(std::sync::atomic::Ordering::Relaxed) == side + 1 {
-        std::thread::sleep(std::time::Duration::from_micros(300));
+        // Under Miri a step takes about a quarter of a second to interpret, so the slow side
+        // must sleep that long to be slower.
+        let us = if cfg!(miri) { 250_000 } else { 300 };
+        std::thread::sleep(std::time::Duration::from_micros(us));
     }
 }
 
