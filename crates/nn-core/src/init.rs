@@ -58,7 +58,7 @@ impl Init {
     pub const NOTEBOOK: Init = Init::Normal { std: 0.01 };
 
     /// A new `(rows, cols)` matrix with `fan_in = cols`, `fan_out = rows`; sizes too large to
-    /// allocate are [`Error::TooLarge`](crate::Error::TooLarge).
+    /// allocate are [`Error::TooLarge`].
     pub fn matrix<T: Float>(&self, rows: usize, cols: usize, rng: &mut Rng) -> Result<DMatrix<T>> {
         let mut m = crate::try_zeros("Init::matrix", rows, cols)?;
         self.fill(&mut m, cols, rows, rng)?;

@@ -1,7 +1,7 @@
 //! nn-core: the building blocks under the recurrent layers.
 //!
-//! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`]: matrix products with free transposes;
-//!   [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops;
+//! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`](mod@gemm): matrix products with free
+//!   transposes; [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops;
 //!   [`pool`]: the two-way fork-join (one persistent helper thread) they split work with.
 //! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
 //! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
