@@ -58,11 +58,11 @@ use crate::gemm::{Accum, Trans};
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
 /// Packings of at least this many values (512 KiB of `f32`) are cut in two halves of panels
-/// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES), because a
-/// packing is serial work right before a time loop (the helper would wait) and reads a weight
-/// that is often no longer in cache (a `gru-m` step's `768x256` `W_hh`, 196,608 values).
-/// Under Miri 256 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
-const PACK_SPLIT_MIN_VALUES: usize = if cfg!(miri) { 1 << 8 } else { 1 << 17 };
+/// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES) (so also
+/// lowered under Miri), because a packing is serial work right before a time loop (the helper
+/// would wait) and reads a weight that is often no longer in cache (a `gru-m` step's `768x256`
+/// `W_hh`, 196,608 values).
+const PACK_SPLIT_MIN_VALUES: usize = crate::pool::SPLIT_MIN_VALUES / 2;
 
 /// Widest column block of the micro-kernel (columns of `B` per tile).
 const NR: usize = 6;
