@@ -25,10 +25,11 @@
 //! reads one panel front to back as contiguous vectors while broadcasting `B` scalars.
 //!
 //! Packing `A` (column-major) copies contiguous runs of each column. Packing `Aᵀ` (the backward
-//! loop's `W_hhᵀ`) is a transpose: full `f32` panels go through 8x8 register transposes when the
-//! CPU has AVX (`W_hhᵀ` of `lstm-m`, 1 MiB, packs in 0.04 ms instead of 0.3), the rest through a
-//! loop blocked so that the part of the panel it writes stays in L1. Both copy bits, so the
-//! layout is the same either way (`packing_gives_the_documented_layout_whatever_the_buffer_held`).
+//! loop's `W_hhᵀ`) is a transpose: full `f32` panels go through 8x8 AVX register transposes when
+//! the kernel's AVX2/FMA copy is in use (`W_hhᵀ` of `lstm-m`, 1 MiB, packs in 0.04 ms instead of
+//! 0.3), the rest through a loop blocked so that the part of the panel it writes stays in L1.
+//! Both copy bits, so the layout is the same either way
+//! (`packing_gives_the_documented_layout_whatever_the_buffer_held`).
 //!
 //! # Kernel
 //!
