@@ -3,9 +3,9 @@
 //! Per layer `l`: the output `(D*H, T*B)` (rows `d*H..(d+1)*H` are direction `d`'s hidden
 //! sequence, so the hidden states are stored once, in the output), and for layers below the top
 //! the gradient arriving at that output from the layer above. Per layer-direction
-//! ([`DirectionCache`]): the gates, the part of the GRU's hidden side that backward reads, the
-//! LSTM's cell sequence and its `tanh`, the gate gradient of backward, and `W_hh` packed for the
-//! step products.
+//! ([`DirectionCache`]): the gates (over which backward writes the gate gradients), the part of
+//! the GRU's hidden side that backward reads, the LSTM's cell sequence and its `tanh`, and `W_hh`
+//! packed for the step products.
 //!
 //! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
 //! backward reuse every buffer and allocate nothing.
@@ -20,9 +20,17 @@ const OP: &str = "Recurrent::forward cache";
 /// Buffers of one layer-direction (`G` gate blocks, `T` steps, `B` sequences).
 #[derive(Debug)]
 pub(crate) struct DirectionCache<T: Float> {
-    /// `(G*H, T*B)`: the input projection `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}`, then the
-    /// gate activations the cell writes (LSTM `i, f, g, o`; GRU `r, z, n`; the RNN's cell writes
-    /// none, so its pre-activation without the bias stays, unread by backward).
+    /// `(G*H, T*B)` (GRU `(4H, T*B)`, the gates in rows `H..4H`): the input projection
+    /// `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}`, then the gate activations the cell writes
+    /// (LSTM `i, f, g, o`; GRU `r, z, n`; the RNN's cell writes none, so its pre-activation
+    /// without the bias stays, unread by backward).
+    ///
+    /// Backward writes the gate pre-activation gradients `dG` over it, column by column as
+    /// each step's cell has read its gates (so one backward per forward). They are the same for
+    /// the input side (`dW_ih`, `db_ih`, `dX`) and the hidden side (`dW_hh`, `db_hh`,
+    /// `dh_{t-1}`) of an RNN or LSTM. A GRU's two sides differ only in their `n` block: its
+    /// column becomes `[dgx_n; dg_r; dg_z; dgh_n]`, rows `0..3H` the input side (`n` first) and
+    /// rows `H..4H` the hidden side in `W_hh`'s order (see `cell::gru`).
     pub gates: DMatrix<T>,
     /// GRU only `(3H, B)`: each step's `W_hh h_{t-1}`, column `b` for sequence `b` (a scratch the
     /// cell reads at once); else empty.
@@ -34,17 +42,11 @@ pub(crate) struct DirectionCache<T: Float> {
     pub cells: DMatrix<T>,
     /// LSTM only `(H, T*B)`: `tanh(c_t)`; else empty.
     pub tanh_cells: DMatrix<T>,
-    /// `(G*H, T*B)` (GRU `(4H, T*B)`): gradient of the gate pre-activations, the same for the
-    /// input side (`dW_ih`, `db_ih`, `dX`) and the hidden side (`dW_hh`, `db_hh`, `dh_{t-1}`)
-    /// of an RNN or LSTM. A GRU's two sides differ only in their `n` block: its column is
-    /// `[dgx_n; dg_r; dg_z; dgh_n]`, rows `0..3H` the input side (`n` first) and rows `H..4H`
-    /// the hidden side in `W_hh`'s order (see `cell::gru`).
-    pub d_gates: DMatrix<T>,
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
-    /// Scratch of `d_gates`' rows: the bias column the cells add (forward, its first `G*H`),
-    /// then the row sums of `d_gates`, summed once and added to both bias gradients (backward).
+    /// Scratch of `gates`' rows: the bias column the cells add (forward, its first `G*H`),
+    /// then the row sums of the gate gradients, summed once and added to both bias gradients (backward).
     pub bias: Vec<T>,
 }
 
@@ -53,7 +55,7 @@ impl<T: Float> DirectionCache<T> {
         let rows = cell.gate_count() * hidden;
         let gru = cell == CellKind::Gru;
         let lstm = cell == CellKind::Lstm;
-        // The hidden side's rows end `d_gates`' column (a GRU's `4H`, else `G·H`).
+        // The hidden side's rows end the gate gradients' column (a GRU's `4H`, else `G·H`).
         let d_rows = crate::layer::gate_grad_rows(cell, hidden).0 + rows;
         let sized_cols = |on: bool, r: usize, c: usize| {
             if on {
@@ -64,12 +66,11 @@ impl<T: Float> DirectionCache<T> {
         };
         let sized = |on: bool, r: usize| sized_cols(on, r, cols);
         Ok(DirectionCache {
-            gates: try_zeros(OP, rows, cols)?,
+            gates: try_zeros(OP, d_rows, cols)?,
             hidden_gates: sized_cols(gru, rows, batch)?,
             hidden_n: sized(gru, hidden)?,
             cells: sized(lstm, hidden)?,
             tanh_cells: sized(lstm, hidden)?,
-            d_gates: try_zeros(OP, d_rows, cols)?,
             packed_hh: PackedMatrix::new(),
             bias: vec![T::zero(); d_rows],
         })
@@ -88,12 +89,17 @@ pub(crate) struct LayerCache<T: Float> {
 }
 
 /// Everything forward keeps for backward, and the results; sized once per `(T, B)` and reused.
+/// A backward writes its gate gradients over what the forward kept, so it needs a forward of its
+/// own: a second backward after one forward is an error.
 #[derive(Debug)]
 pub struct RecurrentCache<T: Float> {
     /// The settings, `T` and `B` the buffers are sized for (`None` before the first forward).
     pub(crate) sized_for: Option<(RecurrentConfig, usize, usize)>,
     /// `true` once a forward has filled the buffers.
     pub(crate) ready: bool,
+    /// `true` once a backward has started on the last forward: it writes the gate gradients
+    /// over the saved gates, so a second backward needs a new forward.
+    pub(crate) consumed: bool,
     pub(crate) layers: Vec<LayerCache<T>>,
     /// A copy of the forward's initial state (zeros when none was given).
     pub(crate) initial: RecurrentState<T>,
@@ -118,6 +124,7 @@ impl<T: Float> RecurrentCache<T> {
         RecurrentCache {
             sized_for: None,
             ready: false,
+            consumed: false,
             layers: Vec::new(),
             initial: empty_state(),
             final_state: empty_state(),

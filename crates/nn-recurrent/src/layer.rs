@@ -178,7 +178,7 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
     m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
 }
 
-/// Where each side's gradient lies in the `d_gates` of a layer-direction with `h` units: the
+/// Where each side's gradient lies in the gate gradients (`d_gates`) of a layer-direction with `h` units: the
 /// first of the hidden side's `G·H` rows (in `W_hh`'s row order), and the input side as blocks
 /// `(first row of W_ih, first row of d_gates, rows)` (a block of no rows is to be skipped). Both
 /// sides are the same `G·H` rows, but in a GRU, whose column is `[dgx_n; dg_r; dg_z; dgh_n]`
@@ -438,7 +438,8 @@ unsafe fn forward_steps<T: Float>(
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols(b, 1) };
                     let hn = unsafe { lp.hidden_n.cols_mut(col, 1) };
-                    gru::forward(g, lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
+                    // The gates are the column's rows `H..4H` (see `DirectionCache::gates`).
+                    gru::forward(&mut g[h..], lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
                 }
             }
         }
@@ -463,14 +464,14 @@ struct BackwardLoop<'a, T: Float> {
     c0: &'a [T],
     out: &'a [T],
     dy: &'a [T],
-    gates: &'a [T],
     hidden_n: &'a [T],
     cells: &'a [T],
     tanh_cells: &'a [T],
-    /// Rows per column of `d_gates` (`G·H`, a GRU's `4H`), and the first of its hidden side
-    /// ([`gate_grad_rows`]).
+    /// Rows per column of the gate buffer (`G·H`, a GRU's `4H`), and the first of its hidden
+    /// side ([`gate_grad_rows`]).
     d_rows: usize,
     hidden_row: usize,
+    /// The forward's gates, which the cells turn into the gate gradients `dG` step by step.
     d_gates: SharedCols<'a, T>,
     /// The running `dh` (and `dc`, empty without a cell state) of every sequence, `(H, B)`: this
     /// slot's columns of the state gradient, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`.
@@ -531,24 +532,19 @@ unsafe fn backward_steps<T: Float>(
                         Some(tp) => &lp.cells[(tp * batch + b) * h..][..h],
                         None => &lp.c0[b * h..][..h],
                     };
+                    // `dg` holds this step's gates until the cell turns them into `dG_t`.
                     lstm::backward(
-                        &lp.gates[col * gh..][..gh],
+                        dg,
                         c_prev,
                         &lp.tanh_cells[col * h..][..h],
                         dh,
                         dy_col,
                         unsafe { lp.dc.cols_mut(b, 1) },
-                        dg,
                     );
                 }
-                CellKind::Gru => gru::backward(
-                    &lp.gates[col * gh..][..gh],
-                    &lp.hidden_n[col * h..][..h],
-                    h_prev,
-                    dh,
-                    dy_col,
-                    dg,
-                ),
+                CellKind::Gru => {
+                    gru::backward(dg, &lp.hidden_n[col * h..][..h], h_prev, dh, dy_col)
+                }
             }
         }
         // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
@@ -812,6 +808,7 @@ impl<T: Float> Recurrent<T> {
             check_finite("Recurrent::forward final c (overflow)", c)?;
         }
         cache.ready = true;
+        cache.consumed = false;
         Ok(())
     }
 
@@ -820,7 +817,13 @@ impl<T: Float> Recurrent<T> {
     /// `d_output` is `(D*H, T*B)`; `d_final` the gradient of `h_n`/`c_n` (zeros when `None`;
     /// an LSTM's `c: None` means zeros too).
     ///
-    /// Errors: a cache without a forward of a layer with these settings, an `x`, `d_output`,
+    /// One backward per forward, as in PyTorch without `retain_graph`: backward writes the gate
+    /// gradients over the gates the forward saved (one `(G·H, T·B)` buffer fewer per
+    /// layer-direction), so a second backward needs a new forward. `cache.output()` and
+    /// `cache.final_state()` stay.
+    ///
+    /// Errors: a cache without a forward of a layer with these settings, or whose forward a
+    /// backward has already used, an `x`, `d_output`,
     /// `d_final` or `d_input` of the wrong shape, a NaN or infinite `d_output` or `d_final`, a
     /// gradient that overflowed to infinity (the gradients are then already partly added).
     pub fn backward(
@@ -841,6 +844,13 @@ impl<T: Float> Recurrent<T> {
                 ));
             }
         };
+        if cache.consumed {
+            return Err(Error::InvalidConfig(
+                "Recurrent::backward: a backward has already used this forward pass (it \
+                 overwrites the gates the forward saved); run forward again"
+                    .into(),
+            ));
+        }
         self.check_weights("Recurrent::backward parameter")?;
         let cols = steps * batch;
         let input = self.config.input_size;
@@ -861,6 +871,8 @@ impl<T: Float> Recurrent<T> {
         if let Some(dx) = &d_input {
             check_shape("Recurrent::backward d_input", *dx, Shape(input, cols))?;
         }
+        // From here on the saved gates are overwritten, whatever the outcome.
+        cache.consumed = true;
         let RecurrentCache {
             layers,
             initial,
@@ -981,7 +993,15 @@ fn forward_direction<T: Float>(
         ..
     } = dc;
     let bias = &mut bias[..gh];
-    project_input(cell, w, x, &mut gates.columns_mut(0, steps * batch), bias);
+    // A GRU's gates are rows `H..4H` of its buffer (backward writes its `4H` gradient over them).
+    let g0 = gate_grad_rows(cell, h).0;
+    project_input(
+        cell,
+        w,
+        x,
+        &mut gates.view_mut((g0, 0), (gh, steps * batch)),
+        bias,
+    );
     packed_hh.pack(&w.weight_hh.value, Trans::No);
     let lp = ForwardLoop {
         cell,
@@ -1059,7 +1079,6 @@ fn backward_direction<T: Float>(
         hidden_n,
         cells,
         tanh_cells,
-        d_gates,
         packed_hh,
         bias,
         ..
@@ -1076,6 +1095,9 @@ fn backward_direction<T: Float>(
         Some(m) => &mut m.as_mut_slice()[span.clone()],
         None => &mut no_cell[..],
     };
+    // The gate gradients are written over the gates, which are dead once their step's backward
+    // cell has read them; so a backward consumes its forward (`RecurrentCache::consumed`).
+    let d_gates = gates;
     let lp = BackwardLoop {
         cell,
         dims,
@@ -1086,7 +1108,6 @@ fn backward_direction<T: Float>(
         c0: slot_slice(initial.c.as_ref(), slot, dims),
         out: out.as_slice(),
         dy: dy.as_slice(),
-        gates: gates.as_slice(),
         hidden_n: hidden_n.as_slice(),
         cells: cells.as_slice(),
         tanh_cells: tanh_cells.as_slice(),

@@ -8,7 +8,7 @@
 //!   directions), with PyTorch's parameter names, shapes and initialization.
 //! - [`Recurrent::forward`] / [`Recurrent::backward`]: the whole sequence batch, with an optional
 //!   initial state in and the final state out; everything backward needs stays in a reusable
-//!   [`RecurrentCache`].
+//!   [`RecurrentCache`]. One backward per forward, as in PyTorch without `retain_graph`.
 //! - [`Recurrent::step`]: one step at a time, for generation.
 //! - [`Recurrent::load_safetensors`] / [`Recurrent::save_safetensors`]: weights to and from PyTorch.
 //!

@@ -163,6 +163,10 @@ fn backward_adds_into_gradients_and_skips_the_input_gradient_on_request() {
             .unwrap();
         let once: Vec<DMatrix<f64>> = grads(&s.layer);
         let d_init = cache.d_initial().clone();
+        // A second backward needs its own forward (the first used up the saved gates).
+        s.layer
+            .forward(&s.x, 2, Some(&s.initial), &mut cache)
+            .unwrap();
         s.layer
             .backward(&s.x, &mut cache, &s.g_out, Some(&s.g_final), None)
             .unwrap();
@@ -411,6 +415,13 @@ fn bad_inputs_are_typed_errors() {
         None,
         Some(&mut dx)
     )));
+    layer.backward(&x, &mut cache, &d_out, None, None).unwrap();
+    // One backward per forward: the first wrote its gate gradients over the saved gates.
+    assert!(matches!(
+        layer.backward(&x, &mut cache, &d_out, None, None),
+        Err(Error::InvalidConfig(_))
+    ));
+    layer.forward(&x, 2, None, &mut cache).unwrap();
     layer.backward(&x, &mut cache, &d_out, None, None).unwrap();
     // A failed forward leaves no forward behind.
     assert!(layer.forward(&bad, 2, None, &mut cache).is_err());

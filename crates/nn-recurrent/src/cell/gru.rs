@@ -84,52 +84,47 @@ fn forward_lanes<T: Float>(
     }
 }
 
-/// Writes `dg` (`4H`: `[dgx_n; dg_r; dg_z; dgh_n]`, see the module docs) from `dh + dy`, and
-/// sets `dh` to the direct part of `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ dgh`).
-/// `hn` is the forward's `ĝ_n` (`H`).
+/// Turns `dg` (`4H`: `[_; r; z; n]`, the gates [`forward`] left in its rows `H..4H`) into
+/// `[dgx_n; dg_r; dg_z; dgh_n]` (see the module docs) **in place**, from `dh + dy`, and sets `dh`
+/// to the direct part of `dh_{t-1}`, `(dh + dy) ⊙ z` (the layer adds `W_hhᵀ dgh`). `hn` is the
+/// forward's `ĝ_n` (`H`). In place, because nothing reads a step's gates after its backward.
 #[inline]
-pub(crate) fn backward<T: Float>(
-    gates: &[T],
+pub(crate) fn backward<T: Float>(dg: &mut [T], hn: &[T], h_prev: &[T], dh: &mut [T], dy: &[T]) {
+    let n = dh.len();
+    let hn = &hn[..n];
+    let (dxn, rest) = dg[..4 * n].split_at_mut(n);
+    let (r, rest) = rest.split_at_mut(n);
+    let (z, nn) = rest.split_at_mut(n);
+    nn_core::simd::dispatch(
+        #[inline(always)]
+        || backward_lanes([r, z, nn], hn, h_prev, dh, dy, dxn),
+    );
+}
+
+/// The loop of [`backward`], over separate slices (see [`forward_lanes`]): each lane reads its
+/// three gates, then writes the gradients over them (`dgx_n` into `dxn`).
+#[inline(always)]
+fn backward_lanes<T: Float>(
+    [r, z, nn]: [&mut [T]; 3],
     hn: &[T],
     h_prev: &[T],
     dh: &mut [T],
     dy: &[T],
-    dg: &mut [T],
+    dxn: &mut [T],
 ) {
     let n = dh.len();
-    let (r, z, nn) = (&gates[..n], &gates[n..2 * n], &gates[2 * n..3 * n]);
-    let hn = &hn[..n];
-    let (dxn, rest) = dg[..4 * n].split_at_mut(n);
-    let (dr, rest) = rest.split_at_mut(n);
-    let (dz, dhn) = rest.split_at_mut(n);
-    nn_core::simd::dispatch(
-        #[inline(always)]
-        || backward_lanes([r, z, nn, hn], h_prev, dh, dy, [dxn, dr, dz, dhn]),
-    );
-}
-
-/// The loop of [`backward`], over separate slices (see [`forward_lanes`]).
-#[inline(always)]
-fn backward_lanes<T: Float>(
-    [r, z, nn, hn]: [&[T]; 4],
-    h_prev: &[T],
-    dh: &mut [T],
-    dy: &[T],
-    [dxn, dr, dz, dhn]: [&mut [T]; 4],
-) {
-    let n = dh.len();
-    let (r, z, nn, hn) = (&r[..n], &z[..n], &nn[..n], &hn[..n]);
-    let (h_prev, dy) = (&h_prev[..n], &dy[..n]);
-    let (dxn, dr, dz, dhn) = (&mut dxn[..n], &mut dr[..n], &mut dz[..n], &mut dhn[..n]);
+    let (r, z, nn, dxn) = (&mut r[..n], &mut z[..n], &mut nn[..n], &mut dxn[..n]);
+    let (hn, h_prev, dy) = (&hn[..n], &h_prev[..n], &dy[..n]);
     let one = T::one();
     for j in 0..n {
+        let (rj, zj, nj) = (r[j], z[j], nn[j]);
         let dh_j = dh[j] + dy[j];
-        let da_n = dh_j * (one - z[j]) * (one - nn[j] * nn[j]);
+        let da_n = dh_j * (one - zj) * (one - nj * nj);
         dxn[j] = da_n;
-        dr[j] = da_n * hn[j] * r[j] * (one - r[j]);
-        dz[j] = dh_j * (h_prev[j] - nn[j]) * z[j] * (one - z[j]);
-        dhn[j] = da_n * r[j];
-        dh[j] = dh_j * z[j];
+        r[j] = da_n * hn[j] * rj * (one - rj);
+        z[j] = dh_j * (h_prev[j] - nj) * zj * (one - zj);
+        nn[j] = da_n * rj;
+        dh[j] = dh_j * zj;
     }
 }
 
@@ -180,8 +175,9 @@ mod tests {
         assert_eq!(h[0], 0.5 * n + 2.0);
         // dh = 1: dz = h_prev - n, da_z = dz/4; da_n = (1/2)(1-n²); dgh_n = da_n/2; dr = da_n·1;
         // da_r = dr/4; the direct part of dh_prev is z = 1/2.
-        let (mut dh, mut dg) = ([1.0], [0.0; 4]);
-        backward(&gates, &hn, &[4.0], &mut dh, &[0.0], &mut dg);
+        // In place: the column `[_; r; z; n]` becomes `[dgx_n; dg_r; dg_z; dgh_n]`.
+        let (mut dh, mut dg) = ([1.0], [9.0, gates[0], gates[1], gates[2]]);
+        backward(&mut dg, &hn, &[4.0], &mut dh, &[0.0]);
         let da_n = 0.5 * (1.0 - n * n);
         // [dgx_n; dg_r; dg_z; dgh_n]
         assert_eq!(dg, [da_n, da_n * 0.25, (4.0 - n) * 0.25, da_n * 0.5]);
