@@ -178,12 +178,13 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
     m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
 }
 
-/// Where each side's gradient lies in the gate gradients (`d_gates`) of a layer-direction with `h` units: the
-/// first of the hidden side's `G·H` rows (in `W_hh`'s row order), and the input side as blocks
-/// `(first row of W_ih, first row of d_gates, rows)` (a block of no rows is to be skipped). Both
-/// sides are the same `G·H` rows, but in a GRU, whose column is `[dgx_n; dg_r; dg_z; dgh_n]`
-/// (see `cell::gru`): its input side is the `r, z` rows, then the `n` block first in `d_gates`,
-/// which goes to `W_ih`'s last rows.
+/// Where each side's gradient lies in the gate gradients (`d_gates`) of a layer-direction with
+/// `h` units: the first of the hidden side's `G·H` rows (in `W_hh`'s row order), and the input
+/// side as blocks `(first row of W_ih, first row of d_gates, rows)` (a block of no rows is to be
+/// skipped). Both sides are the same `G·H` rows, but in a GRU, whose column is
+/// `[dgx_n; dg_r; dg_z; dgh_n]` (see `cell::gru`): its input side is the `r, z` rows, then the
+/// `n` block first in `d_gates`, which goes to `W_ih`'s last rows. The first value is also the
+/// first row of the forward's gates in that buffer (a GRU's `H`, else 0).
 pub(crate) fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize, usize); 2]) {
     match cell {
         CellKind::Gru => (h, [(0, h, 2 * h), (2 * h, 0, h)]),
