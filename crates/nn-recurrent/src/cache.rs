@@ -4,8 +4,8 @@
 //! sequence, so the hidden states are stored once, in the output), and for layers below the top
 //! the gradient arriving at that output from the layer above. Per layer-direction
 //! ([`DirectionCache`]): the gates (over which backward writes the gate gradients), the part of
-//! the GRU's hidden side that backward reads, the LSTM's cell sequence and its `tanh`, and `W_hh`
-//! packed for the step products.
+//! the GRU's hidden side that backward reads, the LSTM's cell sequence, and `W_hh` packed for the
+//! step products.
 //!
 //! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
 //! backward reuse every buffer and allocate nothing.
@@ -38,10 +38,8 @@ pub(crate) struct DirectionCache<T: Float> {
     /// GRU only `(H, T*B)`: `ĝ_n = W_hn h_{t-1} + b_hn`, the one part of the hidden side that
     /// backward reads; else empty.
     pub hidden_n: DMatrix<T>,
-    /// LSTM only `(H, T*B)`: `c_t`; else empty.
+    /// LSTM only `(H, T*B)`: `c_t` (backward computes `tanh(c_t)` again from it); else empty.
     pub cells: DMatrix<T>,
-    /// LSTM only `(H, T*B)`: `tanh(c_t)`; else empty.
-    pub tanh_cells: DMatrix<T>,
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
@@ -70,7 +68,6 @@ impl<T: Float> DirectionCache<T> {
             hidden_gates: sized_cols(gru, rows, batch)?,
             hidden_n: sized(gru, hidden)?,
             cells: sized(lstm, hidden)?,
-            tanh_cells: sized(lstm, hidden)?,
             packed_hh: PackedMatrix::new(),
             bias: vec![T::zero(); d_rows],
         })

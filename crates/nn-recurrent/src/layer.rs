@@ -335,7 +335,6 @@ struct ForwardLoop<'a, T: Float> {
     /// GRU only `(H, T*B)`: `ĝ_n = W_hn h_{t-1} + b_hn`, kept for backward.
     hidden_n: SharedCols<'a, T>,
     cells: SharedCols<'a, T>,
-    tanh_cells: SharedCols<'a, T>,
     /// This slot's initial `h` (and `c`, or empty), `(H, B)`.
     h0: &'a [T],
     c0: &'a [T],
@@ -350,7 +349,7 @@ struct ForwardLoop<'a, T: Float> {
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `out`, `gates`, `hidden_n`, `cells`, `tanh_cells`, nor the columns `b` of `hidden_gates`,
+/// `out`, `gates`, `hidden_n`, `cells`, nor the columns `b` of `hidden_gates`,
 /// except those of sequences given away, from the step they were given on (and the other side
 /// reads the given sequences' columns of earlier steps only after the hand-off); those are the
 /// only columns it touches. Columns of steps before `first` of `bs` hold that sequence's earlier
@@ -433,8 +432,7 @@ unsafe fn forward_steps<T: Float>(
                         None => &lp.c0[b * h..][..h],
                     };
                     let c_new = unsafe { lp.cells.cols_mut(col, 1) };
-                    let tc = unsafe { lp.tanh_cells.cols_mut(col, 1) };
-                    lstm::forward(g, lp.bias, c_prev, c_new, tc, h_new);
+                    lstm::forward(g, lp.bias, c_prev, c_new, h_new);
                 }
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols(b, 1) };
@@ -467,7 +465,6 @@ struct BackwardLoop<'a, T: Float> {
     dy: &'a [T],
     hidden_n: &'a [T],
     cells: &'a [T],
-    tanh_cells: &'a [T],
     /// Rows per column of the gate buffer (`G·H`, a GRU's `4H`), and the first of its hidden
     /// side ([`gate_grad_rows`]).
     d_rows: usize,
@@ -534,14 +531,9 @@ unsafe fn backward_steps<T: Float>(
                         None => &lp.c0[b * h..][..h],
                     };
                     // `dg` holds this step's gates until the cell turns them into `dG_t`.
-                    lstm::backward(
-                        dg,
-                        c_prev,
-                        &lp.tanh_cells[col * h..][..h],
-                        dh,
-                        dy_col,
-                        unsafe { lp.dc.cols_mut(b, 1) },
-                    );
+                    lstm::backward(dg, c_prev, &lp.cells[col * h..][..h], dh, dy_col, unsafe {
+                        lp.dc.cols_mut(b, 1)
+                    });
                 }
                 CellKind::Gru => {
                     gru::backward(dg, &lp.hidden_n[col * h..][..h], h_prev, dh, dy_col)
@@ -988,7 +980,6 @@ fn forward_direction<T: Float>(
         hidden_gates,
         hidden_n,
         cells,
-        tanh_cells,
         packed_hh,
         bias,
         ..
@@ -1015,7 +1006,6 @@ fn forward_direction<T: Float>(
         hidden_gates: SharedCols::new(hidden_gates),
         hidden_n: SharedCols::new(hidden_n),
         cells: SharedCols::new(cells),
-        tanh_cells: SharedCols::new(tanh_cells),
         h0: slot_slice(Some(&initial.h), slot, dims),
         c0: slot_slice(initial.c.as_ref(), slot, dims),
         b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
@@ -1079,7 +1069,6 @@ fn backward_direction<T: Float>(
         gates,
         hidden_n,
         cells,
-        tanh_cells,
         packed_hh,
         bias,
         ..
@@ -1111,7 +1100,6 @@ fn backward_direction<T: Float>(
         dy: dy.as_slice(),
         hidden_n: hidden_n.as_slice(),
         cells: cells.as_slice(),
-        tanh_cells: tanh_cells.as_slice(),
         d_rows: d_gates.nrows(),
         hidden_row,
         d_gates: SharedCols::new(d_gates),

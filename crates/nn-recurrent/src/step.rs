@@ -28,9 +28,8 @@ pub struct StepScratch<T: Float> {
     /// GRU only `(H, B)`: `W_hn h_{t-1} + b_hn` (kept for backward by the sequence forward;
     /// scratch here).
     hidden_n: DMatrix<T>,
-    /// LSTM only `(H, B)`: the new `c` and `tanh(c)`.
+    /// LSTM only `(H, B)`: the new `c`.
     c: DMatrix<T>,
-    tanh_c: DMatrix<T>,
     /// `(H, B)`: the new `h` of the layer being stepped; the top layer's after the step.
     h: DMatrix<T>,
     /// The stepped layer's `W_hh`, packed for the product (re-packed each step: the weights may
@@ -56,7 +55,6 @@ impl<T: Float> StepScratch<T> {
             hidden_gates: DMatrix::zeros(0, 0),
             hidden_n: DMatrix::zeros(0, 0),
             c: DMatrix::zeros(0, 0),
-            tanh_c: DMatrix::zeros(0, 0),
             h: DMatrix::zeros(0, 0),
             packed_hh: PackedMatrix::new(),
             packed_ih: PackedMatrix::new(),
@@ -82,7 +80,6 @@ impl<T: Float> StepScratch<T> {
         self.hidden_gates = zeros(want(gru, gh));
         self.hidden_n = zeros(want(gru, hidden));
         self.c = zeros(want(lstm, hidden));
-        self.tanh_c = zeros(want(lstm, hidden));
         self.h = zeros((hidden, batch));
         self.bias = vec![T::zero(); gh];
     }
@@ -153,7 +150,6 @@ impl<T: Float> Recurrent<T> {
             hidden_gates,
             hidden_n,
             c: c_new,
-            tanh_c,
             h: h_new,
             packed_hh,
             packed_ih,
@@ -209,7 +205,6 @@ impl<T: Float> Recurrent<T> {
                         bias,
                         &c_prev[b * h..][..h],
                         &mut c_new.as_mut_slice()[b * h..][..h],
-                        &mut tanh_c.as_mut_slice()[b * h..][..h],
                         hn,
                     ),
                     CellKind::Gru => gru::forward(

@@ -15,15 +15,15 @@ use nn_core::Float;
 use nn_core::activation::{sigmoid, tanh};
 
 /// Adds `bias` (`4H`, `b_ih + b_hh`) to the pre-activations in `gates` (`4H`, `W_ih x + W_hh h`),
-/// turns them into `i, f, g, o` in place and computes `c`, `tanh(c)` and `h` (each `H`) from
-/// `c_prev`.
+/// turns them into `i, f, g, o` in place and computes `c` and `h` (each `H`) from `c_prev`.
+/// `tanh(c)` is not kept: backward computes it again from `c`, the same function of the same
+/// value, so the same bits.
 #[inline]
 pub(crate) fn forward<T: Float>(
     gates: &mut [T],
     bias: &[T],
     c_prev: &[T],
     c: &mut [T],
-    tanh_c: &mut [T],
     h: &mut [T],
 ) {
     let n = h.len();
@@ -38,7 +38,7 @@ pub(crate) fn forward<T: Float>(
     );
     nn_core::simd::dispatch(
         #[inline(always)]
-        || forward_lanes(i, f, g, o, [bi, bf, bg, bo], c_prev, c, tanh_c, h),
+        || forward_lanes(i, f, g, o, [bi, bf, bg, bo], c_prev, c, h),
     );
 }
 
@@ -53,33 +53,31 @@ fn forward_lanes<T: Float>(
     [bi, bf, bg, bo]: [&[T]; 4],
     c_prev: &[T],
     c: &mut [T],
-    tanh_c: &mut [T],
     h: &mut [T],
 ) {
     let n = h.len();
     let (i, f, g, o) = (&mut i[..n], &mut f[..n], &mut g[..n], &mut o[..n]);
     let (bi, bf, bg, bo) = (&bi[..n], &bf[..n], &bg[..n], &bo[..n]);
-    let (c_prev, c, tanh_c) = (&c_prev[..n], &mut c[..n], &mut tanh_c[..n]);
+    let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
     for j in 0..n {
         i[j] = sigmoid(i[j] + bi[j]);
         f[j] = sigmoid(f[j] + bf[j]);
         g[j] = tanh(g[j] + bg[j]);
         o[j] = sigmoid(o[j] + bo[j]);
         c[j] = f[j] * c_prev[j] + i[j] * g[j];
-        tanh_c[j] = tanh(c[j]);
-        h[j] = o[j] * tanh_c[j];
+        h[j] = o[j] * tanh(c[j]);
     }
 }
 
 /// Turns `gates` (`4H`: the `i, f, g, o` that [`forward`] left) into the gate pre-activation
-/// gradients `dG` **in place**, from `dh + dy`, and `dc` (the gradient of `c_t`) into the
-/// gradient of `c_{t-1}`. In place, because nothing reads a step's gates after its backward, and
+/// gradients `dG` **in place**, from `dh + dy` and `c` (`c_t`), and `dc` (the gradient of
+/// `c_t`) into the gradient of `c_{t-1}`. In place, because nothing reads a step's gates after its backward, and
 /// writing `dG` over them saves a second `(4H, T*B)` buffer and its cache misses.
 #[inline]
 pub(crate) fn backward<T: Float>(
     gates: &mut [T],
     c_prev: &[T],
-    tanh_c: &[T],
+    c: &[T],
     dh: &[T],
     dy: &[T],
     dc: &mut [T],
@@ -90,7 +88,7 @@ pub(crate) fn backward<T: Float>(
     let (g, o) = rest.split_at_mut(n);
     nn_core::simd::dispatch(
         #[inline(always)]
-        || backward_lanes([i, f, g, o], c_prev, tanh_c, dh, dy, dc),
+        || backward_lanes([i, f, g, o], c_prev, c, dh, dy, dc),
     );
 }
 
@@ -100,23 +98,24 @@ pub(crate) fn backward<T: Float>(
 fn backward_lanes<T: Float>(
     [i, f, g, o]: [&mut [T]; 4],
     c_prev: &[T],
-    tanh_c: &[T],
+    c: &[T],
     dh: &[T],
     dy: &[T],
     dc: &mut [T],
 ) {
     let n = dc.len();
     let (i, f, g, o) = (&mut i[..n], &mut f[..n], &mut g[..n], &mut o[..n]);
-    let (c_prev, tanh_c, dh, dy) = (&c_prev[..n], &tanh_c[..n], &dh[..n], &dy[..n]);
+    let (c_prev, c, dh, dy) = (&c_prev[..n], &c[..n], &dh[..n], &dy[..n]);
     let one = T::one();
     for j in 0..n {
         let (ij, fj, gj, oj) = (i[j], f[j], g[j], o[j]);
+        let tc = tanh(c[j]);
         let dh_j = dh[j] + dy[j];
-        let dc_j = dc[j] + dh_j * oj * (one - tanh_c[j] * tanh_c[j]);
+        let dc_j = dc[j] + dh_j * oj * (one - tc * tc);
         i[j] = dc_j * gj * ij * (one - ij);
         f[j] = dc_j * c_prev[j] * fj * (one - fj);
         g[j] = dc_j * ij * (one - gj * gj);
-        o[j] = dh_j * tanh_c[j] * oj * (one - oj);
+        o[j] = dh_j * tc * oj * (one - oj);
         dc[j] = dc_j * fj;
     }
 }
@@ -129,15 +128,15 @@ mod tests {
     fn zero_gates_by_hand() {
         // a = 0: i = f = o = 1/2, g = 0, so c = c_prev/2 and h = tanh(c)/2.
         let mut gates = [0.0; 4];
-        let (mut c, mut tc, mut h) = ([0.0], [0.0], [0.0]);
-        forward(&mut gates, &[0.0; 4], &[2.0], &mut c, &mut tc, &mut h);
+        let (mut c, mut h) = ([0.0], [0.0]);
+        forward(&mut gates, &[0.0; 4], &[2.0], &mut c, &mut h);
         assert_eq!(gates, [0.5, 0.5, 0.0, 0.5]);
-        assert_eq!((c[0], tc[0], h[0]), (1.0, 1f64.tanh(), 0.5 * 1f64.tanh()));
+        assert_eq!((c[0], h[0]), (1.0, 0.5 * 1f64.tanh()));
         // Only c_n gets a gradient (dc = 1): di = dc·g·i(1-i) = 0, df = dc·c_prev·f(1-f) = 0.5,
         // dg = dc·i·(1-g²) = 0.5, do = 0, and dc_prev = dc·f = 0.5.
         // In place: the gates become their gradients.
         let mut dc = [1.0];
-        backward(&mut gates, &[2.0], &tc, &[0.0], &[0.0], &mut dc);
+        backward(&mut gates, &[2.0], &c, &[0.0], &[0.0], &mut dc);
         assert_eq!(gates, [0.0, 0.5, 0.5, 0.0]);
         assert_eq!(dc[0], 0.5);
     }
