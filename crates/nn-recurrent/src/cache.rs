@@ -74,6 +74,18 @@ impl<T: Float> DirectionCache<T> {
     }
 }
 
+/// What a [`RecurrentCache`]'s buffers hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// No complete forward (none yet, or the last one failed).
+    Nothing,
+    /// A forward's results, ready for one backward.
+    Forward,
+    /// A forward's outputs and final state, but no longer its gates: a backward has started on
+    /// them and writes the gate gradients over them, so another backward needs a new forward.
+    Used,
+}
+
 /// Buffers of one stacked layer.
 #[derive(Debug)]
 pub(crate) struct LayerCache<T: Float> {
@@ -92,11 +104,8 @@ pub(crate) struct LayerCache<T: Float> {
 pub struct RecurrentCache<T: Float> {
     /// The settings, `T` and `B` the buffers are sized for (`None` before the first forward).
     pub(crate) sized_for: Option<(RecurrentConfig, usize, usize)>,
-    /// `true` once a forward has filled the buffers.
-    pub(crate) ready: bool,
-    /// `true` once a backward has started on the last forward: it writes the gate gradients
-    /// over the saved gates, so a second backward needs a new forward.
-    pub(crate) consumed: bool,
+    /// What the buffers hold.
+    pub(crate) saved: Saved,
     pub(crate) layers: Vec<LayerCache<T>>,
     /// A copy of the forward's initial state (zeros when none was given).
     pub(crate) initial: RecurrentState<T>,
@@ -120,8 +129,7 @@ impl<T: Float> RecurrentCache<T> {
         };
         RecurrentCache {
             sized_for: None,
-            ready: false,
-            consumed: false,
+            saved: Saved::Nothing,
             layers: Vec::new(),
             initial: empty_state(),
             final_state: empty_state(),
@@ -133,7 +141,7 @@ impl<T: Float> RecurrentCache<T> {
     /// The output `(D*H, T*B)` of the last forward (empty before the first).
     pub fn output(&self) -> &DMatrix<T> {
         match self.layers.last() {
-            Some(top) if self.ready => &top.output,
+            Some(top) if self.saved != Saved::Nothing => &top.output,
             _ => &self.empty,
         }
     }
@@ -151,7 +159,7 @@ impl<T: Float> RecurrentCache<T> {
     /// `(T, B)` of the last forward, or `None` before the first.
     pub fn steps_and_batch(&self) -> Option<(usize, usize)> {
         match &self.sized_for {
-            Some((_, t, b)) if self.ready => Some((*t, *b)),
+            Some((_, t, b)) if self.saved != Saved::Nothing => Some((*t, *b)),
             _ => None,
         }
     }
@@ -169,7 +177,7 @@ impl<T: Float> RecurrentCache<T> {
         }
         // Nothing of the old sizes survives a failure below.
         self.sized_for = None;
-        self.ready = false;
+        self.saved = Saved::Nothing;
         self.layers = Vec::new();
         let (h, d, l) = (
             config.hidden_size,

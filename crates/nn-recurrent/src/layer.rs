@@ -28,7 +28,7 @@
 //! that finishes first takes over half of the other side's remaining sequences once
 //! ([`crate::handoff`]), so a core slowed by the machine costs less waiting.
 
-use crate::cache::{DirectionCache, LayerCache};
+use crate::cache::{DirectionCache, LayerCache, Saved};
 use crate::cell::{fold_bias, gru, lstm, rnn};
 use crate::handoff::{Handoff, Poll};
 use crate::weights::DirectionWeights;
@@ -734,7 +734,7 @@ impl<T: Float> Recurrent<T> {
         initial: Option<&RecurrentState<T>>,
         cache: &mut RecurrentCache<T>,
     ) -> Result<()> {
-        cache.ready = false;
+        cache.saved = Saved::Nothing;
         self.check_weights("Recurrent::forward parameter")?;
         let steps = self.check_sequence("Recurrent::forward input", x, batch)?;
         if let Some(s) = initial {
@@ -800,8 +800,7 @@ impl<T: Float> Recurrent<T> {
         if let Some(c) = &final_state.c {
             check_finite("Recurrent::forward final c (overflow)", c)?;
         }
-        cache.ready = true;
-        cache.consumed = false;
+        cache.saved = Saved::Forward;
         Ok(())
     }
 
@@ -828,7 +827,7 @@ impl<T: Float> Recurrent<T> {
         mut d_input: Option<&mut DMatrix<T>>,
     ) -> Result<()> {
         let (steps, batch) = match &cache.sized_for {
-            Some((c, t, b)) if cache.ready && *c == self.config => (*t, *b),
+            Some((c, t, b)) if cache.saved != Saved::Nothing && *c == self.config => (*t, *b),
             _ => {
                 return Err(Error::InvalidConfig(
                     "Recurrent::backward: the cache holds no forward pass of a layer with these \
@@ -837,7 +836,7 @@ impl<T: Float> Recurrent<T> {
                 ));
             }
         };
-        if cache.consumed {
+        if cache.saved == Saved::Used {
             return Err(Error::InvalidConfig(
                 "Recurrent::backward: a backward has already used this forward pass (it \
                  overwrites the gates the forward saved); run forward again"
@@ -865,7 +864,7 @@ impl<T: Float> Recurrent<T> {
             check_shape("Recurrent::backward d_input", *dx, Shape(input, cols))?;
         }
         // From here on the saved gates are overwritten, whatever the outcome.
-        cache.consumed = true;
+        cache.saved = Saved::Used;
         let RecurrentCache {
             layers,
             initial,
@@ -1086,7 +1085,7 @@ fn backward_direction<T: Float>(
         None => &mut no_cell[..],
     };
     // The gate gradients are written over the gates, which are dead once their step's backward
-    // cell has read them; so a backward consumes its forward (`RecurrentCache::consumed`).
+    // cell has read them; so a backward consumes its forward (`Saved::Used`).
     let d_gates = gates;
     let lp = BackwardLoop {
         cell,
