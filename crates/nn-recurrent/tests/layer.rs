@@ -423,7 +423,8 @@ fn bad_inputs_are_typed_errors() {
     ));
     layer.forward(&x, 2, None, &mut cache).unwrap();
     layer.backward(&x, &mut cache, &d_out, None, None).unwrap();
-    // A failed forward leaves no forward behind.
+    // A failed forward leaves no forward behind, even after a forward a backward could use.
+    layer.forward(&x, 2, None, &mut cache).unwrap();
     assert!(layer.forward(&bad, 2, None, &mut cache).is_err());
     assert!(layer.backward(&x, &mut cache, &d_out, None, None).is_err());
 
