@@ -44,7 +44,8 @@ pub(crate) struct DirectionCache<T: Float> {
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
     /// Scratch of `gates`' rows: the bias column the cells add (forward, its first `G*H`),
-    /// then the row sums of the gate gradients, summed once and added to both bias gradients (backward).
+    /// then the row sums of the gate gradients, summed once and added to both bias gradients
+    /// (backward).
     pub bias: Vec<T>,
 }
 

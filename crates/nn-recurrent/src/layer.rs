@@ -1064,8 +1064,10 @@ fn backward_direction<T: Float>(
         slot,
     } = dims;
     let (gh, rows_out, r0) = (cell.gate_count() * h, out.nrows(), dir * h);
+    // The gate gradients are written over the gates, which are dead once their step's backward
+    // cell has read them; so a backward consumes its forward (`Saved::Used`).
     let DirectionCache {
-        gates,
+        gates: d_gates,
         hidden_n,
         cells,
         packed_hh,
@@ -1084,9 +1086,6 @@ fn backward_direction<T: Float>(
         Some(m) => &mut m.as_mut_slice()[span.clone()],
         None => &mut no_cell[..],
     };
-    // The gate gradients are written over the gates, which are dead once their step's backward
-    // cell has read them; so a backward consumes its forward (`Saved::Used`).
-    let d_gates = gates;
     let lp = BackwardLoop {
         cell,
         dims,

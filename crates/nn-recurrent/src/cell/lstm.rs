@@ -71,8 +71,8 @@ fn forward_lanes<T: Float>(
 
 /// Turns `gates` (`4H`: the `i, f, g, o` that [`forward`] left) into the gate pre-activation
 /// gradients `dG` **in place**, from `dh + dy` and `c` (`c_t`), and `dc` (the gradient of
-/// `c_t`) into the gradient of `c_{t-1}`. In place, because nothing reads a step's gates after its backward, and
-/// writing `dG` over them saves a second `(4H, T*B)` buffer and its cache misses.
+/// `c_t`) into the gradient of `c_{t-1}`. In place, because nothing reads a step's gates after
+/// its backward: the layer then needs no second `(4H, T*B)` buffer (memory, not speed: PERF.md).
 #[inline]
 pub(crate) fn backward<T: Float>(
     gates: &mut [T],
