@@ -330,6 +330,9 @@ struct ForwardLoop<'a, T: Float> {
     r0: usize,
     out: SharedCols<'a, T>,
     gates: SharedCols<'a, T>,
+    /// The first row of the forward's gates in each column of `gates` (a GRU's `H`, else 0; see
+    /// [`gate_grad_rows`] and `DirectionCache::gates`).
+    gate_row: usize,
     /// GRU only `(3H, B)`: the step product `W_hh h_{t-1}`, column `b` for sequence `b`.
     hidden_gates: SharedCols<'a, T>,
     /// GRU only `(H, T*B)`: `ĝ_n = W_hn h_{t-1} + b_hn`, kept for backward.
@@ -437,8 +440,8 @@ unsafe fn forward_steps<T: Float>(
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols(b, 1) };
                     let hn = unsafe { lp.hidden_n.cols_mut(col, 1) };
-                    // The gates are the column's rows `H..4H` (see `DirectionCache::gates`).
-                    gru::forward(&mut g[h..], lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
+                    let g = &mut g[lp.gate_row..];
+                    gru::forward(g, lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
                 }
             }
         }
@@ -985,12 +988,12 @@ fn forward_direction<T: Float>(
     } = dc;
     let bias = &mut bias[..gh];
     // A GRU's gates are rows `H..4H` of its buffer (backward writes its `4H` gradient over them).
-    let g0 = gate_grad_rows(cell, h).0;
+    let gate_row = gate_grad_rows(cell, h).0;
     project_input(
         cell,
         w,
         x,
-        &mut gates.view_mut((g0, 0), (gh, steps * batch)),
+        &mut gates.view_mut((gate_row, 0), (gh, steps * batch)),
         bias,
     );
     packed_hh.pack(&w.weight_hh.value, Trans::No);
@@ -1002,6 +1005,7 @@ fn forward_direction<T: Float>(
         r0,
         out: SharedCols::new(out),
         gates: SharedCols::new(gates),
+        gate_row,
         hidden_gates: SharedCols::new(hidden_gates),
         hidden_n: SharedCols::new(hidden_n),
         cells: SharedCols::new(cells),
