@@ -37,14 +37,18 @@
 //! fixed-size local arrays that LLVM keeps in vector registers, with the `k` loop innermost over
 //! the packed panel. For very narrow `B` (1 to 3 columns, the matrix-vector case) it works on
 //! several panels at once instead, so that enough independent accumulators hide the latency of
-//! the multiply-adds. The body is compiled twice from one `#[inline(always)]` generic function:
-//! inside a `#[target_feature(enable = "avx2,fma")]` wrapper (x86_64, chosen at run time) with
-//! fused multiply-adds, and plainly (separate multiply and add) for other CPUs.
+//! the multiply-adds. The body is compiled three times from one `#[inline(always)]` generic
+//! function, and the copy is chosen at run time: inside a
+//! `#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]` wrapper where the CPU has AVX-512
+//! (a 16-row `f32` panel is then one 512-bit register, so a tile takes half the instructions),
+//! inside an `avx2,fma` wrapper where it has AVX2 and FMA (two 256-bit registers per panel), both
+//! with fused multiply-adds, and plainly (separate multiply and add) for other CPUs.
 //!
 //! Every element of `C` is the same sum in the same order whatever the tile shape or the thread
 //! split: `acc = 0; for kk in 0..k { acc = acc + op(A)[i, kk] · B[kk, j] }` (fused on the AVX2
-//! path), then `C = acc` or `C = C + acc`. So the result does not depend on `n`, on the column
-//! offset, or on how many threads ran, only on the instruction set.
+//! and AVX-512 paths, which therefore give the same bits), then `C = acc` or `C = C + acc`. So
+//! the result does not depend on `n`, on the column offset, or on how many threads ran, only on
+//! whether the multiply-adds are fused.
 //!
 //! # Threads
 //!
@@ -288,13 +292,22 @@ enum Isa {
     /// AVX2 with fused multiply-adds (x86_64, detected at run time).
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// The same code compiled for AVX-512F and VL (x86_64, detected at run time).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
-/// The best kernel for this CPU (detected once, by [`crate::simd::has_avx2_fma`]).
+/// The best kernel for this CPU (detected once, by [`crate::simd::has_avx512`] and
+/// [`crate::simd::has_avx2_fma`]).
 fn best_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        return Isa::Avx2Fma;
+    {
+        if crate::simd::has_avx512() {
+            return Isa::Avx512;
+        }
+        if crate::simd::has_avx2_fma() {
+            return Isa::Avx2Fma;
+        }
     }
     Isa::Generic
 }
@@ -573,7 +586,22 @@ unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usize, isa: Isa
         // SAFETY: `Avx2Fma` is only chosen after run-time detection of avx2 and fma (or by tests
         // that check it first); the rest is forwarded from the caller.
         Isa::Avx2Fma => unsafe { drive_avx2_fma::<T>(prob, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512` is only chosen after run-time detection of avx512f, avx512vl, avx2
+        // and fma; the rest is forwarded from the caller.
+        Isa::Avx512 => unsafe { drive_avx512::<T>(prob, p0, p1) },
     }
+}
+
+/// [`drive`] compiled with AVX-512F and VL enabled.
+///
+/// # Safety
+/// The CPU must support avx512f, avx512vl, avx2 and fma; otherwise as [`run_panels`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn drive_avx512<T: Float>(prob: &Problem<T>, p0: usize, p1: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { drive::<T, true>(prob, p0, p1) }
 }
 
 /// [`drive`] compiled with AVX2 and FMA enabled.
@@ -772,10 +800,17 @@ mod tests {
         })
     }
 
+    /// Every copy of the kernel this CPU can run.
     fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Generic];
-        if best_isa() != Isa::Generic {
-            v.push(best_isa());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::simd::has_avx2_fma() {
+                v.push(Isa::Avx2Fma);
+            }
+            if crate::simd::has_avx512() {
+                v.push(Isa::Avx512);
+            }
         }
         v
     }
@@ -958,6 +993,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The AVX2 and AVX-512 copies run the same fused sums in the same order, so they must agree
+    /// bit for bit (the AVX-512 one is chosen where the CPU has it; checkpoints written on
+    /// either kind of machine are the same).
+    fn fused_copies_agree<T: Float>() {
+        let fused: Vec<Isa> = isas().into_iter().filter(|&i| i != Isa::Generic).collect();
+        let mut packed = PackedMatrix::<T>::new();
+        for (m, k) in [(1, 1), (17, 5), (40, 33), (64, 256), (100, 7)] {
+            for trans in [Trans::No, Trans::Yes] {
+                packed.pack(&a_for::<T>(m, k, trans, 31), trans);
+                for n in [1, 2, 3, 4, 5, 6, 7, 9, 13, 16] {
+                    let b = rand_mat::<T>(k, n, 32);
+                    let c0 = rand_mat::<T>(m, n, 33);
+                    for accum in [Accum::Replace, Accum::Add] {
+                        let results: Vec<DMatrix<T>> = fused
+                            .iter()
+                            .map(|&isa| {
+                                let mut c = c0.clone();
+                                packed_matmul_with(&mut c, accum, &packed, &b, isa, false);
+                                c
+                            })
+                            .collect();
+                        for (isa, c) in fused.iter().zip(&results) {
+                            let same = c
+                                .iter()
+                                .zip(results[0].iter())
+                                .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits());
+                            assert!(
+                                same,
+                                "{isa:?} differs from {:?}: m={m} k={k} n={n}",
+                                fused[0]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_and_avx512_copies_give_the_same_bits() {
+        fused_copies_agree::<f32>();
+        fused_copies_agree::<f64>();
     }
 
     #[test]
