@@ -802,17 +802,20 @@ mod tests {
 
     /// Every copy of the kernel this CPU can run.
     fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::Generic];
         #[cfg(target_arch = "x86_64")]
-        {
-            if crate::simd::has_avx2_fma() {
-                v.push(Isa::Avx2Fma);
-            }
-            if crate::simd::has_avx512() {
-                v.push(Isa::Avx512);
-            }
-        }
-        v
+        let fused = [
+            (crate::simd::has_avx2_fma(), Isa::Avx2Fma),
+            (crate::simd::has_avx512(), Isa::Avx512),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused: [(bool, Isa); 0] = [];
+        std::iter::once(Isa::Generic)
+            .chain(
+                fused
+                    .into_iter()
+                    .filter_map(|(has, isa)| has.then_some(isa)),
+            )
+            .collect()
     }
 
     fn tol<T: Float>(k: usize) -> f64 {
