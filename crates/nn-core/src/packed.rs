@@ -60,6 +60,7 @@
 
 use crate::Float;
 use crate::gemm::{Accum, Trans};
+use crate::simd::Isa;
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
 /// Packings of at least this many values (512 KiB of `f32`) are cut in two halves of panels
@@ -284,34 +285,6 @@ unsafe fn transpose_panel_f32(src: *const f32, rs: usize, k: usize, dst: *mut f3
     }
 }
 
-/// Which compiled copy of the kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    /// Plain code, separate multiply and add; any CPU.
-    Generic,
-    /// AVX2 with fused multiply-adds (x86_64, detected at run time).
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    /// The same code compiled for AVX-512F and VL (x86_64, detected at run time).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-/// The best kernel for this CPU (detected once, by [`crate::simd::has_avx512`] and
-/// [`crate::simd::has_avx2_fma`]).
-fn best_isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::has_avx512() {
-            return Isa::Avx512;
-        }
-        if crate::simd::has_avx2_fma() {
-            return Isa::Avx2Fma;
-        }
-    }
-    Isa::Generic
-}
-
 /// One product, as raw parts. `a` is the packed buffer (`panels · MR · k` values), `b` is
 /// `k x n` and `c` is `m x n`, each with its element strides.
 #[derive(Clone, Copy, Debug)]
@@ -351,7 +324,7 @@ pub fn packed_matmul<T, R1, C1, SC, R2, C2, SB>(
     C2: Dim,
     SB: RawStorage<T, R2, C2>,
 {
-    packed_matmul_with(c, accum, a, b, best_isa(), false);
+    packed_matmul_with(c, accum, a, b, crate::simd::best_isa(), false);
 }
 
 /// [`packed_matmul`], sharing products of at least [`PARALLEL_MIN_MACS`] multiply-adds with a
@@ -378,7 +351,7 @@ pub fn packed_matmul_threaded<T, R1, C1, SC, R2, C2, SB>(
     C2: Dim,
     SB: RawStorage<T, R2, C2>,
 {
-    packed_matmul_with(c, accum, a, b, best_isa(), true);
+    packed_matmul_with(c, accum, a, b, crate::simd::best_isa(), true);
 }
 
 #[track_caller]
@@ -442,7 +415,19 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
     c_strides: (isize, isize),
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe { run_parts(accum, a, b, b_strides, n, c, c_strides, best_isa(), false) }
+    unsafe {
+        run_parts(
+            accum,
+            a,
+            b,
+            b_strides,
+            n,
+            c,
+            c_strides,
+            crate::simd::best_isa(),
+            false,
+        )
+    }
 }
 
 /// The product on raw parts, shared by [`packed_matmul`] (and its threaded form) and
@@ -583,17 +568,19 @@ unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usize, isa: Isa
         // SAFETY: forwarded from the caller.
         Isa::Generic => unsafe { drive::<T, false>(prob, p0, p1) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx2Fma` is only chosen after run-time detection of avx2 and fma (or by tests
-        // that check it first); the rest is forwarded from the caller.
+        // SAFETY: `Avx2Fma` is only chosen after run-time detection of avx2 and fma
+        // (`simd::best_isa`, or `simd::available_isas` in tests); the rest is forwarded from the caller.
         Isa::Avx2Fma => unsafe { drive_avx2_fma::<T>(prob, p0, p1) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512` is only chosen after run-time detection of avx512f, avx512vl, avx2
-        // and fma; the rest is forwarded from the caller.
+        // and fma (as `Avx2Fma`); the rest is forwarded from the caller.
         Isa::Avx512 => unsafe { drive_avx512::<T>(prob, p0, p1) },
     }
 }
 
-/// [`drive`] compiled with AVX-512F and VL enabled.
+/// [`drive`] compiled with AVX-512F and VL enabled. The kernel has its own `target_feature`
+/// wrappers rather than [`simd::run_on`](crate::simd::run_on)'s: LLVM does not inline a closure
+/// this large into those, and the kernel would then run as compiled for the baseline CPU.
 ///
 /// # Safety
 /// The CPU must support avx512f, avx512vl, avx2 and fma; otherwise as [`run_panels`].
@@ -802,20 +789,7 @@ mod tests {
 
     /// Every copy of the kernel this CPU can run.
     fn isas() -> Vec<Isa> {
-        #[cfg(target_arch = "x86_64")]
-        let fused = [
-            (crate::simd::has_avx2_fma(), Isa::Avx2Fma),
-            (crate::simd::has_avx512(), Isa::Avx512),
-        ];
-        #[cfg(not(target_arch = "x86_64"))]
-        let fused: [(bool, Isa); 0] = [];
-        std::iter::once(Isa::Generic)
-            .chain(
-                fused
-                    .into_iter()
-                    .filter_map(|(has, isa)| has.then_some(isa)),
-            )
-            .collect()
+        crate::simd::available_isas()
     }
 
     fn tol<T: Float>(k: usize) -> f64 {

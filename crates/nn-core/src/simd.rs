@@ -15,8 +15,9 @@
 //! (`exp_f32`'s range reduction and polynomial, a division), and a 16-lane register carries twice
 //! the lanes per chain in flight. On the project's Zen 4 machine a sigmoid pass ran at about 15
 //! cycles per 8 lanes against 23 with AVX2, a `tanh` pass at 19 against 34 (PERF.md). The matrix
-//! kernels do not go through here: matrixmultiply picks its own (also AVX-512 when present), and
-//! ours is AVX2 ([`packed`](crate::packed)).
+//! kernels: matrixmultiply picks its own (also AVX-512 when present); ours
+//! ([`packed`](crate::packed)) picks among the same copies (`best_isa`) through its own
+//! `target_feature` wrappers, and on AVX-512 a 16-row `f32` panel fills one 512-bit register.
 
 /// `true` when this CPU has AVX2 and FMA (x86_64 only), detected once.
 #[inline]
@@ -54,6 +55,46 @@ pub fn has_avx512() -> bool {
     }
 }
 
+/// A compiled copy of vectorized code: which instructions it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// As compiled for the baseline CPU.
+    Generic,
+    /// AVX2 with fused multiply-adds (x86_64).
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    /// AVX-512F and VL, with AVX2 and FMA (x86_64).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The widest copy this CPU runs: AVX-512, else AVX2 + FMA, else the baseline (detected once).
+#[inline(always)]
+pub(crate) fn best_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return Isa::Avx512;
+        }
+        if has_avx2_fma() {
+            return Isa::Avx2Fma;
+        }
+    }
+    Isa::Generic
+}
+
+/// Every copy this CPU runs, the baseline first (for tests that compare them).
+#[cfg(test)]
+pub(crate) fn available_isas() -> Vec<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    let wide = [(has_avx2_fma(), Isa::Avx2Fma), (has_avx512(), Isa::Avx512)];
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide: [(bool, Isa); 0] = [];
+    std::iter::once(Isa::Generic)
+        .chain(wide.into_iter().filter_map(|(has, isa)| has.then_some(isa)))
+        .collect()
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
@@ -66,22 +107,30 @@ fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` compiled for `isa`. Mark the closure's loops `#[inline(always)]` so they are
+/// compiled into that copy.
+///
+/// # Safety
+/// The CPU must support `isa` (as [`best_isa`] and [`available_isas`] find it).
+#[inline(always)]
+pub(crate) unsafe fn run_on<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    match isa {
+        Isa::Generic => f(),
+        // SAFETY: the caller guarantees the CPU supports AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { run_avx2(f) },
+        // SAFETY: the caller guarantees the CPU supports AVX-512F, AVX-512VL, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { run_avx512(f) },
+    }
+}
+
 /// Runs `f` compiled for AVX-512, or else AVX2 + FMA, when the CPU has them, else as is. Mark
 /// the closure's loops `#[inline(always)]` so they are compiled into the wide version.
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: the CPU supports AVX-512F, AVX-512VL, AVX2 and FMA (checked at run time).
-            return unsafe { run_avx512(f) };
-        }
-        if has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-            return unsafe { run_avx2(f) };
-        }
-    }
-    f()
+    // SAFETY: `best_isa` only names a copy after run-time detection of its features.
+    unsafe { run_on(best_isa(), f) }
 }
 
 #[cfg(test)]
@@ -123,18 +172,10 @@ mod tests {
         let x = inputs();
         let plain = run(&x);
         assert!(same_bits(&super::dispatch(|| run(&x)), &plain));
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::has_avx2_fma() {
-                // SAFETY: checked just above.
-                let wide = unsafe { super::run_avx2(|| run(&x)) };
-                assert!(same_bits(&wide, &plain), "AVX2 path");
-            }
-            if super::has_avx512() {
-                // SAFETY: checked just above.
-                let wide = unsafe { super::run_avx512(|| run(&x)) };
-                assert!(same_bits(&wide, &plain), "AVX-512 path");
-            }
+        for isa in super::available_isas() {
+            // SAFETY: `available_isas` lists only what this CPU supports.
+            let got = unsafe { super::run_on(isa, || run(&x)) };
+            assert!(same_bits(&got, &plain), "{isa:?} path");
         }
     }
 }
