@@ -48,7 +48,7 @@ pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
 pub use gemm::{Accum, Trans, add_row_sums, gemm, matmul, matmul_bias};
 pub use init::Init;
-pub use packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
+pub use packed::{PackedMatrix, packed_matmul, packed_matmul_pair, packed_matmul_threaded};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
 

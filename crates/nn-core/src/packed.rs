@@ -50,6 +50,14 @@
 //! the result does not depend on `n`, on the column offset, or on how many threads ran, only on
 //! whether the multiply-adds are fused.
 //!
+//! # Two terms
+//!
+//! [`packed_matmul_pair`] computes `C (=|+=) op(A1) · B1 + op(A2) · B2` for two packings of the
+//! same rows: each tile runs its chain of multiply-adds over `op(A1)`'s `k1` columns, then on over
+//! `op(A2)`'s `k2`, so the result has the bits of the concatenated `[op(A1) op(A2)] · [B1; B2]`
+//! without building either concatenation. A recurrent layer's forward step
+//! `W_ih x_t + W_hh h_{t-1}` uses it, `x_t` and `h_{t-1}` read in place.
+//!
 //! # Threads
 //!
 //! [`packed_matmul`] runs on the calling thread. [`packed_matmul_threaded`] (opt-in) shares the
@@ -286,7 +294,8 @@ unsafe fn transpose_panel_f32(src: *const f32, rs: usize, k: usize, dst: *mut f3
 }
 
 /// One product, as raw parts. `a` is the packed buffer (`panels · MR · k` values), `b` is
-/// `k x n` and `c` is `m x n`, each with its element strides.
+/// `k x n` and `c` is `m x n`, each with its element strides. `second` is the optional second
+/// term of [`packed_matmul_pair`], whose sums continue each element's chain of `a · b`.
 #[derive(Clone, Copy, Debug)]
 struct Problem<T> {
     m: usize,
@@ -296,10 +305,35 @@ struct Problem<T> {
     b: *const T,
     rsb: isize,
     csb: isize,
+    second: Segment<T>,
     c: *mut T,
     rsc: isize,
     csc: isize,
     add: bool,
+}
+
+/// A second `op(A2) · B2` term: `a` the packed buffer (`panels · MR · k`, the same panels as the
+/// first term's), `b` the `k x n` block with element strides `(rsb, csb)`. `k == 0`: no term.
+#[derive(Clone, Copy, Debug)]
+struct Segment<T> {
+    k: usize,
+    a: *const T,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+}
+
+impl<T> Segment<T> {
+    /// No second term.
+    fn none() -> Self {
+        Segment {
+            k: 0,
+            a: std::ptr::null(),
+            b: std::ptr::null(),
+            rsb: 0,
+            csb: 0,
+        }
+    }
 }
 
 /// `C (=|+=) op(A) · B` with a packed `op(A)`, on the calling thread, allocating nothing.
@@ -354,12 +388,91 @@ pub fn packed_matmul_threaded<T, R1, C1, SC, R2, C2, SB>(
     packed_matmul_with(c, accum, a, b, crate::simd::best_isa(), true);
 }
 
+/// `C (=|+=) op(A1) · B1 + op(A2) · B2` with two packed left operands of the same rows, on the
+/// calling thread, allocating nothing: the product of `[op(A1) op(A2)]` and `[B1; B2]` without
+/// building either. Each element is one chain of multiply-adds over `op(A1)`'s `k1` columns,
+/// then on over `op(A2)`'s `k2`, so the result has the bits of [`packed_matmul`] of the two
+/// concatenations (test `pair_has_the_bits_of_the_concatenated_product`).
+///
+/// A recurrent layer's forward step is `G_t = W_ih x_t + W_hh h_{t-1}`: with the pair, the input
+/// projection is computed inside the time loop and the gates are written once, instead of a
+/// whole-sequence product writing the `(G·H, T·B)` gate buffer and every step reading it back.
+///
+/// # Panics
+/// When the shapes do not fit (`op(A1)` is `m x k1`, `op(A2)` `m x k2`, `B1` `k1 x n`, `B2`
+/// `k2 x n`, `C` `m x n`); this is an internal kernel, and callers check shapes first.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn packed_matmul_pair<T, R1, C1, SC, R2, C2, SB, R3, C3, SB2>(
+    c: &mut Matrix<T, R1, C1, SC>,
+    accum: Accum,
+    a1: &PackedMatrix<T>,
+    b1: &Matrix<T, R2, C2, SB>,
+    a2: &PackedMatrix<T>,
+    b2: &Matrix<T, R3, C3, SB2>,
+) where
+    T: Float,
+    R1: Dim,
+    C1: Dim,
+    SC: RawStorageMut<T, R1, C1>,
+    R2: Dim,
+    C2: Dim,
+    SB: RawStorage<T, R2, C2>,
+    R3: Dim,
+    C3: Dim,
+    SB2: RawStorage<T, R3, C3>,
+{
+    let (k2, n2) = b2.shape();
+    assert!(
+        a2.rows == a1.rows && a2.cols == k2 && n2 == b1.ncols(),
+        "packed_matmul_pair: second term ({}x{}) * ({k2}x{n2}) beside ({}x{}) * ({}x{})",
+        a2.rows,
+        a2.cols,
+        a1.rows,
+        a1.cols,
+        b1.nrows(),
+        b1.ncols()
+    );
+    let (rsb, csb) = b2.strides();
+    let second = Segment {
+        k: k2,
+        a: a2.buf.as_ptr(),
+        b: b2.data.ptr(),
+        rsb: rsb as isize,
+        csb: csb as isize,
+    };
+    packed_matmul_terms(c, accum, a1, b1, second, crate::simd::best_isa(), false);
+}
+
+/// [`packed_matmul`] on the given kernel copy, on the pool's two threads when `allow_threads`.
 #[track_caller]
 fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
     c: &mut Matrix<T, R1, C1, SC>,
     accum: Accum,
     a: &PackedMatrix<T>,
     b: &Matrix<T, R2, C2, SB>,
+    isa: Isa,
+    allow_threads: bool,
+) where
+    T: Float,
+    R1: Dim,
+    C1: Dim,
+    SC: RawStorageMut<T, R1, C1>,
+    R2: Dim,
+    C2: Dim,
+    SB: RawStorage<T, R2, C2>,
+{
+    packed_matmul_terms(c, accum, a, b, Segment::none(), isa, allow_threads);
+}
+
+/// [`packed_matmul_with`] with an optional `second` term ([`packed_matmul_pair`]).
+#[track_caller]
+fn packed_matmul_terms<T, R1, C1, SC, R2, C2, SB>(
+    c: &mut Matrix<T, R1, C1, SC>,
+    accum: Accum,
+    a: &PackedMatrix<T>,
+    b: &Matrix<T, R2, C2, SB>,
+    second: Segment<T>,
     isa: Isa,
     allow_threads: bool,
 ) where
@@ -392,6 +505,7 @@ fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
             n,
             c.data.ptr_mut(),
             (rsc as isize, csc as isize),
+            second,
             isa,
             allow_threads,
         )
@@ -424,18 +538,20 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
             n,
             c,
             c_strides,
+            Segment::none(),
             crate::simd::best_isa(),
             false,
         )
     }
 }
 
-/// The product on raw parts, shared by [`packed_matmul`] (and its threaded form) and
+/// The product on raw parts, shared by [`packed_matmul`] (and its threaded and paired forms) and
 /// [`packed_matmul_raw`]: handles the empty cases, then runs the panels on the calling thread,
 /// or shares them with the helper thread when `allow_threads` and the product is large.
 ///
 /// # Safety
-/// As [`packed_matmul_raw`].
+/// As [`packed_matmul_raw`], and a `second` term's `b` must point to `second.k x n` readable
+/// elements at its strides, its `a` to a packing of `a`'s rows with `second.k` columns.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_parts<T: Float>(
     accum: Accum,
@@ -445,6 +561,7 @@ unsafe fn run_parts<T: Float>(
     n: usize,
     c: *mut T,
     (rsc, csc): (isize, isize),
+    second: Segment<T>,
     isa: Isa,
     allow_threads: bool,
 ) {
@@ -452,7 +569,7 @@ unsafe fn run_parts<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
+    if k + second.k == 0 {
         if accum == Accum::Replace {
             for j in 0..n as isize {
                 for i in 0..m as isize {
@@ -471,6 +588,7 @@ unsafe fn run_parts<T: Float>(
         b,
         rsb,
         csb,
+        second,
         c,
         rsc,
         csc,
@@ -480,7 +598,7 @@ unsafe fn run_parts<T: Float>(
     // SAFETY: `a.buf` holds `panels · MR · k` values (pack's invariant); `b` and `c` as the
     // caller vouches.
     unsafe {
-        if allow_threads && m * k * n >= PARALLEL_MIN_MACS && panels >= 4 {
+        if allow_threads && m * (k + second.k) * n >= PARALLEL_MIN_MACS && panels >= 4 {
             parallel::run(&prob, panels, isa);
         } else {
             run_panels(&prob, 0, panels, isa);
@@ -691,6 +809,43 @@ fn madd<T: Float, const FMA: bool>(a: T, b: T, acc: T) -> T {
     if FMA { a.mul_add(b, acc) } else { acc + a * b }
 }
 
+/// Continues each of the tile's sums `acc[j][q][i]` over `k` steps: `+= A[q][kk][i] · B[kk][j]`,
+/// `A` the tile's first panel at `a0` (panel `q` at `q · panel_len`), `B` its first column at
+/// `b0` (element `(kk, j)` at `kk · rsb + j · csb`).
+///
+/// # Safety
+/// The `PM` panels from `a0` hold `k · MR` values each, and `B`'s `k x NR` elements are readable.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn chain<T: Float, const MR: usize, const PM: usize, const NR: usize, const FMA: bool>(
+    acc: &mut [[[T; MR]; PM]; NR],
+    a0: *const T,
+    panel_len: usize,
+    b0: *const T,
+    rsb: isize,
+    csb: isize,
+    k: usize,
+) {
+    for kk in 0..k {
+        let mut av = [[T::zero(); MR]; PM];
+        for q in 0..PM {
+            for i in 0..MR {
+                // SAFETY: `kk < k` and `i < MR`, so the index is inside panel `q`.
+                av[q][i] = unsafe { *a0.add(q * panel_len + kk * MR + i) };
+            }
+        }
+        for j in 0..NR {
+            // SAFETY: `kk < k` and `j < NR`, an element of `B`.
+            let bv = unsafe { *b0.offset(kk as isize * rsb + j as isize * csb) };
+            for q in 0..PM {
+                for i in 0..MR {
+                    acc[j][q][i] = madd::<T, FMA>(av[q][i], bv, acc[j][q][i]);
+                }
+            }
+        }
+    }
+}
+
 /// One micro-tile: rows of panels `p .. p + PM` times columns `j0 .. j0 + NR` of `C`.
 ///
 /// # Safety
@@ -703,30 +858,19 @@ unsafe fn tile<T: Float, const MR: usize, const PM: usize, const NR: usize, cons
     j0: usize,
     panel_len: usize,
 ) {
-    let k = prob.k;
     let mut acc = [[[T::zero(); MR]; PM]; NR];
     // SAFETY: panel `p` starts at `p · panel_len` in the packed buffer, and panels up to
-    // `p + PM` exist; column `j0 + j < n` of `B` starts at `(j0 + j) · csb`.
-    let a0 = unsafe { prob.a.add(p * panel_len) };
-    let b0 = unsafe { prob.b.offset(j0 as isize * prob.csb) };
-    let rsb = prob.rsb;
-    let csb = prob.csb;
-    for kk in 0..k {
-        let mut av = [[T::zero(); MR]; PM];
-        for q in 0..PM {
-            for i in 0..MR {
-                // SAFETY: `kk < k` and `i < MR`, so the index is inside panel `p + q`.
-                av[q][i] = unsafe { *a0.add(q * panel_len + kk * MR + i) };
-            }
-        }
-        for j in 0..NR {
-            // SAFETY: `kk < k` and `j0 + j < n`, an element of `B`.
-            let bv = unsafe { *b0.offset(kk as isize * rsb + j as isize * csb) };
-            for q in 0..PM {
-                for i in 0..MR {
-                    acc[j][q][i] = madd::<T, FMA>(av[q][i], bv, acc[j][q][i]);
-                }
-            }
+    // `p + PM` exist; column `j0 + j < n` of `B` starts at `(j0 + j) · csb`. The same holds
+    // for a second term's buffer (`MR · k` values per panel) and its `B`.
+    unsafe {
+        let a0 = prob.a.add(p * panel_len);
+        let b0 = prob.b.offset(j0 as isize * prob.csb);
+        chain::<T, MR, PM, NR, FMA>(&mut acc, a0, panel_len, b0, prob.rsb, prob.csb, prob.k);
+        let s = prob.second;
+        if s.k > 0 {
+            let a0 = s.a.add(p * MR * s.k);
+            let b0 = s.b.offset(j0 as isize * s.csb);
+            chain::<T, MR, PM, NR, FMA>(&mut acc, a0, MR * s.k, b0, s.rsb, s.csb, s.k);
         }
     }
     let row0 = p * MR;
@@ -901,6 +1045,68 @@ mod tests {
                 assert!((y.columns(5, n) - &want * 2.0).amax() < 1e-13);
             }
         }
+    }
+
+    /// The pair's bits are the concatenated product's, on every kernel copy, for full and
+    /// partial panels, every tile width, either term empty, `A2` packed transposed, `B2` a
+    /// column view, Replace and Add.
+    fn pair_matches_concatenation<T: Float>() {
+        let sizes = [(16, 7, 5), (35, 0, 9), (3, 4, 0), (20, 12, 1), (33, 5, 16)];
+        for isa in isas() {
+            for &(m, k1, k2) in &sizes {
+                for n in [1, 2, 3, 4, 6, 7, 13] {
+                    let a1 = rand_mat::<T>(m, k1, 1);
+                    let a2t = rand_mat::<T>(k2, m, 2); // A2 = a2tᵀ, packed transposed
+                    let b1 = rand_mat::<T>(k1, n, 3);
+                    let x2 = rand_mat::<T>(k2, n + 3, 4);
+                    let b2 = x2.columns(2, n);
+                    let (mut p1, mut p2, mut pc) = (
+                        PackedMatrix::new(),
+                        PackedMatrix::new(),
+                        PackedMatrix::new(),
+                    );
+                    p1.pack(&a1, Trans::No);
+                    p2.pack(&a2t, Trans::Yes);
+                    let mut cat = DMatrix::zeros(m, k1 + k2);
+                    cat.columns_mut(0, k1).copy_from(&a1);
+                    cat.columns_mut(k1, k2).copy_from(&a2t.transpose());
+                    pc.pack(&cat, Trans::No);
+                    let mut bcat = DMatrix::zeros(k1 + k2, n);
+                    bcat.rows_mut(0, k1).copy_from(&b1);
+                    bcat.rows_mut(k1, k2).copy_from(&b2);
+                    for accum in [Accum::Replace, Accum::Add] {
+                        let c0 = rand_mat::<T>(m, n, 5);
+                        let (mut got, mut want) = (c0.clone(), c0.clone());
+                        let (rsb, csb) = b2.strides();
+                        let second = Segment {
+                            k: k2,
+                            a: p2.buf.as_ptr(),
+                            b: b2.data.ptr(),
+                            rsb: rsb as isize,
+                            csb: csb as isize,
+                        };
+                        packed_matmul_terms(&mut got, accum, &p1, &b1, second, isa, false);
+                        packed_matmul_with(&mut want, accum, &pc, &bcat, isa, false);
+                        let same = got
+                            .iter()
+                            .zip(want.iter())
+                            .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits());
+                        assert!(same, "{isa:?} m {m} k1 {k1} k2 {k2} n {n} {accum:?}");
+                        if isa == crate::simd::best_isa() {
+                            let mut public = c0.clone();
+                            packed_matmul_pair(&mut public, accum, &p1, &b1, &p2, &b2);
+                            assert_eq!(public, got);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pair_has_the_bits_of_the_concatenated_product() {
+        pair_matches_concatenation::<f32>();
+        pair_matches_concatenation::<f64>();
     }
 
     #[test]
