@@ -21,7 +21,9 @@ const OP: &str = "Recurrent::forward cache";
 #[derive(Debug)]
 pub(crate) struct DirectionCache<T: Float> {
     /// `(G*H, T*B)` (GRU `(4H, T*B)`, the gates in rows `H..4H`): the input projection
-    /// `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}`, then the gate activations the cell writes
+    /// `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}` (or, when the steps compute the input part,
+    /// each step's `W_ih x_t + W_hh h_{t-1}` as one product: `layer::input_in_loop`), then the
+    /// gate activations the cell writes
     /// (LSTM `i, f, g, o`; GRU `r, z, n`; the RNN's cell writes none, so its pre-activation
     /// without the bias stays, unread by backward).
     ///
@@ -43,6 +45,9 @@ pub(crate) struct DirectionCache<T: Float> {
     /// `W_hh` packed for the per-step product: as is in forward, transposed (`W_hhᵀ`) in
     /// backward. Packed once per pass, so each step's product allocates nothing.
     pub packed_hh: PackedMatrix<T>,
+    /// `W_ih` packed for the forward's step product when the steps compute the input part
+    /// (`layer::input_in_loop`; packed once per pass); else empty.
+    pub packed_ih: PackedMatrix<T>,
     /// Scratch of `gates`' rows: the bias column the cells add (forward, its first `G*H`),
     /// then the row sums of the gate gradients, summed once and added to both bias gradients
     /// (backward).
@@ -70,6 +75,7 @@ impl<T: Float> DirectionCache<T> {
             hidden_n: sized(gru, hidden)?,
             cells: sized(lstm, hidden)?,
             packed_hh: PackedMatrix::new(),
+            packed_ih: PackedMatrix::new(),
             bias: vec![T::zero(); d_rows],
         })
     }

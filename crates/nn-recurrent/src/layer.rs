@@ -6,10 +6,16 @@
 //! output, so its input size is `D*H`.
 //!
 //! Forward, per layer and direction:
-//! 1. `G_x = W_ih · X`: one product over all `T*B` columns into the gate buffer.
+//! 1. `G_x = W_ih · X`: one product over all `T*B` columns into the gate buffer, except for an
+//!    RNN or LSTM with a batch of at least 24 and a `W_ih` of at most 2^18 values, whose steps
+//!    compute it ([`input_in_loop`]).
 //! 2. For each step (in reverse order for `d = 1`): `G_t += W_hh · h_{t-1}` (one product,
-//!    [`step_product`]), then the cell adds the bias `b_ih + b_hh` ([`bias_column`]) and its
-//!    elementwise math writes `h_t` into the output.
+//!    [`step_product`]; the GRU's into a scratch, since its `n` gate keeps `W_hn h` apart), or
+//!    `G_t = W_ih · x_t + W_hh · h_{t-1}` when the steps compute the input part (one product of
+//!    two packed weights, [`packed_matmul_pair`]: each gate's sum runs on from `W_ih x_t` into
+//!    `W_hh h_{t-1}`, so the gate buffer is written once per step and not read back); then the
+//!    cell adds the bias `b_ih + b_hh` ([`bias_column`]) and its elementwise math writes `h_t`
+//!    into the output.
 //!
 //! Backward, per layer (top first) and direction:
 //! 1. The time loop (forward order reversed) only computes `dG_t` from `dh_t` (the upstream `dY`
@@ -36,7 +42,7 @@ use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
     Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_row_sums, check_finite,
-    check_shape, matmul, packed_matmul,
+    check_shape, matmul, packed_matmul, packed_matmul_pair,
 };
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
@@ -131,15 +137,16 @@ pub(crate) fn step_product<T: Float>(
 }
 
 /// `gates = W_ih · x` (large products in two halves at once, see [`matmul`]), and `bias` (a
-/// scratch of `G·H` values) set to the bias column the cells add to it ([`bias_column`]).
+/// scratch of `G·H` values) set to the bias column the cells add to it ([`bias_column`]); not
+/// used when the time loop computes `W_ih x_t` ([`input_in_loop`]).
 ///
 /// The cells add the bias rather than the product starting from it (a bias column written into
 /// every column of the gate buffer, then the product added): that saved writing the
 /// `(G·H, T·B)` gate buffer once and reading it back inside the product, about 2.5% of a
 /// `gru-m` step in paired runs (PERF.md). The GRU's sums are the same ones when the product's
 /// inner dimension `I` fits one of matrixmultiply's `k` blocks (256): `Wx + b` is `b + Wx`.
-/// Otherwise, and for the LSTM and RNN (whose bias now comes after `W_hh h`), the last bit of
-/// a pre-activation can change.
+/// Otherwise, and for the LSTM and RNN (whose bias comes after `W_hh h`), the last bit of a
+/// pre-activation can change.
 fn project_input<T: Float>(
     cell: CellKind,
     w: &DirectionWeights<T>,
@@ -344,6 +351,41 @@ struct ForwardLoop<'a, T: Float> {
     b_hn: &'a [T],
     bias: &'a [T],
     packed: &'a PackedMatrix<T>,
+    /// RNN, LSTM: the layer's input `X` `(I, T*B)` and `W_ih` packed, for the step product
+    /// `W_ih x_t + W_hh h_{t-1}`; unused by the GRU (its gate buffer already holds `W_ih X`).
+    x: DMatrixView<'a, T>,
+    packed_ih: &'a PackedMatrix<T>,
+    /// Whether the step product includes `W_ih x_t` ([`input_in_loop`]).
+    input_in_loop: bool,
+}
+
+/// Smallest batch for which an RNN or LSTM computes `W_ih x_t` inside the forward time loop
+/// (in the step product, [`packed_matmul_pair`]) rather than as one product over the whole
+/// sequence before it (see [`input_in_loop`]).
+///
+/// In the loop each step streams `W_ih` once more for only `B` columns (`B/2` per thread when
+/// the loop is split), while the whole-sequence product reads it once for all `T·B` columns; what
+/// the loop saves is writing the `(G·H, T·B)` gate buffer and reading it back at every step.
+/// Measured on `I = 128`, `H = 256`, `T = 64` LSTM steps (one process alternating the two ways,
+/// 20–30 rounds, new/old ratio of the median steps, PERF.md): `B = 1` 1.055, `2` 1.048, `4`
+/// 1.090, `8` 1.018, `16` 0.996, `24` 0.984, `32` 0.979 (median of five runs). The threshold is
+/// on the batch alone, not on the columns per thread, so that the thread count never changes
+/// which sums are computed.
+const INPUT_IN_LOOP_MIN_BATCH: usize = 24;
+
+/// Largest `W_ih` (`G·H x I` values) that the time loop streams at every step: `lstm-m`'s
+/// (`1024 x 128`, 512 KiB of `f32`) gained 2–5% as whole steps, `lstm-l`'s (`2048 x 512`, 4 MiB)
+/// lost about 5% (paired runs of two builds, PERF.md).
+const INPUT_IN_LOOP_MAX_VALUES: usize = 1 << 18;
+
+/// Whether a layer-direction's forward computes `W_ih x_t` in the time loop (an RNN or LSTM with
+/// `B ≥` [`INPUT_IN_LOOP_MIN_BATCH`] and a `W_ih` of at most [`INPUT_IN_LOOP_MAX_VALUES`]);
+/// else `W_ih X` is one product before it. The GRU always projects first: its `n` gate keeps
+/// `W_hn h` apart from `W_in x`. Shapes alone decide, so results never depend on the threads.
+fn input_in_loop(cell: CellKind, batch: usize, w_ih_values: usize) -> bool {
+    cell != CellKind::Gru
+        && batch >= INPUT_IN_LOOP_MIN_BATCH
+        && w_ih_values <= INPUT_IN_LOOP_MAX_VALUES
 }
 
 /// The forward time loop for the sequences `bs`, from step index `first` (in the direction's
@@ -407,13 +449,25 @@ unsafe fn forward_steps<T: Float>(
                     lp.packed,
                     &h_prev,
                 ),
-                _ => step_product(
+                _ if !lp.input_in_loop => step_product(
                     &mut DMatrixViewMut::from_slice(
                         unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
                         gh,
                         nb,
                     ),
                     Accum::Add,
+                    lp.packed,
+                    &h_prev,
+                ),
+                _ => packed_matmul_pair(
+                    &mut DMatrixViewMut::from_slice(
+                        unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
+                        gh,
+                        nb,
+                    ),
+                    Accum::Replace,
+                    lp.packed_ih,
+                    &lp.x.columns(t * batch + b0, nb),
                     lp.packed,
                     &h_prev,
                 ),
@@ -983,19 +1037,26 @@ fn forward_direction<T: Float>(
         hidden_n,
         cells,
         packed_hh,
+        packed_ih,
         bias,
         ..
     } = dc;
     let bias = &mut bias[..gh];
     // A GRU's gates are rows `H..4H` of its buffer (backward writes its `4H` gradient over them).
     let gate_row = gate_grad_rows(cell, h).0;
-    project_input(
-        cell,
-        w,
-        x,
-        &mut gates.view_mut((gate_row, 0), (gh, steps * batch)),
-        bias,
-    );
+    let in_loop = input_in_loop(cell, batch, gh * x.nrows());
+    if in_loop {
+        bias_column(cell, w, bias);
+        packed_ih.pack(&w.weight_ih.value, Trans::No);
+    } else {
+        project_input(
+            cell,
+            w,
+            x,
+            &mut gates.view_mut((gate_row, 0), (gh, steps * batch)),
+            bias,
+        );
+    }
     packed_hh.pack(&w.weight_hh.value, Trans::No);
     let lp = ForwardLoop {
         cell,
@@ -1014,6 +1075,9 @@ fn forward_direction<T: Float>(
         b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
         bias,
         packed: packed_hh,
+        x: x.columns(0, x.ncols()),
+        packed_ih,
+        input_in_loop: in_loop,
     };
     match split_point(cell, h, batch) {
         // SAFETY: this thread is the only one touching the buffers for the call.

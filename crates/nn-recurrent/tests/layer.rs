@@ -146,6 +146,87 @@ fn gradients_of_a_single_step_and_a_single_sequence() {
 }
 
 #[test]
+fn gradients_with_the_input_product_in_the_time_loop_match_finite_differences() {
+    // From a batch of 24 the RNN's and LSTM's steps compute `W_ih x_t` themselves
+    // (`layer::INPUT_IN_LOOP_MIN_BATCH`); the fixtures and the checks above use smaller ones.
+    for cell in CellKind::ALL {
+        gradcheck(
+            RecurrentConfig::new(cell, 3, 4).with_bidirectional(true),
+            3,
+            24,
+        );
+    }
+}
+
+/// Columns `t*B + b` (`t < steps`) of `m`, or `slot*B + b` for states: sequence `b` alone.
+fn sequence(m: &DMatrix<f64>, batch: usize, b: usize) -> DMatrix<f64> {
+    let n = m.ncols() / batch;
+    DMatrix::from_fn(m.nrows(), n, |r, c| m[(r, c * batch + b)])
+}
+
+#[test]
+fn the_input_product_in_the_time_loop_gives_what_the_sequence_projection_gives() {
+    // A batch of 24 (its steps compute `W_ih x_t`) against each of its sequences run alone (a
+    // batch of 1, projected over the whole sequence first): the same values up to rounding.
+    let batch = 24;
+    for cell in CellKind::ALL {
+        let config = RecurrentConfig::new(cell, 3, 4)
+            .with_num_layers(2)
+            .with_bidirectional(true);
+        let mut s = Setup::new(config, 3, batch, 11);
+        let mut cache = RecurrentCache::new();
+        let mut dx = DMatrix::zeros(s.x.nrows(), s.x.ncols());
+        s.layer.zero_grad();
+        s.layer
+            .forward(&s.x, batch, Some(&s.initial), &mut cache)
+            .unwrap();
+        let out = cache.output().clone();
+        let fin = cache.final_state().clone();
+        s.layer
+            .backward(&s.x, &mut cache, &s.g_out, Some(&s.g_final), Some(&mut dx))
+            .unwrap();
+        let d_init = cache.d_initial().clone();
+        let together = grads(&s.layer);
+
+        s.layer.zero_grad();
+        let state = |st: &RecurrentState<f64>, b| RecurrentState {
+            h: sequence(&st.h, batch, b),
+            c: st.c.as_ref().map(|c| sequence(c, batch, b)),
+        };
+        let close = |a: &DMatrix<f64>, b: &DMatrix<f64>| (a - b).amax() <= 1e-12;
+        for b in 0..batch {
+            let x = sequence(&s.x, batch, b);
+            let mut dx_b = DMatrix::zeros(x.nrows(), x.ncols());
+            s.layer
+                .forward(&x, 1, Some(&state(&s.initial, b)), &mut cache)
+                .unwrap();
+            assert!(
+                close(cache.output(), &sequence(&out, batch, b)),
+                "{cell:?} output {b}"
+            );
+            let f = state(&fin, b);
+            assert!(close(&cache.final_state().h, &f.h), "{cell:?} h_n {b}");
+            if let (Some(c), Some(want)) = (&cache.final_state().c, &f.c) {
+                assert!(close(c, want), "{cell:?} c_n {b}");
+            }
+            let (g_out, g_final) = (sequence(&s.g_out, batch, b), state(&s.g_final, b));
+            s.layer
+                .backward(&x, &mut cache, &g_out, Some(&g_final), Some(&mut dx_b))
+                .unwrap();
+            assert!(close(&dx_b, &sequence(&dx, batch, b)), "{cell:?} dx {b}");
+            let want = state(&d_init, b);
+            assert!(close(&cache.d_initial().h, &want.h), "{cell:?} dh0 {b}");
+            if let (Some(c), Some(want)) = (&cache.d_initial().c, &want.c) {
+                assert!(close(c, want), "{cell:?} dc0 {b}");
+            }
+        }
+        for (alone, together) in grads(&s.layer).iter().zip(&together) {
+            assert!(close(alone, together), "{cell:?} parameter gradients");
+        }
+    }
+}
+
+#[test]
 fn backward_adds_into_gradients_and_skips_the_input_gradient_on_request() {
     for cell in CellKind::ALL {
         let config = RecurrentConfig::new(cell, 3, 4)
