@@ -21,9 +21,9 @@ const OP: &str = "Recurrent::forward cache";
 #[derive(Debug)]
 pub(crate) struct DirectionCache<T: Float> {
     /// `(G*H, T*B)` (GRU `(4H, T*B)`, the gates in rows `H..4H`): the input projection
-    /// `W_ih X`, then (RNN, LSTM) `+ W_hh h_{t-1}` (or, when the steps compute the input part,
-    /// each step's `W_ih x_t + W_hh h_{t-1}` as one product: `layer::input_in_loop`), then the
-    /// gate activations the cell writes
+    /// `W_ih X` (or each step's `W_ih x_t`, when the steps compute the input part:
+    /// `layer::input_in_loop`), then (RNN, LSTM) `+ W_hh h_{t-1}` (in the same product as
+    /// `W_ih x_t` when the steps compute it), then the gate activations the cell writes
     /// (LSTM `i, f, g, o`; GRU `r, z, n`; the RNN's cell writes none, so its pre-activation
     /// without the bias stays, unread by backward).
     ///

@@ -6,16 +6,17 @@
 //! output, so its input size is `D*H`.
 //!
 //! Forward, per layer and direction:
-//! 1. `G_x = W_ih · X`: one product over all `T*B` columns into the gate buffer, except for an
-//!    RNN or LSTM with a batch of at least 24 and a `W_ih` of at most 2^18 values, whose steps
-//!    compute it ([`input_in_loop`]).
+//! 1. `G_x = W_ih · X`: one product over all `T*B` columns into the gate buffer, except with a
+//!    batch of at least 24 and a `W_ih` of at most 2^18 values, whose steps compute it
+//!    ([`input_in_loop`]: the gate buffer is then written once per step, not filled before the
+//!    loop and read back at every step).
 //! 2. For each step (in reverse order for `d = 1`): `G_t += W_hh · h_{t-1}` (one product,
 //!    [`step_product`]; the GRU's into a scratch, since its `n` gate keeps `W_hn h` apart), or
-//!    `G_t = W_ih · x_t + W_hh · h_{t-1}` when the steps compute the input part (one product of
-//!    two packed weights, [`packed_matmul_pair`]: each gate's sum runs on from `W_ih x_t` into
-//!    `W_hh h_{t-1}`, so the gate buffer is written once per step and not read back); then the
-//!    cell adds the bias `b_ih + b_hh` ([`bias_column`]) and its elementwise math writes `h_t`
-//!    into the output.
+//!    when the steps compute the input part, `G_t = W_ih · x_t + W_hh · h_{t-1}` (RNN, LSTM: one
+//!    product of two packed weights, [`packed_matmul_pair`], each gate's sum running on from
+//!    `W_ih x_t` into `W_hh h_{t-1}`; GRU: `W_ih · x_t` as a product of its own); then the cell
+//!    adds the bias `b_ih + b_hh` ([`bias_column`]) and its elementwise math writes `h_t` into
+//!    the output.
 //!
 //! Backward, per layer (top first) and direction:
 //! 1. The time loop (forward order reversed) only computes `dG_t` from `dh_t` (the upstream `dY`
@@ -351,17 +352,18 @@ struct ForwardLoop<'a, T: Float> {
     b_hn: &'a [T],
     bias: &'a [T],
     packed: &'a PackedMatrix<T>,
-    /// RNN, LSTM: the layer's input `X` `(I, T*B)` and `W_ih` packed, for the step product
-    /// `W_ih x_t + W_hh h_{t-1}`; unused by the GRU (its gate buffer already holds `W_ih X`).
+    /// The layer's input `X` `(I, T*B)` and `W_ih` packed, for the steps' `W_ih x_t` when they
+    /// compute it (else unused: the gate buffer already holds `W_ih X`).
     x: DMatrixView<'a, T>,
     packed_ih: &'a PackedMatrix<T>,
-    /// Whether the step product includes `W_ih x_t` ([`input_in_loop`]).
+    /// Whether the steps compute `W_ih x_t` ([`input_in_loop`]).
     input_in_loop: bool,
 }
 
-/// Smallest batch for which an RNN or LSTM computes `W_ih x_t` inside the forward time loop
-/// (in the step product, [`packed_matmul_pair`]) rather than as one product over the whole
-/// sequence before it (see [`input_in_loop`]).
+/// Smallest batch for which a layer computes `W_ih x_t` inside the forward time loop (an RNN or
+/// LSTM in the step product, [`packed_matmul_pair`]; a GRU, whose `n` gate keeps `W_hn h` apart,
+/// as a second product of the step) rather than as one product over the whole sequence before
+/// it (see [`input_in_loop`]).
 ///
 /// In the loop each step streams `W_ih` once more for only `B` columns (`B/2` per thread when
 /// the loop is split), while the whole-sequence product reads it once for all `T·B` columns; what
@@ -374,18 +376,16 @@ struct ForwardLoop<'a, T: Float> {
 const INPUT_IN_LOOP_MIN_BATCH: usize = 24;
 
 /// Largest `W_ih` (`G·H x I` values) that the time loop streams at every step: `lstm-m`'s
-/// (`1024 x 128`, 512 KiB of `f32`) gained 2–5% as whole steps, `lstm-l`'s (`2048 x 512`, 4 MiB)
-/// lost about 5% (paired runs of two builds, PERF.md).
+/// (`1024 x 128`, 512 KiB of `f32`) gained about 2% as whole steps, `lstm-l`'s (`2048 x 512`,
+/// 4 MiB) lost about 5% (paired runs of two builds, PERF.md).
 const INPUT_IN_LOOP_MAX_VALUES: usize = 1 << 18;
 
-/// Whether a layer-direction's forward computes `W_ih x_t` in the time loop (an RNN or LSTM with
-/// `B ≥` [`INPUT_IN_LOOP_MIN_BATCH`] and a `W_ih` of at most [`INPUT_IN_LOOP_MAX_VALUES`]);
-/// else `W_ih X` is one product before it. The GRU always projects first: its `n` gate keeps
-/// `W_hn h` apart from `W_in x`. Shapes alone decide, so results never depend on the threads.
-fn input_in_loop(cell: CellKind, batch: usize, w_ih_values: usize) -> bool {
-    cell != CellKind::Gru
-        && batch >= INPUT_IN_LOOP_MIN_BATCH
-        && w_ih_values <= INPUT_IN_LOOP_MAX_VALUES
+/// Whether a layer-direction's forward computes `W_ih x_t` in the time loop (`B ≥`
+/// [`INPUT_IN_LOOP_MIN_BATCH`] and a `W_ih` of at most [`INPUT_IN_LOOP_MAX_VALUES`] values);
+/// else `W_ih X` is one product before it. Shapes alone decide, so results never depend on the
+/// threads.
+fn input_in_loop(batch: usize, w_ih_values: usize) -> bool {
+    batch >= INPUT_IN_LOOP_MIN_BATCH && w_ih_values <= INPUT_IN_LOOP_MAX_VALUES
 }
 
 /// The forward time loop for the sequences `bs`, from step index `first` (in the direction's
@@ -439,16 +439,36 @@ unsafe fn forward_steps<T: Float>(
                 None => DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb),
             };
             match cell {
-                CellKind::Gru => step_product(
-                    &mut DMatrixViewMut::from_slice(
-                        unsafe { lp.hidden_gates.cols_mut(b0, nb) },
-                        gh,
-                        nb,
-                    ),
-                    Accum::Replace,
-                    lp.packed,
-                    &h_prev,
-                ),
+                CellKind::Gru => {
+                    if lp.input_in_loop {
+                        // The step's `W_ih x_t` into its gate rows (`gate_row..`, columns
+                        // `4H` apart); `W_hh h_{t-1}` goes to the scratch below.
+                        let cols = unsafe { lp.gates.cols_mut(t * batch + b0, nb) };
+                        let rows = cols.len() / nb;
+                        step_product(
+                            &mut DMatrixViewMut::from_slice_with_strides_generic(
+                                &mut cols[lp.gate_row..],
+                                Dyn(gh),
+                                Dyn(nb),
+                                U1,
+                                Dyn(rows),
+                            ),
+                            Accum::Replace,
+                            lp.packed_ih,
+                            &lp.x.columns(t * batch + b0, nb),
+                        );
+                    }
+                    step_product(
+                        &mut DMatrixViewMut::from_slice(
+                            unsafe { lp.hidden_gates.cols_mut(b0, nb) },
+                            gh,
+                            nb,
+                        ),
+                        Accum::Replace,
+                        lp.packed,
+                        &h_prev,
+                    )
+                }
                 _ if !lp.input_in_loop => step_product(
                     &mut DMatrixViewMut::from_slice(
                         unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
@@ -1044,7 +1064,7 @@ fn forward_direction<T: Float>(
     let bias = &mut bias[..gh];
     // A GRU's gates are rows `H..4H` of its buffer (backward writes its `4H` gradient over them).
     let gate_row = gate_grad_rows(cell, h).0;
-    let in_loop = input_in_loop(cell, batch, gh * x.nrows());
+    let in_loop = input_in_loop(batch, gh * x.nrows());
     if in_loop {
         bias_column(cell, w, bias);
         packed_ih.pack(&w.weight_ih.value, Trans::No);

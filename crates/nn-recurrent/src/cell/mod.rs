@@ -3,8 +3,7 @@
 //! Every cell splits its step into matrix products, which the layer does for many columns at once,
 //! and the elementwise part here, which sees one column (one sequence `b` at one step `t`):
 //! - the input projection `W_ih x_t + b_ih` (one product over all `T*B` columns, or for large
-//!   enough RNN and LSTM batches part of each step's product; biases folded in, see
-//!   [`fold_bias`]),
+//!   enough batches one per step; biases folded in, see [`fold_bias`]),
 //! - the hidden projection `W_hh h_{t-1}` (one product per step),
 //! - then [`rnn`], [`lstm`] or [`gru`] turns the projected gates into `h_t` (and `c_t`).
 //!
