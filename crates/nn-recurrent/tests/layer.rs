@@ -147,7 +147,7 @@ fn gradients_of_a_single_step_and_a_single_sequence() {
 
 #[test]
 fn gradients_with_the_input_product_in_the_time_loop_match_finite_differences() {
-    // From a batch of 24 the RNN's and LSTM's steps compute `W_ih x_t` themselves
+    // From a batch of 24 (and a small `W_ih`) the steps compute `W_ih x_t` themselves
     // (`layer::INPUT_IN_LOOP_MIN_BATCH`); the fixtures and the checks above use smaller ones.
     for cell in CellKind::ALL {
         gradcheck(
