@@ -323,7 +323,22 @@ struct Segment<T> {
     csb: isize,
 }
 
-impl<T> Segment<T> {
+impl<T: Float> Segment<T> {
+    /// The term `op(a) · b`, `b` read in place at its strides.
+    fn of<R: Dim, C: Dim, S: RawStorage<T, R, C>>(
+        a: &PackedMatrix<T>,
+        b: &Matrix<T, R, C, S>,
+    ) -> Self {
+        let (rsb, csb) = b.strides();
+        Segment {
+            k: a.cols,
+            a: a.buf.as_ptr(),
+            b: b.data.ptr(),
+            rsb: rsb as isize,
+            csb: csb as isize,
+        }
+    }
+
     /// No second term.
     fn none() -> Self {
         Segment {
@@ -433,14 +448,7 @@ pub fn packed_matmul_pair<T, R1, C1, SC, R2, C2, SB, R3, C3, SB2>(
         b1.nrows(),
         b1.ncols()
     );
-    let (rsb, csb) = b2.strides();
-    let second = Segment {
-        k: k2,
-        a: a2.buf.as_ptr(),
-        b: b2.data.ptr(),
-        rsb: rsb as isize,
-        csb: csb as isize,
-    };
+    let second = Segment::of(a2, b2);
     packed_matmul_terms(c, accum, a1, b1, second, crate::simd::best_isa(), false);
 }
 
@@ -1077,14 +1085,7 @@ mod tests {
                     for accum in [Accum::Replace, Accum::Add] {
                         let c0 = rand_mat::<T>(m, n, 5);
                         let (mut got, mut want) = (c0.clone(), c0.clone());
-                        let (rsb, csb) = b2.strides();
-                        let second = Segment {
-                            k: k2,
-                            a: p2.buf.as_ptr(),
-                            b: b2.data.ptr(),
-                            rsb: rsb as isize,
-                            csb: csb as isize,
-                        };
+                        let second = Segment::of(&p2, &b2);
                         packed_matmul_terms(&mut got, accum, &p1, &b1, second, isa, false);
                         packed_matmul_with(&mut want, accum, &pc, &bcat, isa, false);
                         let same = got
