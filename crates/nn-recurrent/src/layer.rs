@@ -443,8 +443,8 @@ unsafe fn forward_steps<T: Float>(
                     if lp.input_in_loop {
                         // The step's `W_ih x_t` into its gate rows (`gate_row..`, columns
                         // `4H` apart); `W_hh h_{t-1}` goes to the scratch below.
+                        let rows = lp.gates.rows;
                         let cols = unsafe { lp.gates.cols_mut(t * batch + b0, nb) };
-                        let rows = cols.len() / nb;
                         step_product(
                             &mut DMatrixViewMut::from_slice_with_strides_generic(
                                 &mut cols[lp.gate_row..],
@@ -1352,7 +1352,8 @@ mod tests {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         for cell in CellKind::ALL {
             for (layers, bidi) in [(1, false), (2, true)] {
-                for (steps, batch) in [(5, 5), (1, 2), (3, 8)] {
+                // B = 24: the steps compute `W_ih x_t` ([`input_in_loop`]).
+                for (steps, batch) in [(5, 5), (1, 2), (3, 8), (3, 24)] {
                     let config = RecurrentConfig::new(cell, 3, 6)
                         .with_num_layers(layers)
                         .with_bidirectional(bidi);
@@ -1380,11 +1381,12 @@ mod tests {
     fn handed_over_sequences_give_the_serial_results_bit_for_bit() {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         for slow in [2, 1] {
-            for cell in CellKind::ALL {
+            // B = 24: the steps compute `W_ih x_t` ([`input_in_loop`]).
+            for (cell, batch) in CellKind::ALL.into_iter().flat_map(|c| [(c, 8), (c, 24)]) {
                 let config = RecurrentConfig::new(cell, 3, 6)
                     .with_num_layers(2)
                     .with_bidirectional(true);
-                let (steps, batch) = (6, 8);
+                let steps = 6;
                 let serial = run::<f64>(&config, steps, batch, false);
                 // The pool runs both sides on one thread when its helper is busy (tests of other
                 // modules): then nothing is handed over, so try a few times.
@@ -1394,7 +1396,7 @@ mod tests {
                     SLOW_SIDE.store(slow, Ordering::Relaxed);
                     let split = run::<f64>(&config, steps, batch, true);
                     SLOW_SIDE.store(0, Ordering::Relaxed);
-                    assert_eq!(serial, split, "{cell:?}, side {} slow", slow - 1);
+                    assert_eq!(serial, split, "{cell:?} B={batch}, side {} slow", slow - 1);
                     if GRANTS.load(Ordering::Relaxed) > before {
                         handed = true;
                         break;
@@ -1404,7 +1406,7 @@ mod tests {
                 // thread, one after the other, and nothing can be handed over.
                 assert!(
                     handed || !nn_core::pool::threads_allowed(),
-                    "{cell:?}: no hand-off in 20 tries"
+                    "{cell:?} B={batch}: no hand-off in 20 tries"
                 );
             }
         }
