@@ -137,37 +137,16 @@ pub(crate) fn step_product<T: Float>(
     packed_matmul(out, accum, w, h);
 }
 
-/// `gates = W_ih · x` (large products in two halves at once, see [`matmul`]), and `bias` (a
-/// scratch of `G·H` values) set to the bias column the cells add to it ([`bias_column`]); not
-/// used when the time loop computes `W_ih x_t` ([`input_in_loop`]).
+/// Writes the bias column the cells add to the gate pre-activations: `b_ih + b_hh`, but only
+/// `b_in` in a GRU's `n` block (see [`fold_bias`]).
 ///
-/// The cells add the bias rather than the product starting from it (a bias column written into
-/// every column of the gate buffer, then the product added): that saved writing the
+/// The cells add the bias rather than the input product starting from it (a bias column written
+/// into every column of the gate buffer, then the product added): that saved writing the
 /// `(G·H, T·B)` gate buffer once and reading it back inside the product, about 2.5% of a
 /// `gru-m` step in paired runs (PERF.md). The GRU's sums are the same ones when the product's
 /// inner dimension `I` fits one of matrixmultiply's `k` blocks (256): `Wx + b` is `b + Wx`.
 /// Otherwise, and for the LSTM and RNN (whose bias comes after `W_hh h`), the last bit of a
 /// pre-activation can change.
-fn project_input<T: Float>(
-    cell: CellKind,
-    w: &DirectionWeights<T>,
-    x: &DMatrixView<'_, T>,
-    gates: &mut DMatrixViewMut<'_, T>,
-    bias: &mut [T],
-) {
-    bias_column(cell, w, bias);
-    matmul(
-        gates,
-        Accum::Replace,
-        &w.weight_ih.value,
-        Trans::No,
-        x,
-        Trans::No,
-    );
-}
-
-/// Writes the bias column the cells add to the gate pre-activations: `b_ih + b_hh`, but only
-/// `b_in` in a GRU's `n` block (see [`fold_bias`]).
 pub(crate) fn bias_column<T: Float>(cell: CellKind, w: &DirectionWeights<T>, bias: &mut [T]) {
     let (b_ih, b_hh) = (w.bias_ih.value.as_slice(), w.bias_hh.value.as_slice());
     let hidden = w.weight_hh.value.ncols();
@@ -370,14 +349,16 @@ struct ForwardLoop<'a, T: Float> {
 /// the loop saves is writing the `(G·H, T·B)` gate buffer and reading it back at every step.
 /// Measured on `I = 128`, `H = 256`, `T = 64` LSTM steps (one process alternating the two ways,
 /// 20–30 rounds, new/old ratio of the median steps, PERF.md): `B = 1` 1.055, `2` 1.048, `4`
-/// 1.090, `8` 1.018, `16` 0.996, `24` 0.984, `32` 0.979 (median of five runs). The threshold is
+/// 1.090, `8` 1.018, `16` 0.996, `24` 0.984, `32` 0.977 (median of eight runs). The threshold is
 /// on the batch alone, not on the columns per thread, so that the thread count never changes
 /// which sums are computed.
 const INPUT_IN_LOOP_MIN_BATCH: usize = 24;
 
 /// Largest `W_ih` (`G·H x I` values) that the time loop streams at every step: `lstm-m`'s
-/// (`1024 x 128`, 512 KiB of `f32`) gained about 2% as whole steps, `lstm-l`'s (`2048 x 512`,
-/// 4 MiB) lost about 5% (paired runs of two builds, PERF.md).
+/// (`1024 x 128`, 512 KiB of `f32`) gained about 2% as whole steps. `lstm-l`'s (`2048 x 512`,
+/// 4 MiB) was not shown to gain: about 5% slower in two paired runs of two builds, 4% faster in
+/// one in-process run, where an A/A run of one build showed 3% of noise (PERF.md); so a weight
+/// that large keeps the whole-sequence product.
 const INPUT_IN_LOOP_MAX_VALUES: usize = 1 << 18;
 
 /// Whether a layer-direction's forward computes `W_ih x_t` in the time loop (`B ≥`
@@ -438,6 +419,7 @@ unsafe fn forward_steps<T: Float>(
                 }
                 None => DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb),
             };
+            let x_t = lp.x.columns(t * batch + b0, nb);
             match cell {
                 CellKind::Gru => {
                     if lp.input_in_loop {
@@ -455,7 +437,7 @@ unsafe fn forward_steps<T: Float>(
                             ),
                             Accum::Replace,
                             lp.packed_ih,
-                            &lp.x.columns(t * batch + b0, nb),
+                            &x_t,
                         );
                     }
                     step_product(
@@ -469,28 +451,19 @@ unsafe fn forward_steps<T: Float>(
                         &h_prev,
                     )
                 }
-                _ if !lp.input_in_loop => step_product(
-                    &mut DMatrixViewMut::from_slice(
+                _ => {
+                    let mut g_t = DMatrixViewMut::from_slice(
                         unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
                         gh,
                         nb,
-                    ),
-                    Accum::Add,
-                    lp.packed,
-                    &h_prev,
-                ),
-                _ => packed_matmul_pair(
-                    &mut DMatrixViewMut::from_slice(
-                        unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
-                        gh,
-                        nb,
-                    ),
-                    Accum::Replace,
-                    lp.packed_ih,
-                    &lp.x.columns(t * batch + b0, nb),
-                    lp.packed,
-                    &h_prev,
-                ),
+                    );
+                    if lp.input_in_loop {
+                        let (w_ih, w_hh) = (lp.packed_ih, lp.packed);
+                        packed_matmul_pair(&mut g_t, Accum::Replace, w_ih, &x_t, w_hh, &h_prev);
+                    } else {
+                        step_product(&mut g_t, Accum::Add, lp.packed, &h_prev);
+                    }
+                }
             }
         }
         for b in bs.clone() {
@@ -1064,17 +1037,19 @@ fn forward_direction<T: Float>(
     let bias = &mut bias[..gh];
     // A GRU's gates are rows `H..4H` of its buffer (backward writes its `4H` gradient over them).
     let gate_row = gate_grad_rows(cell, h).0;
+    bias_column(cell, w, bias);
     let in_loop = input_in_loop(batch, gh * x.nrows());
     if in_loop {
-        bias_column(cell, w, bias);
         packed_ih.pack(&w.weight_ih.value, Trans::No);
     } else {
-        project_input(
-            cell,
-            w,
-            x,
+        // `G_x = W_ih · X` (large products in two halves at once, see [`matmul`]).
+        matmul(
             &mut gates.view_mut((gate_row, 0), (gh, steps * batch)),
-            bias,
+            Accum::Replace,
+            &w.weight_ih.value,
+            Trans::No,
+            x,
+            Trans::No,
         );
     }
     packed_hh.pack(&w.weight_hh.value, Trans::No);
