@@ -452,7 +452,8 @@ pub fn packed_matmul_pair<T, R1, C1, SC, R2, C2, SB, R3, C3, SB2>(
     packed_matmul_terms(c, accum, a1, b1, second, crate::simd::best_isa(), false);
 }
 
-/// [`packed_matmul`] on the given kernel copy, on the pool's two threads when `allow_threads`.
+/// [`packed_matmul`] on the given kernel copy, on the pool's two threads when `allow_threads`
+/// (the one-term form of [`packed_matmul_terms`], which the tests call on every copy).
 #[track_caller]
 fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
     c: &mut Matrix<T, R1, C1, SC>,
@@ -939,6 +940,14 @@ mod tests {
         })
     }
 
+    /// Whether `a` and `b` hold the same values bit for bit.
+    fn same_bits<T: Float>(a: &DMatrix<T>, b: &DMatrix<T>) -> bool {
+        a.shape() == b.shape()
+            && a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits())
+    }
+
     /// Every copy of the kernel this CPU can run.
     fn isas() -> Vec<Isa> {
         crate::simd::available_isas()
@@ -1088,10 +1097,7 @@ mod tests {
                         let second = Segment::of(&p2, &b2);
                         packed_matmul_terms(&mut got, accum, &p1, &b1, second, isa, false);
                         packed_matmul_with(&mut want, accum, &pc, &bcat, isa, false);
-                        let same = got
-                            .iter()
-                            .zip(want.iter())
-                            .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits());
+                        let same = same_bits(&got, &want);
                         assert!(same, "{isa:?} m {m} k1 {k1} k2 {k2} n {n} {accum:?}");
                         if isa == crate::simd::best_isa() {
                             let mut public = c0.clone();
@@ -1201,10 +1207,7 @@ mod tests {
                             })
                             .collect();
                         for (isa, c) in fused.iter().zip(&results) {
-                            let same = c
-                                .iter()
-                                .zip(results[0].iter())
-                                .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits());
+                            let same = same_bits(c, &results[0]);
                             assert!(
                                 same,
                                 "{isa:?} differs from {:?}: m={m} k={k} n={n}",
