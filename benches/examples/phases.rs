@@ -1,9 +1,14 @@
 //! Wall time of the parts of one training step of a workload, to see where a step's time goes.
-//! The parts run in turn, round after round; a figure is the median over rounds, and a part
-//! that cannot be run alone (the loss, the time loops, the rest of the step) is the median of
-//! its per-round difference (for example the layer's forward minus its input projection, timed
-//! on its own in the same round), so that a drift of the machine weighs on both sides. Such a
-//! difference can still come out negative when the part is smaller than the noise.
+//!
+//! First the parts of whole steps (zero_grad, the recurrent layer's forward, the head, the loss,
+//! the backwards, clipping, SGD), each timed inside the step as `SeqModel::forward_backward`
+//! runs them, so that each part finds the caches the step leaves it. Then the recurrent layer's
+//! forward and backward alone and the products a step runs through matrixmultiply alone, in
+//! turn, round after round. A figure is the median over rounds; the backward time loop, which
+//! cannot run alone, is the median of its per-round difference (the layer's backward minus its
+//! two weight-gradient products, timed on their own in the same round), so that a drift of the
+//! machine weighs on both sides. Such a difference can still come out negative when the part is
+//! smaller than the noise.
 //!
 //! ```text
 //! cargo run --release -p benches --example phases -- lstm-m
@@ -57,118 +62,131 @@ fn main() {
     let name = std::env::args().nth(1).unwrap_or("lstm-m".into());
     let all = benches::Workload::parse_all(benches::WORKLOADS_JSON).unwrap();
     let w = all.iter().find(|w| w.name == name).unwrap();
-    let mut step = benches::Step::new(w, 0).unwrap();
-    let mut model =
-        nn_train::SeqModelConfig::new(RecurrentConfig::new(w.cell, w.input, w.hidden), w.vocab)
-            .init::<f32>(&mut Rng::seed_from(3))
-            .unwrap();
-    let mut ws = nn_train::SeqWorkspace::new();
-    let xs = Init::Normal { std: 1.0 }
-        .matrix(w.input, w.steps * w.batch, &mut Rng::seed_from(4))
-        .unwrap();
-    let tg: Vec<usize> = (0..w.steps * w.batch).map(|i| i % w.vocab).collect();
-    let target = nn_train::Target::NextToken(&tg);
-    // Forward, forward + loss, forward + loss + backward.
-    let m = rounds(3, |i| match i {
-        0 => model.forward(&xs, w.batch, None, false, &mut ws).unwrap(),
-        1 => {
-            model.loss(&xs, w.batch, None, target, &mut ws).unwrap();
-        }
-        _ => {
-            model
-                .forward_backward(&xs, w.batch, None, target, &mut ws)
-                .unwrap();
-        }
-    });
-    let zg = time(|| model.zero_grad());
-    let clip = time(|| {
-        nn_train::clip_grad_norm(&mut model, 5.0);
-    });
-    let mut opt = nn_train::Optimizer::new(nn_train::SgdConfig::new(0.0)).unwrap();
-    let sgd = time(|| opt.step(&mut model).unwrap());
-    println!(
-        "model forward {:.3}, loss {:.3}, backward {:.3}, zero_grad {zg:.3}, clip {clip:.3}, sgd {sgd:.3}",
-        median(&m, |r| r[0]),
-        median(&m, |r| r[1] - r[0]),
-        median(&m, |r| r[2] - r[1]),
-    );
-    let mut rng = Rng::seed_from(1);
     let cell = w.cell;
-    let mut layer = RecurrentConfig::new(cell, w.input, w.hidden)
-        .init::<f32>(&mut rng)
-        .unwrap();
     let cols = w.steps * w.batch;
+    let gh = cell.gate_count() * w.hidden;
+    let f = |m: usize, k: usize, n: usize, ms: f64| 2.0 * (m * k * n) as f64 / ms * 1e-6;
+
+    // The parts of whole steps, each timed inside the step (as `SeqModel::forward_backward`
+    // runs them), so that every part sees the caches the step leaves it.
+    let mut rng = Rng::seed_from(1);
+    let mut model =
+        nn_train::SeqModelConfig::new(RecurrentConfig::new(cell, w.input, w.hidden), w.vocab)
+            .init::<f32>(&mut rng)
+            .unwrap();
     let x = Init::Normal { std: 1.0 }
         .matrix(w.input, cols, &mut rng)
+        .unwrap();
+    let targets: Vec<usize> = (0..cols).map(|_| rng.below(w.vocab)).collect();
+    let mut cache = RecurrentCache::new();
+    let mut logits = DMatrix::<f32>::zeros(w.vocab, cols);
+    let mut d_logits = DMatrix::<f32>::zeros(w.vocab, cols);
+    let mut d_out = DMatrix::<f32>::zeros(w.hidden, cols);
+    let mut opt = nn_train::Optimizer::new(nn_train::SgdConfig::new(0.1)).unwrap();
+    let names = [
+        "zero_grad",
+        "recurrent forward",
+        "head forward",
+        "loss",
+        "head backward",
+        "recurrent backward",
+        "clip",
+        "sgd",
+    ];
+    let steps = rounds(names.len(), |i| match i {
+        0 => model.zero_grad(),
+        1 => model.rnn.forward(&x, w.batch, None, &mut cache).unwrap(),
+        2 => model
+            .head
+            .forward_to(&cache.output().columns(0, cols), &mut logits)
+            .unwrap(),
+        3 => {
+            assert!(nn_core::error::all_finite(logits.as_slice()));
+            nn_core::loss::softmax_cross_entropy_to(&logits, &targets, &mut d_logits).unwrap();
+        }
+        4 => model
+            .head
+            .backward_to(
+                &cache.output().columns(0, cols),
+                &d_logits,
+                Some(&mut d_out.columns_mut(0, cols)),
+            )
+            .unwrap(),
+        5 => model
+            .rnn
+            .backward(&x, &mut cache, &d_out, None, None)
+            .unwrap(),
+        6 => {
+            nn_train::clip_grad_norm(&mut model, 5.0);
+        }
+        _ => opt.step(&mut model).unwrap(),
+    });
+    let step = median(&steps, |r| r.iter().sum());
+    println!("{name}: step {step:.3} ms; inside the step:");
+    println!(
+        "  {}",
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n} {:.3}", median(&steps, |r| r[i])))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The layer's forward and backward alone, and the products a step runs through
+    // matrixmultiply, alone, in the same rounds.
+    let mut layer = RecurrentConfig::new(cell, w.input, w.hidden)
+        .init::<f32>(&mut rng)
         .unwrap();
     let dy = Init::Normal { std: 0.01 }
         .matrix(w.hidden, cols, &mut rng)
         .unwrap();
-    let mut cache = RecurrentCache::new();
-    let gh = cell.gate_count() * w.hidden;
-    let f = |m: usize, k: usize, n: usize, ms: f64| 2.0 * (m * k * n) as f64 / ms * 1e-6;
     let wih = DMatrix::<f32>::from_element(gh, w.input, 0.1);
     let mut g = DMatrix::<f32>::zeros(gh, cols);
     let mut dwih = DMatrix::<f32>::zeros(gh, w.input);
     let hs = DMatrix::<f32>::from_element(w.hidden, cols, 0.1);
     let mut dwhh = DMatrix::<f32>::zeros(gh, w.hidden);
-    // A whole step, the layer's forward and backward, and their whole-sequence products alone.
-    let p = rounds(6, |i| match i {
-        0 => {
-            step.run().unwrap();
-        }
-        1 => layer.forward(&x, w.batch, None, &mut cache).unwrap(),
-        2 => {
+    let p = rounds(5, |i| match i {
+        0 => layer.forward(&x, w.batch, None, &mut cache).unwrap(),
+        1 => {
             layer.zero_grad();
             layer.backward(&x, &mut cache, &dy, None, None).unwrap()
         }
-        3 => matmul(&mut g, Accum::Replace, &wih, Trans::No, &x, Trans::No),
-        4 => matmul(&mut dwih, Accum::Add, &g, Trans::No, &x, Trans::Yes),
+        2 => matmul(&mut g, Accum::Replace, &wih, Trans::No, &x, Trans::No),
+        3 => matmul(&mut dwih, Accum::Add, &g, Trans::No, &x, Trans::Yes),
         _ => matmul(&mut dwhh, Accum::Add, &g, Trans::No, &hs, Trans::Yes),
     });
-    let (total, fwd, bwd) = (
-        median(&p, |r| r[0]),
-        median(&p, |r| r[1]),
-        median(&p, |r| r[2]),
+    let [fwd, bwd, proj, dw_ih, dw_hh] = [0, 1, 2, 3, 4].map(|i| median(&p, |r| r[i]));
+    // Every product of the forward: `W_ih x` (before or inside the loop) and `W_hh h`.
+    println!(
+        "  recurrent forward alone {fwd:.3} ms ({:.0} GF/s over its W_ih and W_hh products)",
+        f(gh, w.input + w.hidden, cols, fwd)
     );
-    let (proj, dw_ih, dw_hh) = (
-        median(&p, |r| r[3]),
-        median(&p, |r| r[4]),
-        median(&p, |r| r[5]),
+    let loop_b = median(&p, |r| r[1] - r[3] - r[4]);
+    println!(
+        "  recurrent backward alone {bwd:.3} ms: dW_ih {dw_ih:.3} ms ({:.0} GF/s), dW_hh \
+         {dw_hh:.3} ms ({:.0} GF/s), the time loop ~{loop_b:.3} ms ({:.0} GF/s)",
+        f(gh, cols, w.input, dw_ih),
+        f(gh, cols, w.hidden, dw_hh),
+        f(gh, w.hidden, cols, loop_b)
+    );
+    println!(
+        "  W_ih X as one whole-sequence product alone {proj:.3} ms ({:.0} GF/s; the forward \
+         runs it before the loop unless the steps compute W_ih x_t)",
+        f(gh, w.input, cols, proj)
     );
     let wv = DMatrix::<f32>::from_element(w.vocab, w.hidden, 0.1);
-    let mut logits = DMatrix::<f32>::zeros(w.vocab, cols);
     let head = time(|| matmul(&mut logits, Accum::Replace, &wv, Trans::No, &hs, Trans::No));
     let mut dh = DMatrix::<f32>::zeros(w.hidden, cols);
     let head_dx = time(|| matmul(&mut dh, Accum::Replace, &wv, Trans::Yes, &logits, Trans::No));
     let mut dwv = DMatrix::<f32>::zeros(w.vocab, w.hidden);
     let head_dw = time(|| matmul(&mut dwv, Accum::Add, &logits, Trans::No, &hs, Trans::Yes));
-    println!("{name}: step {total:.3} ms");
     println!(
-        "  recurrent forward {fwd:.3} ms (input projection {proj:.3} ms, {:.0} GF/s)",
-        f(gh, w.input, cols, proj)
-    );
-    println!(
-        "  recurrent backward {bwd:.3} ms (dW_ih {dw_ih:.3} ms {:.0} GF/s, dW_hh {dw_hh:.3} ms {:.0} GF/s)",
-        f(gh, cols, w.input, dw_ih),
-        f(gh, cols, w.hidden, dw_hh)
-    );
-    println!(
-        "  head fwd {head:.3} ms ({:.0} GF/s), dx {head_dx:.3} ms ({:.0}), dW {head_dw:.3} ms ({:.0})",
+        "  head products alone: forward {head:.3} ms ({:.0} GF/s), dx {head_dx:.3} ms ({:.0}), \
+         dW {head_dw:.3} ms ({:.0})",
         f(w.vocab, w.hidden, cols, head),
         f(w.vocab, w.hidden, cols, head_dx),
         f(w.vocab, w.hidden, cols, head_dw)
-    );
-    let loops_f = median(&p, |r| r[1] - r[3]);
-    let loops_b = median(&p, |r| r[2] - r[4] - r[5]);
-    println!(
-        "  forward time loop ~{loops_f:.3} ms ({:.0} GF/s), backward loop ~{loops_b:.3} ms ({:.0} GF/s)",
-        f(gh, w.hidden, cols, loops_f),
-        f(gh, w.hidden, cols, loops_b)
-    );
-    println!(
-        "  rest of step (head, loss, clip, sgd) ~{:.3} ms",
-        median(&p, |r| r[0] - r[1] - r[2])
     );
 }
 
