@@ -145,10 +145,19 @@ impl<T: Float> RecurrentCache<T> {
         }
     }
 
+    /// The settings, `T` and `B` of the forward the buffers hold, or `None` when they hold
+    /// none (before the first forward, or after one that failed).
+    pub(crate) fn forward_shape(&self) -> Option<(&RecurrentConfig, usize, usize)> {
+        match &self.sized_for {
+            Some((c, t, b)) if self.saved != Saved::Nothing => Some((c, *t, *b)),
+            _ => None,
+        }
+    }
+
     /// The output `(D*H, T*B)` of the last forward (empty before the first).
     pub fn output(&self) -> &DMatrix<T> {
         match self.layers.last() {
-            Some(top) if self.saved != Saved::Nothing => &top.output,
+            Some(top) if self.forward_shape().is_some() => &top.output,
             _ => &self.empty,
         }
     }
@@ -165,10 +174,7 @@ impl<T: Float> RecurrentCache<T> {
 
     /// `(T, B)` of the last forward, or `None` before the first.
     pub fn steps_and_batch(&self) -> Option<(usize, usize)> {
-        match &self.sized_for {
-            Some((_, t, b)) if self.saved != Saved::Nothing => Some((*t, *b)),
-            _ => None,
-        }
+        self.forward_shape().map(|(_, t, b)| (t, b))
     }
 
     /// Makes every buffer fit `config`, `steps` and `batch`, reallocating only when they changed;

@@ -876,8 +876,8 @@ impl<T: Float> Recurrent<T> {
         d_final: Option<&RecurrentState<T>>,
         mut d_input: Option<&mut DMatrix<T>>,
     ) -> Result<()> {
-        let (steps, batch) = match &cache.sized_for {
-            Some((c, t, b)) if cache.saved != Saved::Nothing && *c == self.config => (*t, *b),
+        let (steps, batch) = match cache.forward_shape() {
+            Some((c, t, b)) if *c == self.config => (t, b),
             _ => {
                 return Err(Error::InvalidConfig(
                     "Recurrent::backward: the cache holds no forward pass of a layer with these \
