@@ -3,7 +3,8 @@
 
 For each workload: ROUNDS rounds of `xtask bench --only W` and `torch_reference.py --only W`
 (the order swapped every round, so that a drift of the machine weighs on both), then the ratio
-of the two medians of tokens/s. Needs `cargo build --release -p xtask` and `pip install torch`.
+of the two medians of tokens/s, and the range of the rounds' own ratios (how far one round's
+pair can stray from the run's figure). Needs `cargo build --release -p xtask` and `pip install torch`.
 
     python3 benches/vs_torch.py [--rounds 5] [--seconds 3] [--only lstm-m,gru-m]
         [--torch-script benches/torch_reference.py]
@@ -54,8 +55,10 @@ def main():
         verdict = ""
         if target is not None:
             verdict = f"  target {target:g}: " + ("met" if o / t >= target else "not met")
+        per_round = [x / y for x, y in zip(ours, torch)]
         print(f"{name}: ours {o / 1e3:.1f}k, PyTorch {t / 1e3:.1f}k tokens/s (medians of "
-              f"{a.rounds} rounds), ratio {o / t:.3f}{verdict}", flush=True)
+              f"{a.rounds} rounds), ratio {o / t:.3f}{verdict} (rounds "
+              f"{min(per_round):.3f}-{max(per_round):.3f})", flush=True)
 
 
 if __name__ == "__main__":
