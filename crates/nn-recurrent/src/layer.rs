@@ -365,7 +365,7 @@ const INPUT_IN_LOOP_MAX_VALUES: usize = 1 << 18;
 /// [`INPUT_IN_LOOP_MIN_BATCH`] and a `W_ih` of at most [`INPUT_IN_LOOP_MAX_VALUES`] values);
 /// else `W_ih X` is one product before it. Shapes alone decide, so results never depend on the
 /// threads.
-fn input_in_loop(batch: usize, w_ih_values: usize) -> bool {
+pub(crate) fn input_in_loop(batch: usize, w_ih_values: usize) -> bool {
     batch >= INPUT_IN_LOOP_MIN_BATCH && w_ih_values <= INPUT_IN_LOOP_MAX_VALUES
 }
 
