@@ -193,7 +193,7 @@ fn wait_for_post(p: &Pool) {
         }
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && start.elapsed() > SPIN {
+        if spins.is_multiple_of(256) && start.elapsed() > SPIN {
             let mut g = p.lock.lock().unwrap_or_else(|e| e.into_inner());
             p.sleeping.store(true, Ordering::SeqCst);
             while p.state.load(Ordering::SeqCst) != POSTED {

@@ -208,7 +208,7 @@ fn forward_backward<T: Float>(c: &Case) -> Result<(), TestCaseError> {
             let explained = match e {
                 Error::ShapeMismatch { .. } => c.x_rows_off > 0 || c.initial == 2,
                 Error::Empty { .. } => c.batch == 0 || x.ncols() == 0,
-                Error::LengthMismatch { .. } => c.batch > 0 && x.ncols() % c.batch != 0,
+                Error::LengthMismatch { .. } => c.batch > 0 && !x.ncols().is_multiple_of(c.batch),
                 Error::NonFinite { op, .. } => {
                     !finite(&x)
                         || initial.as_ref().is_some_and(|s| !state_finite(s))

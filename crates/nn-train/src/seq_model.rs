@@ -259,7 +259,7 @@ impl<T: Float> SeqModel<T> {
             }
             .into());
         }
-        if x.ncols() % batch != 0 || x.nrows() != self.input_size() {
+        if !x.ncols().is_multiple_of(batch) || x.nrows() != self.input_size() {
             return Err(nn_core::Error::ShapeMismatch {
                 op: "SeqModel input",
                 expected: Shape(self.input_size(), x.ncols().div_ceil(batch) * batch),
