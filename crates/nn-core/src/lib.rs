@@ -2,7 +2,8 @@
 //!
 //! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`](mod@gemm): matrix products with free
 //!   transposes; [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops;
-//!   [`pool`]: the two-way fork-join (one persistent helper thread) they split work with.
+//!   [`pool`]: the two-way fork-join (one persistent helper thread) they split work with;
+//!   [`add_a_bt`]: `C += A·Bᵀ` read in place, for weight gradients.
 //! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
 //! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
 //! - [`init`]: seeded initializers; [`Rng`]: the seeded generator they draw from.
@@ -40,6 +41,7 @@ pub mod pool;
 pub mod rng;
 pub mod simd;
 pub mod tensor_io;
+pub mod wgrad;
 
 pub use activation::Activation;
 pub use alloc::try_zeros;
@@ -51,6 +53,7 @@ pub use init::Init;
 pub use packed::{PackedMatrix, packed_matmul, packed_matmul_pair, packed_matmul_threaded};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
+pub use wgrad::add_a_bt;
 
 /// Re-exported so users need not pin the same nalgebra version themselves.
 pub use nalgebra;

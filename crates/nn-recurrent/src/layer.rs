@@ -42,7 +42,7 @@ use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
-    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_row_sums, check_finite,
+    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_a_bt, add_row_sums, check_finite,
     check_shape, matmul, packed_matmul, packed_matmul_pair,
 };
 
@@ -702,7 +702,7 @@ impl<T: Float> Recurrent<T> {
         if x.ncols() == 0 {
             return Err(Error::Empty { op, what: "steps" });
         }
-        if x.ncols() % batch != 0 {
+        if !x.ncols().is_multiple_of(batch) {
             return Err(Error::LengthMismatch {
                 op: "Recurrent::forward input columns (T*B, a multiple of the batch)",
                 expected: x.ncols().next_multiple_of(batch),
@@ -1189,27 +1189,20 @@ fn backward_direction<T: Float>(
     let d_gates = &*d_gates;
     // Whole-sequence products, each side on its rows of `d_gates`.
     let d_hidden = d_gates.rows(hidden_row, gh);
+    // The weight gradients read `dG`, `X` and the hidden sequence in place ([`add_a_bt`]).
     for (w_row, g_row, rows) in input_blocks.clone() {
-        matmul(
-            &mut w.weight_ih.grad.rows_mut(w_row, rows),
-            Accum::Add,
-            &d_gates.rows(g_row, rows),
-            Trans::No,
-            x,
-            Trans::Yes,
-        );
+        let dw = &mut w.weight_ih.grad.rows_mut(w_row, rows);
+        add_a_bt(dw, &d_gates.rows(g_row, rows), x);
     }
     let shifted = (steps - 1) * batch;
     if shifted > 0 {
         // Step t's h_{t-1} is output column block t-1 (forward) or t+1 (reverse).
         let (g0, h0_col) = if dir == 0 { (batch, 0) } else { (0, batch) };
-        matmul(
+        let h_prev = out.view((r0, h0_col), (h, shifted));
+        add_a_bt(
             &mut w.weight_hh.grad,
-            Accum::Add,
             &d_hidden.columns(g0, shifted),
-            Trans::No,
-            &out.view((r0, h0_col), (h, shifted)),
-            Trans::Yes,
+            &h_prev,
         );
     }
     // The first step's h_{t-1} is the initial state: zeros unless the caller gave one, and a
@@ -1217,14 +1210,7 @@ fn backward_direction<T: Float>(
     let h0 = initial.h.columns(slot * batch, batch);
     if h0.iter().any(|&v| v != T::zero()) {
         let first = dims.step(0) * batch;
-        matmul(
-            &mut w.weight_hh.grad,
-            Accum::Add,
-            &d_hidden.columns(first, batch),
-            Trans::No,
-            &h0,
-            Trans::Yes,
-        );
+        add_a_bt(&mut w.weight_hh.grad, &d_hidden.columns(first, batch), &h0);
     }
     // The row sums of `d_gates`, in one pass, then each bias gradient takes its side's rows.
     bias.fill(T::zero());

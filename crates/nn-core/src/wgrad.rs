@@ -1,0 +1,300 @@
+//! `C += A · Bᵀ` for weight gradients: `dW += dG · Xᵀ` with `dG` `(m, k)` (the gate gradients
+//! of `k = T·B` columns), `X` `(n, k)` (the layer's inputs or previous hidden states) and `dW`
+//! `(m, n)`, all column-major and read in place.
+//!
+//! ```text
+//! C[j, i] += Σ_k A[j, k] · B[i, k]        j < m (gate rows), i < n (features)
+//! ```
+//!
+//! matrixmultiply packs both operands before its kernel runs, and a recurrent layer's two weight
+//! gradients pack the same `dG` (8 MiB for `lstm-m`) twice. Here nothing is packed: a `16 x 16`
+//! tile of `C` (sixteen 16-row columns, one AVX-512 register each) runs down `k`, and at each `k`
+//! loads `A`'s 16 rows of column `k` (one cache line) and broadcasts `B`'s 16 values of column
+//! `k` (another), sixteen fused multiply-adds in all. `k` runs in blocks of [`KC`]: each block's
+//! sums start from zero and are then added to `C`, which is how matrixmultiply sums (its `k`
+//! blocks are 256 on AVX-512), so on those machines both give the same bits. The loops keep a
+//! block's 16 rows of `A` (16 KiB) in L2 or L1 across the `B` tiles, and `B`'s block
+//! (`n x 256`) in L2 across the rows of `A`; that is why `n` is limited ([`MAX_COLS`]).
+//!
+//! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
+//! [`MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large products
+//! are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
+//! helper, which changes no sum. Measured (PERF.md): a recurrent layer's two weight gradients on
+//! `lstm-m`'s shapes 2–8% faster than matrixmultiply's (scratch program, both threads), whole
+//! `lstm-m` steps about 1.5% faster, `rnn-m` 7%, `gru-m` 2–3%; `lstm-l`'s `n = 512` was slower.
+
+use crate::Float;
+use crate::gemm::{Accum, PARALLEL_PRODUCT_MACS, Trans, matmul};
+use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
+
+/// The `k` block: each element's sum runs from zero over at most this many terms, then is added
+/// to `C` (matrixmultiply's `k` block on AVX-512, so the two give the same bits there).
+pub const KC: usize = 256;
+
+/// Largest `n` (columns of `C`) on the fast path: `B`'s block of `n x KC` `f32` (384 KiB) then
+/// stays in a 1 MiB L2 beside the rest. `lstm-l`'s 512 was slower than matrixmultiply.
+pub const MAX_COLS: usize = 384;
+
+/// `C += A · Bᵀ` (`A` `(m, k)`, `B` `(n, k)`, `C` `(m, n)`).
+///
+/// # Panics
+/// When the shapes do not fit (an internal kernel, as [`matmul`]).
+#[track_caller]
+pub fn add_a_bt<T, SC, SA, SB>(
+    c: &mut Matrix<T, Dyn, Dyn, SC>,
+    a: &Matrix<T, Dyn, Dyn, SA>,
+    b: &Matrix<T, Dyn, Dyn, SB>,
+) where
+    T: Float,
+    SC: RawStorageMut<T, Dyn, Dyn>,
+    SA: RawStorage<T, Dyn, Dyn>,
+    SB: RawStorage<T, Dyn, Dyn>,
+{
+    let (m, n, k) = (c.nrows(), c.ncols(), a.ncols());
+    assert!(
+        a.nrows() == m && b.nrows() == n && b.ncols() == k,
+        "add_a_bt: C {:?} += A {:?} · Bᵀ of {:?}",
+        c.shape(),
+        a.shape(),
+        b.shape()
+    );
+    let fast = T::BYTES == 4
+        && crate::simd::has_avx512()
+        && m % 16 == 0
+        && n % 16 == 0
+        && n <= MAX_COLS
+        && k > 0
+        && a.strides().0 == 1
+        && b.strides().0 == 1
+        && c.strides().0 == 1;
+    if !fast {
+        matmul(c, Accum::Add, a, Trans::No, b, Trans::Yes);
+        return;
+    }
+    let problem = Problem {
+        a: a.as_ptr() as *const f32,
+        lda: a.strides().1,
+        b: b.as_ptr() as *const f32,
+        ldb: b.strides().1,
+        c: c.as_mut_ptr() as *mut f32,
+        ldc: c.strides().1,
+        n,
+        k,
+    };
+    let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_PRODUCT_MACS;
+    if big && m >= 32 && crate::pool::threads_allowed() {
+        let mid = (m / 32) * 16;
+        let p = &problem;
+        // SAFETY: `fast` checked AVX-512 and the layout `Problem::rows` needs; the halves write
+        // rows `0..mid` and `mid..m` of `C`, disjoint.
+        crate::pool::join(|| unsafe { p.rows(0, mid) }, || unsafe { p.rows(mid, m) });
+    } else {
+        // SAFETY: as above, one thread.
+        unsafe { problem.rows(0, m) };
+    }
+}
+
+/// The raw operands of one [`add_a_bt`] on the fast path (`f32`, columns contiguous).
+struct Problem {
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    n: usize,
+    k: usize,
+}
+
+// SAFETY: the pointers describe storage borrowed by `add_a_bt` for the whole call; the two
+// threads write disjoint rows of `C` and only read `A` and `B`.
+unsafe impl Sync for Problem {}
+
+impl Problem {
+    /// Rows `j0..j1` of `C` (both multiples of 16).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a`, `b`, `c` hold `(m, k)`, `(n, k)`, `(m, n)` column-major with
+    /// the given column strides and contiguous columns, `j1 <= m`, `n` a multiple of 16; no
+    /// other thread writes rows `j0..j1` of `C` meanwhile.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows(&self, j0: usize, j1: usize) {
+        let mut k0 = 0;
+        while k0 < self.k {
+            let kn = KC.min(self.k - k0);
+            for j in (j0..j1).step_by(16) {
+                for i in (0..self.n).step_by(16) {
+                    // SAFETY: rows `j..j+16` of `A` and `C` (`j + 16 <= j1 <= m`), rows
+                    // `i..i+16` of `B` (`i + 16 <= n`), columns `k0..k0+kn` of `A` and `B`
+                    // (`k0 + kn <= k`), columns `i..i+16` of `C`: all inside their storage.
+                    unsafe {
+                        tile16(
+                            self.a.add(k0 * self.lda + j),
+                            self.lda,
+                            self.b.add(k0 * self.ldb + i),
+                            self.ldb,
+                            kn,
+                            self.c.add(i * self.ldc + j),
+                            self.ldc,
+                        )
+                    };
+                }
+            }
+            k0 += kn;
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn rows(&self, _: usize, _: usize) {
+        unreachable!("add_a_bt: the fast path needs AVX-512");
+    }
+}
+
+/// `C[0..16, i] += Σ_{k < kn} A[0..16, k] · B[i, k]` for `i < 16`: sixteen sums per register,
+/// each a chain of fused multiply-adds from zero in the order of `k`, added to `C` at the end.
+///
+/// # Safety
+/// The CPU has AVX-512F; `a` holds 16 contiguous values in each of `kn` columns `lda` apart,
+/// `b` likewise (`ldb`), `c` 16 contiguous values in each of 16 columns `ldc` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile16(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    kn: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kn {
+        // SAFETY: column `k` of the tile's `A` and `B`, inside the caller's storage.
+        unsafe {
+            let av = _mm512_loadu_ps(ap);
+            macro_rules! fma {
+                ($($i:literal)*) => {
+                    $( acc[$i] = _mm512_fmadd_ps(av, _mm512_set1_ps(*bp.add($i)), acc[$i]); )*
+                };
+            }
+            fma!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            ap = ap.add(lda);
+            bp = bp.add(ldb);
+        }
+    }
+    for (i, v) in acc.iter().enumerate() {
+        // SAFETY: column `i` of the tile of `C`.
+        unsafe {
+            let cp = c.add(i * ldc);
+            _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), *v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::{DMatrix, DMatrixView};
+
+    fn rand(r: usize, c: usize, seed: u64) -> DMatrix<f32> {
+        let mut s = seed;
+        DMatrix::from_fn(r, c, |_, _| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+    }
+
+    /// The documented order: per block of `KC` terms, a chain of fused multiply-adds from zero,
+    /// then added to `C`.
+    fn blocked_reference(c: &mut DMatrix<f32>, a: &DMatrixView<f32>, b: &DMatrix<f32>) {
+        let k = a.ncols();
+        for j in 0..c.nrows() {
+            for i in 0..c.ncols() {
+                let mut k0 = 0;
+                while k0 < k {
+                    let mut acc = 0.0f32;
+                    for kk in k0..(k0 + KC).min(k) {
+                        acc = a[(j, kk)].mul_add(b[(i, kk)], acc);
+                    }
+                    c[(j, i)] += acc;
+                    k0 += KC;
+                }
+            }
+        }
+    }
+
+    /// Every shape (the fast path's and the fallback's) against a plain f64 sum; on a CPU with
+    /// AVX-512, the fast path's shapes against the blocked reference bit for bit. `A` is a
+    /// row range of a taller matrix (columns not contiguous with one another, as the gate
+    /// buffer's are).
+    #[test]
+    fn matches_the_references() {
+        for (m, n, k) in [
+            (16, 16, 1),
+            (32, 128, 300),
+            (64, 48, 513),
+            (1024, 16, 40),
+            (48, 384, 256),
+            (20, 16, 70),
+            (32, 20, 70),
+            (32, 400, 20),
+        ] {
+            let tall = rand(m + 16, k, 1);
+            let a = tall.rows(8, m);
+            let b = rand(n, k, 2);
+            let c0 = rand(m, n, 3);
+            let mut c = c0.clone();
+            add_a_bt(&mut c, &a, &b);
+            for j in 0..m {
+                for i in 0..n {
+                    let want = c0[(j, i)] as f64
+                        + (0..k)
+                            .map(|kk| a[(j, kk)] as f64 * b[(i, kk)] as f64)
+                            .sum::<f64>();
+                    let got = c[(j, i)] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4,
+                        "{m}x{n}x{k} ({j},{i}): {got} vs {want}"
+                    );
+                }
+            }
+            let fast = m % 16 == 0 && n % 16 == 0 && n <= MAX_COLS;
+            if fast && crate::simd::has_avx512() {
+                let mut r = c0.clone();
+                blocked_reference(&mut r, &a, &b);
+                assert_eq!(c, r, "{m}x{n}x{k}: not the blocked sums' bits");
+            }
+        }
+    }
+
+    /// Large enough to be cut in two halves: the same bits as on one thread.
+    #[test]
+    fn halves_give_the_bits_of_one_thread() {
+        let (m, n, k) = (96, 64, PARALLEL_PRODUCT_MACS / (96 * 64) + 1);
+        let (a, b) = (rand(m, k, 4), rand(n, k, 5));
+        let mut whole = DMatrix::zeros(m, n);
+        if crate::simd::has_avx512() {
+            let problem = Problem {
+                a: a.as_ptr(),
+                lda: m,
+                b: b.as_ptr(),
+                ldb: n,
+                c: whole.as_mut_ptr(),
+                ldc: m,
+                n,
+                k,
+            };
+            // SAFETY: AVX-512 checked; the operands are whole contiguous matrices.
+            unsafe { problem.rows(0, m) };
+        } else {
+            matmul(&mut whole, Accum::Add, &a, Trans::No, &b, Trans::Yes);
+        }
+        let mut split = DMatrix::zeros(m, n);
+        add_a_bt(&mut split, &a, &b);
+        assert_eq!(whole, split);
+    }
+}
