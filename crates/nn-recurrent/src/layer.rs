@@ -23,7 +23,8 @@
 //!    column plus what step `t+1` sent back) and `dh_{t-1} = W_hhᵀ · dG_t` (one product per step).
 //! 2. Then once over the whole sequence: `dW_ih += dG · Xᵀ`, `dW_hh += dG · H_prevᵀ` (`H_prev` is
 //!    the hidden sequence shifted by one step, starting at `h0`, read from the output without a
-//!    copy), `db += Σ_columns dG`, and `dX = W_ihᵀ · dG`, skipped when no input gradient is wanted.
+//!    copy; both through [`add_a_bt`], which reads `dG` in place), `db += Σ_columns dG`, and
+//!    `dX = W_ihᵀ · dG`, skipped when no input gradient is wanted.
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
