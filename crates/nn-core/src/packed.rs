@@ -925,12 +925,13 @@ unsafe fn tile<T: Float, const MR: usize, const PM: usize, const NR: usize, cons
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gemm::gemm_naive;
     use nalgebra::DMatrix;
 
-    fn rand_mat<T: Float>(r: usize, c: usize, seed: u64) -> DMatrix<T> {
+    /// A seeded matrix of values in `[-0.5, 0.5)` (also used by `wgrad`'s tests).
+    pub(crate) fn rand_mat<T: Float>(r: usize, c: usize, seed: u64) -> DMatrix<T> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         DMatrix::from_fn(r, c, |_, _| {
             s = s

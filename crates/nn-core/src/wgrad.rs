@@ -199,13 +199,7 @@ mod tests {
     use nalgebra::{DMatrix, DMatrixView};
 
     fn rand(r: usize, c: usize, seed: u64) -> DMatrix<f32> {
-        let mut s = seed;
-        DMatrix::from_fn(r, c, |_, _| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
+        crate::packed::tests::rand_mat(r, c, seed)
     }
 
     /// The documented order: per block of `KC` terms, a chain of fused multiply-adds from zero,
