@@ -125,6 +125,34 @@ impl Dims {
     }
 }
 
+/// The gate products of one forward step, for the forward's time loop and [`Recurrent::step`]
+/// alike, so that both compute the same sums. `g` is the step's `G·H` gate rows, `gru_hidden`
+/// the GRU's scratch for `W_hh h_{t-1}` (`None` for the other cells). With `input` (`W_ih`
+/// packed and `x_t`: the step computes the input part, [`input_in_loop`]) an RNN or LSTM writes
+/// `g = W_ih x_t + W_hh h_{t-1}` as one chain per gate ([`packed_matmul_pair`]) and a GRU
+/// `g = W_ih x_t`; without it `g` already holds `W_ih x_t` and an RNN or LSTM adds
+/// `W_hh h_{t-1}`. The GRU's scratch gets `W_hh h_{t-1}` either way.
+pub(crate) fn step_products<T: Float>(
+    g: &mut DMatrixViewMut<'_, T>,
+    gru_hidden: Option<&mut DMatrixViewMut<'_, T>>,
+    w_hh: &PackedMatrix<T>,
+    h_prev: &DMatrixView<'_, T>,
+    input: Option<(&PackedMatrix<T>, &DMatrixView<'_, T>)>,
+) {
+    match (gru_hidden, input) {
+        (Some(hidden), input) => {
+            if let Some((w_ih, x_t)) = input {
+                step_product(g, Accum::Replace, w_ih, x_t);
+            }
+            step_product(hidden, Accum::Replace, w_hh, h_prev);
+        }
+        (None, Some((w_ih, x_t))) => {
+            packed_matmul_pair(g, Accum::Replace, w_ih, x_t, w_hh, h_prev);
+        }
+        (None, None) => step_product(g, Accum::Add, w_hh, h_prev),
+    }
+}
+
 /// `out (=|+=) w · h` for one time step: `W_hh · h_{t-1}` in forward, `W_hhᵀ · dG_t` in backward.
 /// This is the only product inside the time loops. `w` was packed once before the loop
 /// ([`PackedMatrix`]), so the step allocates nothing and skips matrixmultiply's per-call repacking.
@@ -421,51 +449,22 @@ unsafe fn forward_steps<T: Float>(
                 None => DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb),
             };
             let x_t = lp.x.columns(t * batch + b0, nb);
-            match cell {
-                CellKind::Gru => {
-                    if lp.input_in_loop {
-                        // The step's `W_ih x_t` into its gate rows (`gate_row..`, columns
-                        // `4H` apart); `W_hh h_{t-1}` goes to the scratch below.
-                        let rows = lp.gates.rows;
-                        let cols = unsafe { lp.gates.cols_mut(t * batch + b0, nb) };
-                        step_product(
-                            &mut DMatrixViewMut::from_slice_with_strides_generic(
-                                &mut cols[lp.gate_row..],
-                                Dyn(gh),
-                                Dyn(nb),
-                                U1,
-                                Dyn(rows),
-                            ),
-                            Accum::Replace,
-                            lp.packed_ih,
-                            &x_t,
-                        );
-                    }
-                    step_product(
-                        &mut DMatrixViewMut::from_slice(
-                            unsafe { lp.hidden_gates.cols_mut(b0, nb) },
-                            gh,
-                            nb,
-                        ),
-                        Accum::Replace,
-                        lp.packed,
-                        &h_prev,
-                    )
-                }
-                _ => {
-                    let mut g_t = DMatrixViewMut::from_slice(
-                        unsafe { lp.gates.cols_mut(t * batch + b0, nb) },
-                        gh,
-                        nb,
-                    );
-                    if lp.input_in_loop {
-                        let (w_ih, w_hh) = (lp.packed_ih, lp.packed);
-                        packed_matmul_pair(&mut g_t, Accum::Replace, w_ih, &x_t, w_hh, &h_prev);
-                    } else {
-                        step_product(&mut g_t, Accum::Add, lp.packed, &h_prev);
-                    }
-                }
-            }
+            // The step's gate rows (a GRU's from `gate_row`, columns `4H` apart) and the GRU's
+            // scratch for `W_hh h_{t-1}`.
+            let rows = lp.gates.rows;
+            let cols = unsafe { lp.gates.cols_mut(t * batch + b0, nb) };
+            let mut g_t = DMatrixViewMut::from_slice_with_strides_generic(
+                &mut cols[lp.gate_row..],
+                Dyn(gh),
+                Dyn(nb),
+                U1,
+                Dyn(rows),
+            );
+            let mut hidden = (cell == CellKind::Gru).then(|| {
+                DMatrixViewMut::from_slice(unsafe { lp.hidden_gates.cols_mut(b0, nb) }, gh, nb)
+            });
+            let input = lp.input_in_loop.then_some((lp.packed_ih, &x_t));
+            step_products(&mut g_t, hidden.as_mut(), lp.packed, &h_prev, input);
         }
         for b in bs.clone() {
             let col = t * batch + b;

@@ -1,11 +1,10 @@
 //! One time step of a unidirectional layer, for generation: `x_t` `(I, B)` and the state
 //! `(H, L*B)` in, the new state in place and the top layer's `h_t` `(H, B)` out.
 //!
-//! It runs the sequence forward's arithmetic for one step: the same products, chosen by the same
-//! rule ([`input_in_loop`]: for an RNN or LSTM with a batch of at least 24 and a small `W_ih`,
-//! `W_ih x_t + W_hh h_{t-1}` as one [`packed_matmul_pair`], as the forward's steps compute it;
-//! else `W_ih x_t`, then `+ W_hh h_{t-1}` by [`step_product`]), then the same cell code adding
-//! the same folded biases. So feeding a sequence step by step gives the bits of
+//! It runs the sequence forward's arithmetic for one step: the forward loop's own step products
+//! ([`step_products`]), with the input part inside them where the forward's steps compute it
+//! ([`input_in_loop`]) and else first, as the forward's whole-sequence product, then the same
+//! cell code adding the same folded biases. So feeding a sequence step by step gives the bits of
 //! [`Recurrent::forward`] when each layer's input has at most 256 features; with more, the
 //! forward's whole-sequence input product may run through matrixmultiply, which sums `k` in
 //! blocks of 256, so the last bits may differ.
@@ -13,12 +12,12 @@
 //! nothing.
 
 use crate::cell::{gru, lstm, rnn};
-use crate::layer::{bias_column, input_in_loop, step_product};
+use crate::layer::{bias_column, input_in_loop, step_products};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
 use nn_core::{
     Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape,
-    packed_matmul_pair, packed_matmul_threaded,
+    packed_matmul_threaded,
 };
 
 /// Buffers for [`Recurrent::step`], sized on first use (and again when `B` or the layer changes).
@@ -174,28 +173,16 @@ impl<T: Float> Recurrent<T> {
                 let h_prev = state.h.columns(l * batch, batch);
                 packed_hh.pack(&w.weight_hh.value, Trans::No);
                 let mut g = gates.columns_mut(0, batch);
-                let gru = cell == CellKind::Gru;
-                if !gru && input_in_loop(batch, gh * input.nrows()) {
-                    // `W_ih x + W_hh h` in one chain of multiply-adds per gate.
-                    packed_matmul_pair(
-                        &mut g,
-                        Accum::Replace,
-                        packed_ih,
-                        &input,
-                        packed_hh,
-                        &h_prev,
-                    );
-                } else {
-                    // `W_ih x` (large products share panels with the pool's helper), then
-                    // `W_hh h`: added to it, or for the GRU into its own scratch.
+                let in_loop = input_in_loop(batch, gh * input.nrows());
+                if !in_loop {
+                    // `W_ih x` first, as the forward's whole-sequence product before its loop
+                    // (large products share panels with the pool's helper).
                     packed_matmul_threaded(&mut g, Accum::Replace, packed_ih, &input);
-                    let (mut out, accum) = if gru {
-                        (hidden_gates.columns_mut(0, batch), Accum::Replace)
-                    } else {
-                        (g, Accum::Add)
-                    };
-                    step_product(&mut out, accum, packed_hh, &h_prev);
                 }
+                let mut hidden =
+                    (cell == CellKind::Gru).then(|| hidden_gates.columns_mut(0, batch));
+                let x = in_loop.then_some((&*packed_ih, &input));
+                step_products(&mut g, hidden.as_mut(), packed_hh, &h_prev, x);
             }
             let h_prev = &state.h.as_slice()[span(l)];
             let c_prev = state.c.as_ref().map_or(&[][..], |c| &c.as_slice()[span(l)]);
