@@ -226,6 +226,55 @@ fn the_input_product_in_the_time_loop_gives_what_the_sequence_projection_gives()
     }
 }
 
+/// The f32 weight gradients, which run on `nn_core::add_a_bt`'s AVX-512 tile where the CPU has
+/// it (sizes that are multiples of 16), against the same layer in f64.
+#[test]
+fn f32_weight_gradients_agree_with_f64() {
+    for cell in CellKind::ALL {
+        let config = RecurrentConfig::new(cell, 16, 16)
+            .with_num_layers(2)
+            .with_bidirectional(true);
+        let (steps, batch) = (4, 8);
+        let mut s = Setup::new(config.clone(), steps, batch, 5);
+        let mut l32 = config.init::<f32>(&mut Rng::seed_from(0)).unwrap();
+        let mut values = Vec::new();
+        s.layer
+            .visit(&mut |_, p| values.push(p.value.clone().cast::<f32>()));
+        let mut it = values.into_iter();
+        l32.visit_mut(&mut |_, p| p.value = it.next().unwrap());
+        let c32 = |m: &DMatrix<f64>| m.clone().cast::<f32>();
+        let s32 = |st: &RecurrentState<f64>| RecurrentState {
+            h: c32(&st.h),
+            c: st.c.as_ref().map(c32),
+        };
+        s.layer.zero_grad();
+        l32.zero_grad();
+        let mut cache = RecurrentCache::new();
+        s.layer
+            .forward(&s.x, batch, Some(&s.initial), &mut cache)
+            .unwrap();
+        s.layer
+            .backward(&s.x, &mut cache, &s.g_out, Some(&s.g_final), None)
+            .unwrap();
+        let mut cache32 = RecurrentCache::new();
+        let x32 = c32(&s.x);
+        l32.forward(&x32, batch, Some(&s32(&s.initial)), &mut cache32)
+            .unwrap();
+        let (g_out, g_final) = (c32(&s.g_out), s32(&s.g_final));
+        l32.backward(&x32, &mut cache32, &g_out, Some(&g_final), None)
+            .unwrap();
+        let mut g32 = Vec::new();
+        l32.visit(&mut |_, p| g32.push(p.grad.clone().cast::<f64>()));
+        for (i, (want, got)) in grads(&s.layer).iter().zip(&g32).enumerate() {
+            let err = (want - got).amax();
+            assert!(
+                err <= 1e-4 * (1.0 + want.amax()),
+                "{cell:?} parameter {i}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn backward_adds_into_gradients_and_skips_the_input_gradient_on_request() {
     for cell in CellKind::ALL {
