@@ -3,8 +3,8 @@
 //! First the parts of whole steps (zero_grad, the recurrent layer's forward, the head, the loss,
 //! the backwards, clipping, SGD), each timed inside the step as `SeqModel::forward_backward`
 //! runs them, so that each part finds the caches the step leaves it. Then the recurrent layer's
-//! forward and backward alone and the products a step runs through matrixmultiply alone, in
-//! turn, round after round. A figure is the median over rounds; the backward time loop, which
+//! forward and backward alone and its whole-sequence products alone (the weight gradients as
+//! the backward runs them, through `add_a_bt`), in turn, round after round. A figure is the median over rounds; the backward time loop, which
 //! cannot run alone, is the median of its per-round difference (the layer's backward minus its
 //! two weight-gradient products, timed on their own in the same round), so that a drift of the
 //! machine weighs on both sides. Such a difference can still come out negative when the part is
@@ -15,7 +15,7 @@
 //! STEPS=lstm-m cargo run --release -p benches --example phases   # step times in order, deciles
 //! ```
 use nalgebra::DMatrix;
-use nn_core::{Accum, Init, Module, Rng, Trans, matmul};
+use nn_core::{Accum, Init, Module, Rng, Trans, add_a_bt, matmul};
 use nn_recurrent::{RecurrentCache, RecurrentConfig};
 use std::time::Instant;
 
@@ -153,8 +153,9 @@ fn main() {
             layer.backward(&x, &mut cache, &dy, None, None).unwrap()
         }
         2 => matmul(&mut g, Accum::Replace, &wih, Trans::No, &x, Trans::No),
-        3 => matmul(&mut dwih, Accum::Add, &g, Trans::No, &x, Trans::Yes),
-        _ => matmul(&mut dwhh, Accum::Add, &g, Trans::No, &hs, Trans::Yes),
+        // The weight gradients as the layer's backward runs them.
+        3 => add_a_bt(&mut dwih, &g, &x),
+        _ => add_a_bt(&mut dwhh, &g, &hs),
     });
     let [fwd, bwd, proj, dw_ih, dw_hh] = [0, 1, 2, 3, 4].map(|i| median(&p, |r| r[i]));
     // Every product of the forward: `W_ih x` (before or inside the loop) and `W_hh h`.
