@@ -21,7 +21,8 @@
 //! are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
 //! helper, which changes no sum. Measured (PERF.md): a recurrent layer's two weight gradients on
 //! `lstm-m`'s shapes 2–8% faster than matrixmultiply's (scratch program, both threads), whole
-//! `lstm-m` steps about 1.5% faster, `rnn-m` 7%, `gru-m` 2–3%; `lstm-l`'s `n = 512` was slower.
+//! `lstm-m` steps about 1.5% faster, `rnn-m` 7% (one run), `gru-m` 1–3%; `lstm-l`'s `n = 512`
+//! was slower.
 
 use crate::Float;
 use crate::gemm::{Accum, PARALLEL_PRODUCT_MACS, Trans, matmul};
