@@ -132,24 +132,35 @@ impl Dims {
 /// `g = W_ih x_t + W_hh h_{t-1}` as one chain per gate ([`packed_matmul_pair`]) and a GRU
 /// `g = W_ih x_t`; without it `g` already holds `W_ih x_t` and an RNN or LSTM adds
 /// `W_hh h_{t-1}`. The GRU's scratch gets `W_hh h_{t-1}` either way.
+///
+/// `h_prev` is `None` when the state is all zeros (the first step from a zero initial state):
+/// `W_hh · 0` adds nothing, so that product is skipped (a GRU's scratch is zeroed). The sums
+/// are the same: the pair's chains run over `x_t`'s terms first, and each zero term after them
+/// adds `±0` to a sum that is never `-0` (it starts at `+0`, and in round-to-nearest a sum of
+/// nonzero values that cancels is `+0`).
 pub(crate) fn step_products<T: Float>(
     g: &mut DMatrixViewMut<'_, T>,
     gru_hidden: Option<&mut DMatrixViewMut<'_, T>>,
     w_hh: &PackedMatrix<T>,
-    h_prev: &DMatrixView<'_, T>,
+    h_prev: Option<&DMatrixView<'_, T>>,
     input: Option<(&PackedMatrix<T>, &DMatrixView<'_, T>)>,
 ) {
-    match (gru_hidden, input) {
-        (Some(hidden), input) => {
+    match (gru_hidden, input, h_prev) {
+        (Some(hidden), input, h_prev) => {
             if let Some((w_ih, x_t)) = input {
                 step_product(g, Accum::Replace, w_ih, x_t);
             }
-            step_product(hidden, Accum::Replace, w_hh, h_prev);
+            match h_prev {
+                Some(h_prev) => step_product(hidden, Accum::Replace, w_hh, h_prev),
+                None => hidden.fill(T::zero()),
+            }
         }
-        (None, Some((w_ih, x_t))) => {
+        (None, Some((w_ih, x_t)), Some(h_prev)) => {
             packed_matmul_pair(g, Accum::Replace, w_ih, x_t, w_hh, h_prev);
         }
-        (None, None) => step_product(g, Accum::Add, w_hh, h_prev),
+        (None, Some((w_ih, x_t)), None) => step_product(g, Accum::Replace, w_ih, x_t),
+        (None, None, Some(h_prev)) => step_product(g, Accum::Add, w_hh, h_prev),
+        (None, None, None) => {}
     }
 }
 
@@ -356,6 +367,8 @@ struct ForwardLoop<'a, T: Float> {
     cells: SharedCols<'a, T>,
     /// This slot's initial `h` (and `c`, or empty), `(H, B)`.
     h0: &'a [T],
+    /// Whether `h0` is all zeros, so that the first step skips `W_hh h0` ([`step_products`]).
+    h0_zero: bool,
     c0: &'a [T],
     b_hn: &'a [T],
     bias: &'a [T],
@@ -438,15 +451,16 @@ unsafe fn forward_steps<T: Float>(
             let h_prev = match prev {
                 Some(tp) => {
                     let block = unsafe { lp.out.cols(tp * batch + b0, nb) };
-                    DMatrixView::from_slice_with_strides_generic(
+                    Some(DMatrixView::from_slice_with_strides_generic(
                         &block[r0..],
                         Dyn(h),
                         Dyn(nb),
                         U1,
                         Dyn(rows_out),
-                    )
+                    ))
                 }
-                None => DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb),
+                None if lp.h0_zero => None,
+                None => Some(DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb)),
             };
             let x_t = lp.x.columns(t * batch + b0, nb);
             // The step's gate rows (a GRU's from `gate_row`, columns `4H` apart) and the GRU's
@@ -464,7 +478,7 @@ unsafe fn forward_steps<T: Float>(
                 DMatrixViewMut::from_slice(unsafe { lp.hidden_gates.cols_mut(b0, nb) }, gh, nb)
             });
             let input = lp.input_in_loop.then_some((lp.packed_ih, &x_t));
-            step_products(&mut g_t, hidden.as_mut(), lp.packed, &h_prev, input);
+            step_products(&mut g_t, hidden.as_mut(), lp.packed, h_prev.as_ref(), input);
         }
         for b in bs.clone() {
             let col = t * batch + b;
@@ -1066,6 +1080,9 @@ fn forward_direction<T: Float>(
         hidden_n: SharedCols::new(hidden_n),
         cells: SharedCols::new(cells),
         h0: slot_slice(Some(&initial.h), slot, dims),
+        h0_zero: slot_slice(Some(&initial.h), slot, dims)
+            .iter()
+            .all(|&v| v == T::zero()),
         c0: slot_slice(initial.c.as_ref(), slot, dims),
         b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
         bias,

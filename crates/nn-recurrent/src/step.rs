@@ -182,7 +182,9 @@ impl<T: Float> Recurrent<T> {
                 let mut hidden =
                     (cell == CellKind::Gru).then(|| hidden_gates.columns_mut(0, batch));
                 let x = in_loop.then_some((&*packed_ih, &input));
-                step_products(&mut g, hidden.as_mut(), packed_hh, &h_prev, x);
+                // A zero state's product is skipped, as in the forward's first step.
+                let h_prev = h_prev.iter().any(|&v| v != T::zero()).then_some(&h_prev);
+                step_products(&mut g, hidden.as_mut(), packed_hh, h_prev, x);
             }
             let h_prev = &state.h.as_slice()[span(l)];
             let c_prev = state.c.as_ref().map_or(&[][..], |c| &c.as_slice()[span(l)]);

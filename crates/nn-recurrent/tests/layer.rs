@@ -340,6 +340,42 @@ fn step_by_step_gives_the_bits_of_the_sequence_forward() {
     }
 }
 
+/// From a zero initial state the first step skips `W_hh h0` (a GRU zeroes its step scratch
+/// instead): after a forward from a nonzero state, whose products fill that scratch, the same
+/// cache gives a fresh cache's bits, and step by step gives them too.
+#[test]
+fn a_zero_initial_state_after_a_nonzero_one_gives_the_fresh_results() {
+    for cell in CellKind::ALL {
+        for batch in [3, 24] {
+            let config = RecurrentConfig::new(cell, 3, 4).with_num_layers(2);
+            let s = Setup::new(config, 4, batch, 11);
+            let mut shared = RecurrentCache::new();
+            let mut fresh = RecurrentCache::new();
+            s.layer
+                .forward(&s.x, batch, Some(&s.initial), &mut shared)
+                .unwrap();
+            s.layer.forward(&s.x, batch, None, &mut shared).unwrap();
+            s.layer.forward(&s.x, batch, None, &mut fresh).unwrap();
+            assert_eq!(shared.output(), fresh.output(), "{cell:?} batch {batch}");
+            let mut state = s.layer.zero_state(batch);
+            let mut scratch = StepScratch::new();
+            s.layer
+                .step(
+                    &s.x.columns(0, batch).into_owned(),
+                    &mut s.initial.clone(),
+                    &mut scratch,
+                )
+                .unwrap();
+            for t in 0..4 {
+                let x_t = s.x.columns(t * batch, batch).into_owned();
+                let h = s.layer.step(&x_t, &mut state, &mut scratch).unwrap();
+                let want = fresh.output().columns(t * batch, batch);
+                assert_eq!(h, &want, "{cell:?} batch {batch} step {t}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_cache_is_resized_for_new_lengths_and_gives_the_same_results() {
     let config = RecurrentConfig::new(CellKind::Lstm, 2, 3).with_bidirectional(true);
