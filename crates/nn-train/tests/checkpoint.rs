@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::next_token_batch;
+use common::{next_token_batch, next_token_trainer};
 use nn_core::{Module, Param, Rng};
 use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::{
@@ -131,13 +131,7 @@ fn mismatches_are_typed_errors_and_change_nothing() {
     // Another optimizer kind.
     let model: SeqModel<f32> = config().init(&mut Rng::seed_from(4)).unwrap();
     let before = bits(&model);
-    let mut t = Trainer::new(
-        model,
-        Optimizer::new(SgdConfig::new(0.1)).unwrap(),
-        Rng::seed_from(0),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut t = next_token_trainer(model, Optimizer::new(SgdConfig::new(0.1)).unwrap(), 0);
     let err = t.load_checkpoint(&path).unwrap_err();
     assert!(
         matches!(
@@ -155,13 +149,7 @@ fn mismatches_are_typed_errors_and_change_nothing() {
     // Another model config.
     let other = SeqModelConfig::new(RecurrentConfig::new(CellKind::Lstm, 5, 7), 5);
     let model: SeqModel<f32> = other.init(&mut Rng::seed_from(4)).unwrap();
-    let mut t = Trainer::new(
-        model,
-        Optimizer::new(AdamConfig::new(0.1)).unwrap(),
-        Rng::seed_from(0),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut t = next_token_trainer(model, Optimizer::new(AdamConfig::new(0.1)).unwrap(), 0);
     let err = t.load_checkpoint(&path).unwrap_err();
     assert!(
         matches!(
@@ -176,13 +164,7 @@ fn mismatches_are_typed_errors_and_change_nothing() {
 
     // Another scalar type.
     let model: SeqModel<f64> = config().init(&mut Rng::seed_from(4)).unwrap();
-    let mut t = Trainer::new(
-        model,
-        Optimizer::new(AdamConfig::new(0.1)).unwrap(),
-        Rng::seed_from(0),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut t = next_token_trainer(model, Optimizer::new(AdamConfig::new(0.1)).unwrap(), 0);
     let err = t.load_checkpoint(&path).unwrap_err();
     assert!(
         matches!(err, Error::CheckpointMismatch { what: "dtype", .. }),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::next_token_batch;
+use common::{next_token_batch, next_token_trainer};
 use nalgebra::DMatrix;
 use nn_core::{Module, Param, Rng};
 use nn_recurrent::{CellKind, RecurrentConfig};
@@ -234,13 +234,7 @@ fn schedule_validation_progress_and_value_clipping() {
 fn nan_input_stops_with_the_step_and_keeps_the_last_good_parameters() {
     let m = model(CellKind::Lstm, 4, 5, 6);
     let opt = Optimizer::new(AdamConfig::new(0.01)).unwrap();
-    let mut trainer = Trainer::new(
-        m,
-        opt,
-        Rng::seed_from(3),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut trainer = next_token_trainer(m, opt, 3);
     let mut source = batch_fn(|step, rng: &mut Rng, b: &mut Batch<f64>| {
         next_token_batch(&TEXT, 4, 4, 2, rng, b);
         if step == 3 {
@@ -271,13 +265,7 @@ fn nan_input_stops_with_the_step_and_keeps_the_last_good_parameters() {
     // run() stops there too, after the two good steps.
     let m = model(CellKind::Lstm, 4, 5, 6);
     let opt = Optimizer::new(AdamConfig::new(0.01)).unwrap();
-    let mut fresh = Trainer::new(
-        m,
-        opt,
-        Rng::seed_from(3),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut fresh = next_token_trainer(m, opt, 3);
     let err = fresh.run(10, &mut source, None, &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::NonFiniteInput { step: 3, .. }));
     assert_eq!(params(&fresh.model), good);
@@ -289,13 +277,7 @@ fn non_finite_loss_stops_before_the_update() {
     m.head.bias.value[0] = f64::INFINITY;
     let before = params(&m);
     let opt = Optimizer::new(SgdConfig::new(0.1)).unwrap();
-    let mut trainer = Trainer::new(
-        m,
-        opt,
-        Rng::seed_from(3),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut trainer = next_token_trainer(m, opt, 3);
     let mut source = batch_fn(|_, rng: &mut Rng, b: &mut Batch<f64>| {
         next_token_batch(&TEXT, 4, 4, 2, rng, b);
         Ok(())
@@ -310,13 +292,7 @@ fn non_finite_loss_stops_before_the_update() {
 fn bad_batches_are_errors() {
     let m = model(CellKind::Gru, 4, 5, 6);
     let opt = Optimizer::new(SgdConfig::new(0.1)).unwrap();
-    let mut trainer = Trainer::new(
-        m,
-        opt,
-        Rng::seed_from(3),
-        TrainerConfig::new(Objective::NextToken),
-    )
-    .unwrap();
+    let mut trainer = next_token_trainer(m, opt, 3);
     let mut wrong_len = batch_fn(|_, rng: &mut Rng, b: &mut Batch<f64>| {
         next_token_batch(&TEXT, 4, 4, 2, rng, b);
         b.targets = Targets::Classes(vec![0; 3]);

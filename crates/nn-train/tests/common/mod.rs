@@ -1,9 +1,9 @@
-//! Shared test helpers: one-hot token batches.
+//! Shared test helpers: one-hot token batches and a default next-token trainer.
 #![allow(dead_code)]
 
 use nalgebra::DMatrix;
 use nn_core::{Float, Rng};
-use nn_train::{Batch, Targets};
+use nn_train::{Batch, Objective, Optimizer, SeqModel, Targets, Trainer, TrainerConfig};
 
 /// Fills `batch` with `b` windows of `t + 1` tokens drawn from the repeating `text` at random
 /// offsets (from `rng`): inputs one-hot `(V, t*b)`, targets the next tokens (`t*B + b`).
@@ -35,4 +35,20 @@ pub fn next_token_batch<T: Float>(
         }
     }
     batch.targets = Targets::Classes(targets);
+}
+
+/// A next-token trainer of `model` with the default settings (full BPTT, no clipping) and the
+/// trainer's `Rng` seeded with `seed`.
+pub fn next_token_trainer<T: Float>(
+    model: SeqModel<T>,
+    opt: Optimizer<T>,
+    seed: u64,
+) -> Trainer<T> {
+    Trainer::new(
+        model,
+        opt,
+        Rng::seed_from(seed),
+        TrainerConfig::new(Objective::NextToken),
+    )
+    .unwrap()
 }
