@@ -18,7 +18,7 @@
 //! [`gemm_naive`] is the slow, obvious reference the tests compare against.
 
 use crate::Float;
-use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
+use nalgebra::{Dim, Dyn, Matrix, RawStorage, RawStorageMut};
 
 /// Whether an operand enters the product as is or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,44 +419,77 @@ pub fn matmul_bias<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     unsafe { raw.run_split(Some(bias)) };
 }
 
-/// `db[i] += Σ_j m[i, j]`: the bias gradient of a product whose output gradient is `m`. Each
-/// row's sum runs over the columns in order (vectorized across rows); large matrices are summed
-/// as two halves of rows at once, which does not change any sum.
-pub fn add_row_sums<T: Float>(db: &mut [T], m: &nalgebra::DMatrix<T>) {
-    let rows = m.nrows();
+/// `db[i] += Σ_j m[i, j]`: the bias gradient of a product whose output gradient is `m` (a
+/// matrix or a view). Each row's sum runs over the columns in order (vectorized across rows);
+/// large matrices are summed as two halves of rows at once, which does not change any sum.
+pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
+    db: &mut [T],
+    m: &Matrix<T, Dyn, Dyn, S>,
+) {
+    let (rows, cols) = m.shape();
     assert_eq!(
         db.len(),
         rows,
         "add_row_sums: {} sums for {rows} rows",
         db.len()
     );
-    if rows == 0 {
+    if rows == 0 || cols == 0 {
         return;
     }
+    let (rs, cs) = m.strides();
+    if rs != 1 {
+        for j in 0..cols {
+            for (i, g) in db.iter_mut().enumerate() {
+                *g += m[(i, j)];
+            }
+        }
+        return;
+    }
+    /// The columns of a view with contiguous columns, shareable with the pool's helper.
+    struct Cols<T> {
+        first: *const T,
+        stride: usize,
+        rows: usize,
+    }
+    // SAFETY: `Cols` only reads, through `col`, the elements of a view borrowed for the call.
+    unsafe impl<T: Sync> Sync for Cols<T> {}
+    impl<T> Cols<T> {
+        fn col(&self, j: usize, r0: usize, n: usize) -> &[T] {
+            debug_assert!(r0 + n <= self.rows);
+            // SAFETY: column `j < cols` of the view holds `rows` contiguous elements from
+            // `first + j*stride` (row stride 1, checked by the caller), and `r0 + n <= rows`.
+            unsafe { std::slice::from_raw_parts(self.first.add(j * self.stride + r0), n) }
+        }
+    }
     /// Rows `r0 .. r0 + part.len()` of `m` into `part`.
-    fn sum_rows<T: Float>(part: &mut [T], m: &[T], rows: usize, r0: usize) {
+    fn sum_rows<T: Float>(part: &mut [T], m: &Cols<T>, cols: usize, r0: usize) {
         crate::simd::dispatch(
             #[inline(always)]
             || {
                 let n = part.len();
-                for col in m.chunks_exact(rows) {
-                    for (g, &v) in part.iter_mut().zip(&col[r0..r0 + n]) {
+                for j in 0..cols {
+                    for (g, &v) in part.iter_mut().zip(m.col(j, r0, n)) {
                         *g += v;
                     }
                 }
             },
         );
     }
-    let data = m.as_slice();
-    if data.len() >= crate::pool::SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
+    let view = Cols {
+        first: m.as_ptr(),
+        stride: cs,
+        rows,
+    };
+    if rows * cols >= crate::pool::SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
         let h = split_point(rows);
         let (lo, hi) = db.split_at_mut(h);
+        let view = &view;
         crate::pool::join(
-            || sum_rows(lo, data, rows, 0),
-            || sum_rows(hi, data, rows, h),
+            || sum_rows(lo, view, cols, 0),
+            || sum_rows(hi, view, cols, h),
         );
     } else {
-        sum_rows(db, data, rows, 0);
+        sum_rows(db, &view, cols, 0);
     }
 }
 
@@ -651,6 +684,27 @@ mod tests {
             let want = m.row(i).iter().fold(0.5, |s, &v| s + v);
             assert_eq!(got.to_bits(), want.to_bits(), "row {i}");
         }
+        // Views: a row range (columns not contiguous with one another) and a transpose-like
+        // view whose rows are strided.
+        let part = m.rows(7, rows - 20);
+        let mut db = vec![0.25; rows - 20];
+        add_row_sums(&mut db, &part);
+        for (i, &got) in db.iter().enumerate() {
+            let want = m.row(7 + i).iter().fold(0.25, |s, &v| s + v);
+            assert_eq!(got.to_bits(), want.to_bits(), "view row {i}");
+        }
+        let small = DMatrix::from_fn(3, 5, |i, j| (i * 5 + j) as f64);
+        let strided = small.as_slice();
+        let t = nalgebra::DMatrixView::from_slice_with_strides_generic(
+            strided,
+            Dyn(5),
+            Dyn(3),
+            Dyn(3),
+            Dyn(1),
+        );
+        let mut db = vec![0.0; 5];
+        add_row_sums(&mut db, &t);
+        assert_eq!(db, [15.0, 18.0, 21.0, 24.0, 27.0]);
     }
 
     #[test]

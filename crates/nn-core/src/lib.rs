@@ -3,7 +3,8 @@
 //! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`](mod@gemm): matrix products with free
 //!   transposes; [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops;
 //!   [`pool`]: the two-way fork-join (one persistent helper thread) they split work with;
-//!   [`add_a_bt`]: `C += A·Bᵀ` read in place, for weight gradients.
+//!   [`add_a_bt`]: `C += A·Bᵀ` read in place, for weight gradients ([`add_a_bt_row_sums`]: and
+//!   the bias gradient in the same pass).
 //! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
 //! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
 //! - [`init`]: seeded initializers; [`Rng`]: the seeded generator they draw from.
@@ -53,7 +54,7 @@ pub use init::Init;
 pub use packed::{PackedMatrix, packed_matmul, packed_matmul_pair, packed_matmul_threaded};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
-pub use wgrad::add_a_bt;
+pub use wgrad::{add_a_bt, add_a_bt_row_sums};
 
 /// Re-exported so users need not pin the same nalgebra version themselves.
 pub use nalgebra;

@@ -23,8 +23,9 @@
 //!    column plus what step `t+1` sent back) and `dh_{t-1} = W_hhᵀ · dG_t` (one product per step).
 //! 2. Then once over the whole sequence: `dW_ih += dG · Xᵀ`, `dW_hh += dG · H_prevᵀ` (`H_prev` is
 //!    the hidden sequence shifted by one step, starting at `h0`, read from the output without a
-//!    copy; both through [`add_a_bt`], which reads `dG` in place), `db += Σ_columns dG`, and
-//!    `dX = W_ihᵀ · dG`, skipped when no input gradient is wanted.
+//!    copy; both through [`add_a_bt`], which reads `dG` in place), `db += Σ_columns dG` (summed
+//!    by `dW_ih`'s pass over `dG`, [`add_a_bt_row_sums`]), and `dX = W_ihᵀ · dG`, skipped when
+//!    no input gradient is wanted.
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
@@ -43,8 +44,8 @@ use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
 use nn_core::{
-    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_a_bt, add_row_sums, check_finite,
-    check_shape, matmul, packed_matmul, packed_matmul_pair,
+    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_a_bt, add_a_bt_row_sums,
+    add_row_sums, check_finite, check_shape, matmul, packed_matmul, packed_matmul_pair,
 };
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
@@ -1207,9 +1208,29 @@ fn backward_direction<T: Float>(
     // Whole-sequence products, each side on its rows of `d_gates`.
     let d_hidden = d_gates.rows(hidden_row, gh);
     // The weight gradients read `dG`, `X` and the hidden sequence in place ([`add_a_bt`]).
+    // `W_ih`'s also sum `dG`'s rows of its blocks (every column) into `bias` as they go, from
+    // zero in column order; the input blocks are rows `0..covered`, and a GRU's `dgh_n` rows
+    // after them are summed apart.
+    bias.fill(T::zero());
+    let mut covered = 0;
     for (w_row, g_row, rows) in input_blocks.clone() {
         let dw = &mut w.weight_ih.grad.rows_mut(w_row, rows);
-        add_a_bt(dw, &d_gates.rows(g_row, rows), x);
+        add_a_bt_row_sums(
+            dw,
+            &d_gates.rows(g_row, rows),
+            x,
+            &mut bias[g_row..][..rows],
+        );
+        covered += rows;
+    }
+    debug_assert!(
+        input_blocks
+            .clone()
+            .all(|(_, g_row, rows)| g_row + rows <= covered)
+    );
+    let rest = d_gates.nrows() - covered;
+    if rest > 0 {
+        add_row_sums(&mut bias[covered..], &d_gates.rows(covered, rest));
     }
     let shifted = (steps - 1) * batch;
     if shifted > 0 {
@@ -1229,9 +1250,7 @@ fn backward_direction<T: Float>(
         let first = dims.step(0) * batch;
         add_a_bt(&mut w.weight_hh.grad, &d_hidden.columns(first, batch), &h0);
     }
-    // The row sums of `d_gates`, in one pass, then each bias gradient takes its side's rows.
-    bias.fill(T::zero());
-    add_row_sums(bias, d_gates);
+    // Each bias gradient takes its side's rows of the row sums.
     let add_rows = |db: &mut DMatrix<T>, (w_row, g_row, rows): (usize, usize, usize)| {
         for (g, &v) in db.as_mut_slice()[w_row..][..rows]
             .iter_mut()
