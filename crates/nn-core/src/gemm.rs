@@ -454,10 +454,14 @@ pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
     // SAFETY: `Cols` only reads, through `col`, the elements of a view borrowed for the call.
     unsafe impl<T: Sync> Sync for Cols<T> {}
     impl<T> Cols<T> {
-        fn col(&self, j: usize, r0: usize, n: usize) -> &[T] {
+        /// Rows `r0 .. r0 + n` of column `j`.
+        ///
+        /// # Safety
+        /// `j` is below the view's column count and `r0 + n <= rows`.
+        unsafe fn col(&self, j: usize, r0: usize, n: usize) -> &[T] {
             debug_assert!(r0 + n <= self.rows);
-            // SAFETY: column `j < cols` of the view holds `rows` contiguous elements from
-            // `first + j*stride` (row stride 1, checked by the caller), and `r0 + n <= rows`.
+            // SAFETY: column `j` of the view holds `rows` contiguous elements from
+            // `first + j*stride` (row stride 1, checked above), and `r0 + n <= rows`.
             unsafe { std::slice::from_raw_parts(self.first.add(j * self.stride + r0), n) }
         }
     }
@@ -468,7 +472,8 @@ pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
             || {
                 let n = part.len();
                 for j in 0..cols {
-                    for (g, &v) in part.iter_mut().zip(m.col(j, r0, n)) {
+                    // SAFETY: `j < cols`, and the callers pass `r0 + part.len() <= rows`.
+                    for (g, &v) in part.iter_mut().zip(unsafe { m.col(j, r0, n) }) {
                         *g += v;
                     }
                 }

@@ -19,7 +19,7 @@
 //! [`add_a_bt_row_sums`] also adds `A`'s row sums (a layer's bias gradient, `db += Σ_k dG`)
 //! in the same pass: the first tile of each 16 rows adds `A`'s column into one more register
 //! as it loads it, in the order of `k`, so the sums have [`add_row_sums`]' bits and `dG` is
-//! not read once more for them (`lstm-m` steps 2–4% faster, PERF.md).
+//! not read once more for them (`lstm-m` steps about 2–3% faster, PERF.md).
 //!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
 //! [`MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large products
