@@ -172,8 +172,9 @@ impl Problem {
     ///
     /// # Safety
     /// The CPU has AVX-512F; `a`, `b`, `c` hold `(m, k)`, `(n, k)`, `(m, n)` column-major with
-    /// the given column strides and contiguous columns, `j1 <= m`, `n` a multiple of 16; no
-    /// other thread writes rows `j0..j1` of `C` meanwhile.
+    /// the given column strides and contiguous columns, `j1 <= m`, `n` a multiple of 16;
+    /// `sums` is null or holds `m` values; no other thread writes rows `j0..j1` of `C` or of
+    /// `sums` meanwhile.
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows(&self, j0: usize, j1: usize) {
         let mut k0 = 0;

@@ -1068,6 +1068,7 @@ fn forward_direction<T: Float>(
         );
     }
     packed_hh.pack(&w.weight_hh.value, Trans::No);
+    let h0 = slot_slice(Some(&initial.h), slot, dims);
     let lp = ForwardLoop {
         cell,
         dims,
@@ -1080,10 +1081,8 @@ fn forward_direction<T: Float>(
         hidden_gates: SharedCols::new(hidden_gates),
         hidden_n: SharedCols::new(hidden_n),
         cells: SharedCols::new(cells),
-        h0: slot_slice(Some(&initial.h), slot, dims),
-        h0_zero: slot_slice(Some(&initial.h), slot, dims)
-            .iter()
-            .all(|&v| v == T::zero()),
+        h0,
+        h0_zero: h0.iter().all(|&v| v == T::zero()),
         c0: slot_slice(initial.c.as_ref(), slot, dims),
         b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
         bias,
