@@ -4,10 +4,11 @@
 //! the backwards, clipping, SGD), each timed inside the step as `SeqModel::forward_backward`
 //! runs them, so that each part finds the caches the step leaves it. Then the recurrent layer's
 //! forward and backward alone and its whole-sequence products alone (the weight gradients as
-//! the backward runs them, through `add_a_bt`), in turn, round after round. A figure is the median over rounds; the backward time loop, which
-//! cannot run alone, is the median of its per-round difference (the layer's backward minus its
-//! two weight-gradient products, timed on their own in the same round), so that a drift of the
-//! machine weighs on both sides. Such a difference can still come out negative when the part is
+//! the backward runs them: `dW_ih` with the bias gradient through `add_a_bt_row_sums`, `dW_hh`
+//! through `add_a_bt`), in turn, round after round. A figure is the median over rounds; the
+//! backward time loop, which cannot run alone, is the median of its per-round difference (the
+//! layer's backward minus its two weight-gradient products, timed on their own in the same
+//! round), so that a drift of the machine weighs on both sides. Such a difference can still come out negative when the part is
 //! smaller than the noise.
 //!
 //! ```text
@@ -15,7 +16,7 @@
 //! STEPS=lstm-m cargo run --release -p benches --example phases   # step times in order, deciles
 //! ```
 use nalgebra::DMatrix;
-use nn_core::{Accum, Init, Module, Rng, Trans, add_a_bt, matmul};
+use nn_core::{Accum, Init, Module, Rng, Trans, add_a_bt, add_a_bt_row_sums, matmul};
 use nn_recurrent::{RecurrentCache, RecurrentConfig};
 use std::time::Instant;
 
@@ -133,8 +134,8 @@ fn main() {
             .join(", ")
     );
 
-    // The layer's forward and backward alone, and the products a step runs through
-    // matrixmultiply, alone, in the same rounds.
+    // The layer's forward and backward alone, and its whole-sequence products alone, in the
+    // same rounds.
     let mut layer = RecurrentConfig::new(cell, w.input, w.hidden)
         .init::<f32>(&mut rng)
         .unwrap();
@@ -144,6 +145,7 @@ fn main() {
     let wih = DMatrix::<f32>::from_element(gh, w.input, 0.1);
     let mut g = DMatrix::<f32>::zeros(gh, cols);
     let mut dwih = DMatrix::<f32>::zeros(gh, w.input);
+    let mut db = vec![0f32; gh];
     let hs = DMatrix::<f32>::from_element(w.hidden, cols, 0.1);
     let mut dwhh = DMatrix::<f32>::zeros(gh, w.hidden);
     let p = rounds(5, |i| match i {
@@ -153,8 +155,8 @@ fn main() {
             layer.backward(&x, &mut cache, &dy, None, None).unwrap()
         }
         2 => matmul(&mut g, Accum::Replace, &wih, Trans::No, &x, Trans::No),
-        // The weight gradients as the layer's backward runs them.
-        3 => add_a_bt(&mut dwih, &g, &x),
+        // The weight gradients as the layer's backward runs them (`dW_ih` summing the bias).
+        3 => add_a_bt_row_sums(&mut dwih, &g, &x, &mut db),
         _ => add_a_bt(&mut dwhh, &g, &hs),
     });
     let [fwd, bwd, proj, dw_ih, dw_hh] = [0, 1, 2, 3, 4].map(|i| median(&p, |r| r[i]));
