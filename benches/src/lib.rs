@@ -9,68 +9,59 @@
 use nalgebra::DMatrix;
 use nn_core::{Init, Module, Rng};
 use nn_recurrent::{CellKind, RecurrentConfig};
-use nn_train::seq_model::parse_cell;
 use nn_train::{
     Optimizer, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target, clip_grad_norm,
 };
-use serde_json::Value;
+use serde::{Deserialize, Deserializer};
 
 /// The workloads file as shipped, for benchmarks that need no path.
 pub const WORKLOADS_JSON: &str = include_str!("../workloads.json");
 
-/// One workload of `benches/workloads.json`.
-#[derive(Clone, Debug, PartialEq)]
+/// One workload of `benches/workloads.json` (serde: the file's field names; sizes must be
+/// positive).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Workload {
     /// Its name (`lstm-m`, ...).
     pub name: String,
     /// The cell (`rnn`, `lstm` or `gru` in the file).
     pub cell: CellKind,
     /// `I`.
+    #[serde(deserialize_with = "positive")]
     pub input: usize,
     /// `H`.
+    #[serde(deserialize_with = "positive")]
     pub hidden: usize,
     /// `V`.
+    #[serde(deserialize_with = "positive")]
     pub vocab: usize,
     /// `B`.
+    #[serde(deserialize_with = "positive")]
     pub batch: usize,
     /// `T`.
+    #[serde(deserialize_with = "positive")]
     pub steps: usize,
+}
+
+/// A size of at least 1.
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("sizes must be at least 1, got 0")),
+        n => Ok(n),
+    }
+}
+
+/// The part of the configs file read here.
+#[derive(Deserialize)]
+struct WorkloadsFile {
+    workloads: Vec<Workload>,
 }
 
 impl Workload {
     /// Reads the `workloads` array of a configs file.
     pub fn parse_all(text: &str) -> Result<Vec<Workload>, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("workloads: {e}"))?;
-        let list = v
-            .get("workloads")
-            .and_then(Value::as_array)
-            .ok_or("workloads: no `workloads` array")?;
-        list.iter()
-            .map(|w| {
-                let n = |k: &str| {
-                    w.get(k)
-                        .and_then(Value::as_u64)
-                        .map(|v| v as usize)
-                        .filter(|&v| v > 0)
-                        .ok_or_else(|| format!("workload: `{k}` missing or not a positive integer"))
-                };
-                let s = |k: &str| {
-                    w.get(k)
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                        .ok_or_else(|| format!("workload: `{k}` missing or not a string"))
-                };
-                Ok(Workload {
-                    name: s("name")?,
-                    cell: parse_cell(&s("cell")?).map_err(|e| format!("workload: {e}"))?,
-                    input: n("input")?,
-                    hidden: n("hidden")?,
-                    vocab: n("vocab")?,
-                    batch: n("batch")?,
-                    steps: n("steps")?,
-                })
-            })
-            .collect()
+        serde_json::from_str::<WorkloadsFile>(text)
+            .map(|file| file.workloads)
+            .map_err(|e| format!("workloads: {e}"))
     }
 
     /// Multiply-adds ×2 of the matrix products of one training step, per token: forward

@@ -6,10 +6,31 @@
 //!
 //! `RecurrentConfig::new(cell, I, H).with_num_layers(L).with_bidirectional(true).init(&mut rng)`
 //! builds a [`Recurrent`] whose every tensor is drawn from PyTorch's `U(-1/√H, 1/√H)`.
+//!
+//! Names, the one spelling everywhere (flags, fixtures, config JSON, workloads), through
+//! [`FromStr`] and [`Display`]: cells `rnn_tanh`, `rnn_relu`, `lstm`, `gru`, with `rnn` read as
+//! `rnn_tanh` (PyTorch's `nn.RNN` default) and written so by the alternate form `{:#}`;
+//! nonlinearities `tanh`, `relu`. As JSON (serde) a [`CellKind`] is its name and a
+//! [`RecurrentConfig`] is `{"cell", "input", "hidden", "layers", "bidirectional"}`.
 
 use crate::Recurrent;
 use crate::weights::DirectionWeights;
 use nn_core::{Error, Float, Init, Result, Rng};
+use serde::{Deserialize, Serialize};
+use std::fmt::{self, Display};
+use std::str::FromStr;
+
+/// A cell or nonlinearity name that is none of the known ones.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{name}` ({expected})")]
+pub struct UnknownName {
+    /// `cell` or `nonlinearity`.
+    pub what: &'static str,
+    /// The name given.
+    pub name: String,
+    /// The names accepted, for the message.
+    pub expected: &'static str,
+}
 
 /// The vanilla RNN's nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +41,33 @@ pub enum Nonlinearity {
     Relu,
 }
 
+impl Display for Nonlinearity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Nonlinearity::Tanh => "tanh",
+            Nonlinearity::Relu => "relu",
+        })
+    }
+}
+
+impl FromStr for Nonlinearity {
+    type Err = UnknownName;
+    fn from_str(name: &str) -> std::result::Result<Self, UnknownName> {
+        match name {
+            "tanh" => Ok(Nonlinearity::Tanh),
+            "relu" => Ok(Nonlinearity::Relu),
+            other => Err(UnknownName {
+                what: "nonlinearity",
+                name: other.to_string(),
+                expected: "tanh or relu",
+            }),
+        }
+    }
+}
+
 /// Which recurrent cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum CellKind {
     /// `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
     Rnn(Nonlinearity),
@@ -55,16 +101,65 @@ impl CellKind {
     }
 }
 
+impl Display for CellKind {
+    /// `rnn_tanh`, `rnn_relu`, `lstm`, `gru`; with `{:#}`, the tanh RNN is `rnn`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CellKind::Rnn(Nonlinearity::Tanh) if f.alternate() => f.write_str("rnn"),
+            CellKind::Rnn(act) => write!(f, "rnn_{act}"),
+            CellKind::Lstm => f.write_str("lstm"),
+            CellKind::Gru => f.write_str("gru"),
+        }
+    }
+}
+
+impl FromStr for CellKind {
+    type Err = UnknownName;
+    /// `rnn_tanh` (or `rnn`), `rnn_relu`, `lstm`, `gru`.
+    fn from_str(name: &str) -> std::result::Result<Self, UnknownName> {
+        match name {
+            "rnn" => Ok(CellKind::Rnn(Nonlinearity::Tanh)),
+            "lstm" => Ok(CellKind::Lstm),
+            "gru" => Ok(CellKind::Gru),
+            other => other
+                .strip_prefix("rnn_")
+                .and_then(|act| act.parse().ok())
+                .map(CellKind::Rnn)
+                .ok_or_else(|| UnknownName {
+                    what: "cell",
+                    name: other.to_string(),
+                    expected: "lstm, gru, rnn, rnn_tanh or rnn_relu",
+                }),
+        }
+    }
+}
+
+impl From<CellKind> for String {
+    fn from(cell: CellKind) -> String {
+        cell.to_string()
+    }
+}
+
+impl TryFrom<String> for CellKind {
+    type Error = UnknownName;
+    fn try_from(name: String) -> std::result::Result<Self, UnknownName> {
+        name.parse()
+    }
+}
+
 /// Layer settings: `RecurrentConfig::new(cell, input, hidden).with_num_layers(2).with_bidirectional(true)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecurrentConfig {
     /// The cell.
     pub cell: CellKind,
     /// Input features `I`.
+    #[serde(rename = "input")]
     pub input_size: usize,
     /// Hidden units `H`.
+    #[serde(rename = "hidden")]
     pub hidden_size: usize,
     /// Stacked layers `L` (default 1).
+    #[serde(rename = "layers")]
     pub num_layers: usize,
     /// Two directions `D = 2` when true (default false).
     pub bidirectional: bool,
@@ -156,5 +251,46 @@ impl RecurrentConfig {
             }
         }
         Ok(Recurrent::from_parts(self.clone(), directions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_errors() {
+        for cell in CellKind::ALL {
+            assert_eq!(cell.to_string().parse::<CellKind>(), Ok(cell));
+            assert_eq!(format!("{cell:#}").parse::<CellKind>(), Ok(cell));
+        }
+        let tanh = CellKind::Rnn(Nonlinearity::Tanh);
+        assert_eq!(
+            (tanh.to_string(), format!("{tanh:#}")),
+            ("rnn_tanh".into(), "rnn".into())
+        );
+        assert_eq!("rnn".parse::<CellKind>(), Ok(tanh));
+        assert_eq!("relu".parse::<Nonlinearity>(), Ok(Nonlinearity::Relu));
+        for bad in ["", "transformer", "rnn_", "rnn_sigmoid", "LSTM"] {
+            let err = bad.parse::<CellKind>().unwrap_err();
+            assert!(err.to_string().starts_with("unknown cell"), "{err}");
+        }
+        assert!("sigmoid".parse::<Nonlinearity>().is_err());
+    }
+
+    #[test]
+    fn config_json_has_the_checkpoint_field_names() {
+        let config = RecurrentConfig::new(CellKind::Gru, 3, 4).with_num_layers(2);
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"cell": "gru", "input": 3, "hidden": 4, "layers": 2, "bidirectional": false})
+        );
+        assert_eq!(
+            serde_json::from_value::<RecurrentConfig>(json).unwrap(),
+            config
+        );
+        let bad = serde_json::json!({"cell": "tcn", "input": 3, "hidden": 4, "layers": 2, "bidirectional": false});
+        assert!(serde_json::from_value::<RecurrentConfig>(bad).is_err());
     }
 }

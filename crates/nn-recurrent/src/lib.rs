@@ -25,7 +25,7 @@ mod step;
 mod weights;
 
 pub use cache::RecurrentCache;
-pub use config::{CellKind, Nonlinearity, RecurrentConfig};
+pub use config::{CellKind, Nonlinearity, RecurrentConfig, UnknownName};
 pub use layer::Recurrent;
 pub use state::RecurrentState;
 pub use step::StepScratch;

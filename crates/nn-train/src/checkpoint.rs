@@ -13,7 +13,9 @@
 //! ```
 //! Header metadata: `format` ([`FORMAT`]), `dtype` (`f32`/`f64`), `model` (JSON, e.g.
 //! [`SeqModelConfig::to_json`](crate::SeqModelConfig::to_json)) and `optimizer`
-//! (`{"kind": "adam", "kwargs": {PyTorch constructor arguments}}`).
+//! (`{"kind": "adam", "kwargs": {PyTorch constructor arguments}}`, the serde form of
+//! [`OptimizerConfig`](crate::OptimizerConfig)). The JSON is only compared or shown: the
+//! settings a loaded optimizer takes are the exact F64 `optim.hparams`.
 //!
 //! The file is written through [`TensorWriter::write`] (temporary file in the same folder,
 //! fsync, rename). Reading checks the format, dtype, model config and optimizer kind, then every
@@ -26,7 +28,8 @@ use nalgebra::DMatrix;
 use nn_core::tensor_io::{TensorFile, TensorWriter};
 use nn_core::{Float, Module, Rng};
 use nn_recurrent::RecurrentState;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 use std::path::Path;
 
 /// The `format` metadata value of this layout.
@@ -62,12 +65,12 @@ pub fn save<T: Float, M: Module<T> + ?Sized>(
     for (name, m) in &parts.extra {
         w.matrix(name, m, false);
     }
-    let config = parts.optimizer.config();
-    let optimizer = json!({"kind": config.kind(), "kwargs": config.to_torch_kwargs()});
+    let optimizer = serde_json::to_string(parts.optimizer.config())
+        .map_err(|e| invalid(format!("optimizer settings as JSON: {e}")))?;
     w.metadata("format", FORMAT)
         .metadata("dtype", T::NAME)
         .metadata("model", &parts.model_config.to_string())
-        .metadata("optimizer", &optimizer.to_string());
+        .metadata("optimizer", &optimizer);
     w.write(path)?;
     Ok(())
 }
@@ -140,11 +143,13 @@ pub fn load_from<T: Float, M: Module<T> + ?Sized>(
     if &saved_model != model_config {
         return Err(mismatch(path, "model config", model_config, meta("model")));
     }
-    let saved_opt: Value = serde_json::from_str(meta("optimizer")).unwrap_or(Value::Null);
-    let kind = saved_opt
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("<missing>");
+    /// The part of the `optimizer` metadata that is checked on load.
+    #[derive(Deserialize)]
+    struct SavedOptimizer {
+        kind: String,
+    }
+    let kind = serde_json::from_str::<SavedOptimizer>(meta("optimizer"))
+        .map_or_else(|_| "<missing>".to_string(), |saved| saved.kind);
     if kind != optimizer.config().kind() {
         return Err(mismatch(
             path,

@@ -24,10 +24,9 @@
 use crate::error::{Error, Result, invalid};
 use nalgebra::DMatrix;
 use nn_core::{Dense, Float, Module, Param, Rng, Shape, loss, visit_prefixed, visit_prefixed_mut};
-use nn_recurrent::{
-    CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState,
-};
-use serde_json::{Value, json};
+use nn_recurrent::{Recurrent, RecurrentCache, RecurrentConfig, RecurrentState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// What a training step minimizes, without the targets themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,33 +68,16 @@ impl<T: Float> Target<'_, T> {
     }
 }
 
-/// Settings of a [`SeqModel`]: the recurrent layer's and the head's output size.
-#[derive(Clone, Debug, PartialEq)]
+/// Settings of a [`SeqModel`]: the recurrent layer's and the head's output size. As JSON, the
+/// layer's fields and `output` in one object ([`SeqModelConfig::to_json`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeqModelConfig {
     /// The recurrent layer.
+    #[serde(flatten)]
     pub rnn: RecurrentConfig,
     /// Outputs `O` of the head (classes or regression targets).
+    #[serde(rename = "output")]
     pub output_size: usize,
-}
-
-fn cell_name(cell: CellKind) -> &'static str {
-    match cell {
-        CellKind::Rnn(Nonlinearity::Tanh) => "rnn_tanh",
-        CellKind::Rnn(Nonlinearity::Relu) => "rnn_relu",
-        CellKind::Lstm => "lstm",
-        CellKind::Gru => "gru",
-    }
-}
-
-/// Parses `rnn_tanh` (or `rnn`), `rnn_relu`, `lstm`, `gru`.
-pub fn parse_cell(name: &str) -> Result<CellKind> {
-    Ok(match name {
-        "rnn" | "rnn_tanh" => CellKind::Rnn(Nonlinearity::Tanh),
-        "rnn_relu" => CellKind::Rnn(Nonlinearity::Relu),
-        "lstm" => CellKind::Lstm,
-        "gru" => CellKind::Gru,
-        other => return Err(invalid(format!("unknown cell `{other}`"))),
-    })
 }
 
 impl SeqModelConfig {
@@ -112,39 +94,17 @@ impl SeqModelConfig {
         SeqModel::new(rnn, head)
     }
 
-    /// The settings as JSON (`cell`, `input`, `hidden`, `layers`, `bidirectional`, `output`),
-    /// as stored in checkpoints.
+    /// The settings as JSON, as stored in checkpoints: the layer's fields (`cell`, `input`,
+    /// `hidden`, `layers`, `bidirectional`) and `output`, e.g.
+    /// `{"bidirectional":false,"cell":"lstm","hidden":8,"input":4,"layers":1,"output":4}`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "cell": cell_name(self.rnn.cell),
-            "input": self.rnn.input_size,
-            "hidden": self.rnn.hidden_size,
-            "layers": self.rnn.num_layers,
-            "bidirectional": self.rnn.bidirectional,
-            "output": self.output_size,
-        })
+        // A struct of integers, booleans and a name: serializing it cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// Inverse of [`SeqModelConfig::to_json`].
+    /// Inverse of [`SeqModelConfig::to_json`]; unknown fields are ignored.
     pub fn from_json(v: &Value) -> Result<Self> {
-        let int = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| invalid(format!("model config: `{k}` missing or not an integer")))
-        };
-        let cell = v
-            .get("cell")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("model config: `cell` missing"))?;
-        let bidirectional = v
-            .get("bidirectional")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| invalid("model config: `bidirectional` missing"))?;
-        let rnn = RecurrentConfig::new(parse_cell(cell)?, int("input")?, int("hidden")?)
-            .with_num_layers(int("layers")?)
-            .with_bidirectional(bidirectional);
-        Ok(SeqModelConfig::new(rnn, int("output")?))
+        Self::deserialize(v).map_err(|e| invalid(format!("model config: {e}")))
     }
 }
 

@@ -9,6 +9,7 @@
 mod common;
 
 use common::next_token_batch;
+use nn_core::tensor_io::TensorFile;
 use nn_core::{Module, Param, Rng};
 use nn_recurrent::{CellKind, Nonlinearity, RecurrentConfig};
 use nn_train::{
@@ -130,6 +131,18 @@ fn a_checkpoint_of_format_1_loads_bit_for_bit() {
     assert_eq!(got.rng, want.rng);
     assert!(got.carried_state().is_some_and(|s| s.c.is_some()));
     assert_eq!(got.carried_state(), want.carried_state());
+
+    // Written now, the file's metadata is the same text.
+    let path = std::env::temp_dir().join(format!("nn-train-v1-{}.safetensors", std::process::id()));
+    want.save_checkpoint(&path).unwrap();
+    let (old, new) = (
+        TensorFile::open(data("checkpoint_v1.safetensors")).unwrap(),
+        TensorFile::open(&path).unwrap(),
+    );
+    for key in ["format", "dtype", "model", "optimizer"] {
+        assert_eq!(old.metadata(key), new.metadata(key), "{key}");
+    }
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

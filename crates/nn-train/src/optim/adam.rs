@@ -16,7 +16,8 @@ use nn_core::{Float, lit};
 
 /// Settings of `torch.optim.Adam` ([`AdamConfig::new`]) or `torch.optim.AdamW`
 /// ([`AdamConfig::adamw`]); defaults are PyTorch's.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default = "super::torch_defaults::adam", deny_unknown_fields)]
 pub struct AdamConfig {
     /// Learning rate (default 1e-3).
     pub lr: f64,
@@ -27,6 +28,8 @@ pub struct AdamConfig {
     /// Weight decay (default 0 for Adam, 1e-2 for AdamW).
     pub weight_decay: f64,
     /// `true` for AdamW: decay the weights directly instead of adding `weight_decay * p` to `g`.
+    /// Not among the kwargs written: the kind (`adam`, `adamw`) says it.
+    #[serde(skip_serializing)]
     pub decoupled_weight_decay: bool,
 }
 

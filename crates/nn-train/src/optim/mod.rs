@@ -25,9 +25,39 @@ use crate::error::{Error, Result, invalid};
 use nalgebra::DMatrix;
 use nn_core::tensor_io::{TensorFile, TensorWriter};
 use nn_core::{Float, Module, Param};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// Which optimizer, with its settings.
+/// PyTorch constructor switches this crate does not implement: accepted only when off.
+const UNIMPLEMENTED_SWITCHES: &[&str] = &[
+    "amsgrad",
+    "maximize",
+    "foreach",
+    "capturable",
+    "differentiable",
+    "fused",
+];
+
+/// PyTorch's default settings, which serde fills in for the arguments a kwargs object leaves
+/// out (SGD has no default learning rate; its other settings default to zero).
+mod torch_defaults {
+    use super::{AdagradConfig, AdamConfig, RmsPropConfig};
+    pub(super) fn adagrad() -> AdagradConfig {
+        AdagradConfig::new(1e-2)
+    }
+    pub(super) fn rmsprop() -> RmsPropConfig {
+        RmsPropConfig::new(1e-2)
+    }
+    pub(super) fn adam() -> AdamConfig {
+        AdamConfig::new(1e-3)
+    }
+}
+
+/// Which optimizer, with its settings. As JSON (serde, checkpoint metadata):
+/// `{"kind": "adam", "kwargs": {PyTorch constructor arguments}}`
+/// ([`OptimizerConfig::to_torch_kwargs`], read back by [`OptimizerConfig::from_torch_kwargs`]).
+/// JSON numbers are not promised to round-trip every bit; checkpoints keep the exact settings
+/// as F64 ([`OptimizerConfig::to_values`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerConfig {
     /// `torch.optim.SGD`.
@@ -109,36 +139,27 @@ impl OptimizerConfig {
         }
     }
 
-    /// The PyTorch constructor keyword arguments, e.g. `{"lr": 0.001, "betas": [0.9, 0.999], ...}`.
+    /// The PyTorch constructor keyword arguments, e.g. `{"lr": 0.001, "betas": [0.9, 0.999], ...}`
+    /// (each config's serde form).
     pub fn to_torch_kwargs(&self) -> Value {
-        match *self {
-            OptimizerConfig::Sgd(c) => json!({
-                "lr": c.lr, "momentum": c.momentum, "dampening": c.dampening,
-                "weight_decay": c.weight_decay, "nesterov": c.nesterov,
-            }),
-            OptimizerConfig::Adagrad(c) => json!({
-                "lr": c.lr, "lr_decay": c.lr_decay, "weight_decay": c.weight_decay,
-                "initial_accumulator_value": c.initial_accumulator_value, "eps": c.eps,
-            }),
-            OptimizerConfig::RmsProp(c) => json!({
-                "lr": c.lr, "alpha": c.alpha, "eps": c.eps, "weight_decay": c.weight_decay,
-                "momentum": c.momentum, "centered": c.centered,
-            }),
-            OptimizerConfig::Adam(c) => json!({
-                "lr": c.lr, "betas": [c.betas.0, c.betas.1], "eps": c.eps,
-                "weight_decay": c.weight_decay,
-            }),
-        }
+        let kwargs = match self {
+            OptimizerConfig::Sgd(c) => serde_json::to_value(c),
+            OptimizerConfig::Adagrad(c) => serde_json::to_value(c),
+            OptimizerConfig::RmsProp(c) => serde_json::to_value(c),
+            OptimizerConfig::Adam(c) => serde_json::to_value(c),
+        };
+        // Structs of numbers and booleans: serializing them cannot fail.
+        kwargs.unwrap_or(Value::Null)
     }
 
     /// Builds a config from an optimizer name and PyTorch constructor keyword arguments.
     ///
     /// `kind` is `sgd` (also `sgd_momentum`), `adagrad`, `rmsprop`, `adam` or `adamw`; missing
-    /// arguments take PyTorch's defaults (`lr` too, except for SGD, where it is required).
-    /// Unknown arguments, and options this crate does not implement (`amsgrad`, `maximize`,
-    /// `foreach`-style switches set to a non-default value), are errors.
+    /// (or `null`) arguments take PyTorch's defaults (`lr` too, except for SGD, where it is
+    /// required). Unknown arguments, and options this crate does not implement (`amsgrad`,
+    /// `maximize`, `foreach`-style switches set to a non-default value), are errors.
     pub fn from_torch_kwargs(kind: &str, kwargs: &Value) -> Result<Self> {
-        let obj = match kwargs {
+        let mut obj = match kwargs {
             Value::Object(m) => m.clone(),
             Value::Null => Default::default(),
             other => {
@@ -147,108 +168,48 @@ impl OptimizerConfig {
                 )));
             }
         };
-        let num = |key: &str, default: f64| -> Result<f64> {
-            match obj.get(key) {
-                None => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| invalid(format!("{kind}: `{key}` must be a number, got {v}"))),
-            }
-        };
-        let flag = |key: &str| -> Result<bool> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(false),
-                Some(v) => v
-                    .as_bool()
-                    .ok_or_else(|| invalid(format!("{kind}: `{key}` must be a boolean, got {v}"))),
-            }
-        };
-        let allowed: &[&str] = match kind {
-            "sgd" | "sgd_momentum" => &["lr", "momentum", "dampening", "weight_decay", "nesterov"],
-            "adagrad" => &[
-                "lr",
-                "lr_decay",
-                "weight_decay",
-                "initial_accumulator_value",
-                "eps",
-            ],
-            "rmsprop" => &["lr", "alpha", "eps", "weight_decay", "momentum", "centered"],
-            "adam" | "adamw" => &[
-                "lr",
-                "betas",
-                "eps",
-                "weight_decay",
-                "decoupled_weight_decay",
-            ],
-            other => return Err(invalid(format!("unknown optimizer `{other}`"))),
-        };
-        for (key, v) in &obj {
-            let off = matches!(v, Value::Bool(false) | Value::Null);
-            let harmless = matches!(
-                key.as_str(),
-                "amsgrad" | "maximize" | "foreach" | "capturable" | "differentiable" | "fused"
-            ) && off;
-            if !allowed.contains(&key.as_str()) && !harmless {
-                return Err(invalid(format!(
-                    "{kind}: unsupported argument `{key}` = {v}"
-                )));
+        if !matches!(
+            kind,
+            "sgd" | "sgd_momentum" | "adagrad" | "rmsprop" | "adam" | "adamw"
+        ) {
+            return Err(invalid(format!("unknown optimizer `{kind}`")));
+        }
+        for key in UNIMPLEMENTED_SWITCHES {
+            match obj.get(*key) {
+                None | Some(Value::Null | Value::Bool(false)) => {
+                    obj.remove(*key);
+                }
+                Some(v) => {
+                    return Err(invalid(format!(
+                        "{kind}: unsupported argument `{key}` = {v}"
+                    )));
+                }
             }
         }
+        obj.retain(|_, v| !v.is_null());
+        let adam_decoupled = match kind {
+            "adamw" => true,
+            "adam" => obj.get("decoupled_weight_decay") == Some(&Value::Bool(true)),
+            _ => false,
+        };
+        if adam_decoupled {
+            obj.insert("decoupled_weight_decay".into(), Value::Bool(true));
+            if !obj.contains_key("weight_decay") {
+                obj.insert(
+                    "weight_decay".into(),
+                    AdamConfig::adamw(0.0).weight_decay.into(),
+                );
+            }
+        }
+        let obj = Value::Object(obj);
+        let read = |e: serde_json::Error| invalid(format!("{kind}: {e}"));
         let config = match kind {
             "sgd" | "sgd_momentum" => {
-                let lr = obj
-                    .get("lr")
-                    .and_then(Value::as_f64)
-                    .ok_or_else(|| invalid("sgd: `lr` is required"))?;
-                OptimizerConfig::Sgd(SgdConfig {
-                    lr,
-                    momentum: num("momentum", 0.0)?,
-                    dampening: num("dampening", 0.0)?,
-                    nesterov: flag("nesterov")?,
-                    weight_decay: num("weight_decay", 0.0)?,
-                })
+                OptimizerConfig::Sgd(SgdConfig::deserialize(&obj).map_err(read)?)
             }
-            "adagrad" => OptimizerConfig::Adagrad(AdagradConfig {
-                lr: num("lr", 1e-2)?,
-                lr_decay: num("lr_decay", 0.0)?,
-                weight_decay: num("weight_decay", 0.0)?,
-                initial_accumulator_value: num("initial_accumulator_value", 0.0)?,
-                eps: num("eps", 1e-10)?,
-            }),
-            "rmsprop" => OptimizerConfig::RmsProp(RmsPropConfig {
-                lr: num("lr", 1e-2)?,
-                alpha: num("alpha", 0.99)?,
-                eps: num("eps", 1e-8)?,
-                weight_decay: num("weight_decay", 0.0)?,
-                momentum: num("momentum", 0.0)?,
-                centered: flag("centered")?,
-            }),
-            _ => {
-                let decoupled = kind == "adamw" || flag("decoupled_weight_decay")?;
-                let base = if decoupled {
-                    AdamConfig::adamw(num("lr", 1e-3)?)
-                } else {
-                    AdamConfig::new(num("lr", 1e-3)?)
-                };
-                let betas = match obj.get("betas") {
-                    None => base.betas,
-                    Some(Value::Array(b)) if b.len() == 2 => match (b[0].as_f64(), b[1].as_f64()) {
-                        (Some(b1), Some(b2)) => (b1, b2),
-                        _ => return Err(invalid(format!("{kind}: `betas` must be two numbers"))),
-                    },
-                    Some(v) => {
-                        return Err(invalid(format!(
-                            "{kind}: `betas` must be two numbers, got {v}"
-                        )));
-                    }
-                };
-                OptimizerConfig::Adam(AdamConfig {
-                    betas,
-                    eps: num("eps", base.eps)?,
-                    weight_decay: num("weight_decay", base.weight_decay)?,
-                    ..base
-                })
-            }
+            "adagrad" => OptimizerConfig::Adagrad(AdagradConfig::deserialize(&obj).map_err(read)?),
+            "rmsprop" => OptimizerConfig::RmsProp(RmsPropConfig::deserialize(&obj).map_err(read)?),
+            _ => OptimizerConfig::Adam(AdamConfig::deserialize(&obj).map_err(read)?),
         };
         config.validate()?;
         Ok(config)
@@ -345,6 +306,32 @@ impl OptimizerConfig {
         }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The serde form of an [`OptimizerConfig`].
+#[derive(Serialize, Deserialize)]
+struct TaggedConfig {
+    kind: String,
+    #[serde(default)]
+    kwargs: Value,
+}
+
+impl Serialize for OptimizerConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        TaggedConfig {
+            kind: self.kind().to_string(),
+            kwargs: self.to_torch_kwargs(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimizerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let tagged = TaggedConfig::deserialize(d)?;
+        OptimizerConfig::from_torch_kwargs(&tagged.kind, &tagged.kwargs)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -591,6 +578,7 @@ fn shape_eq<T: Float>(shape: &[usize], p: &Param<T>) -> bool {
 mod tests {
     use super::*;
     use nn_core::{Dense, Rng};
+    use serde_json::json;
 
     #[test]
     fn kwargs_round_trip_and_unknown_arguments_fail() {

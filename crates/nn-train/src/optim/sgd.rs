@@ -16,17 +16,22 @@ use nalgebra::DMatrix;
 use nn_core::{Float, lit};
 
 /// Settings of `torch.optim.SGD`; defaults are PyTorch's (everything but `lr` is zero/false).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SgdConfig {
     /// Learning rate.
     pub lr: f64,
     /// Momentum factor (0: plain SGD).
+    #[serde(default)]
     pub momentum: f64,
     /// Dampening of the gradient added to the momentum buffer.
+    #[serde(default)]
     pub dampening: f64,
     /// Nesterov momentum (needs `momentum > 0` and `dampening = 0`).
+    #[serde(default)]
     pub nesterov: bool,
     /// L2 penalty added to the gradient.
+    #[serde(default)]
     pub weight_decay: f64,
 }
 
