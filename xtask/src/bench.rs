@@ -17,7 +17,7 @@
 //! threads). It is passed as `MATMUL_NUM_THREADS`, read once per process, so it is set before
 //! the first product.
 
-use crate::flags::Flags;
+use crate::cli;
 pub use benches::{Step, Workload};
 use serde_json::json;
 use std::time::Instant;
@@ -48,50 +48,44 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-const HELP: &str = "usage: cargo xtask bench [--only a,b] [--seconds S] [--threads N]
-
-Runs the training-step workloads of benches/workloads.json and prints one JSON line each:
-{\"name\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}.
-  --only a,b     only these workloads (names from the file)
-  --seconds S    time each workload for at least S seconds (default 3)
-  --threads N    1: one thread; more: the calling thread and one helper (the most used;
-                 the JSON line reports the number used)";
+/// The reference workloads' training steps, timed.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "bench",
+    bin_name = "cargo xtask bench",
+    after_help = "Runs the training-step workloads of benches/workloads.json and prints one JSON line each:
+{\"name\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}."
+)]
+pub struct Args {
+    /// Only these workloads (names from the file, comma-separated).
+    #[arg(long, value_name = "a,b", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Time each workload for at least S seconds.
+    #[arg(long, value_name = "S", default_value_t = 3.0, value_parser = cli::positive_f64)]
+    pub seconds: f64,
+    /// 1: one thread; more: the calling thread and one helper [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = cli::positive_usize)]
+    pub threads: Option<usize>,
+}
 
 /// The command.
-pub fn command(args: &[String]) -> Result<bool, String> {
-    let flags = Flags::parse(args, &["only", "seconds", "threads"], &[])?;
-    if flags.help {
-        println!("{HELP}");
-        return Ok(true);
-    }
-    if let Some(p) = flags.positional.first() {
-        return Err(format!("unexpected argument `{p}` (see --help)"));
-    }
-    let seconds = flags.positive_f64("seconds", 3.0)?;
+pub fn run(args: &Args) -> Result<bool, String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = flags.positive("threads", cores)?;
+    let threads = args.threads.unwrap_or(cores);
     // SAFETY: nothing else runs yet: set before any thread is started or any product is made.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
     let path = crate::project_root().join("benches/workloads.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let all = Workload::parse_all(&text)?;
-    let only: Vec<String> = flags
-        .opt::<String>("only")?
-        .map(|s| {
-            s.split(',')
-                .filter(|n| !n.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(unknown) = only.iter().find(|n| !all.iter().any(|w| &&w.name == n)) {
+    let only: Vec<&String> = args.only.iter().filter(|n| !n.is_empty()).collect();
+    if let Some(unknown) = only.iter().find(|n| !all.iter().any(|w| &&w.name == *n)) {
         return Err(format!("--only: no workload named `{unknown}`"));
     }
     for w in all
         .iter()
-        .filter(|w| only.is_empty() || only.contains(&w.name))
+        .filter(|w| only.is_empty() || only.contains(&&w.name))
     {
-        let (median, fastest, runs) = measure(w, seconds)?;
+        let (median, fastest, runs) = measure(w, args.seconds)?;
         let tokens = (w.batch * w.steps) as f64;
         println!(
             "{}",

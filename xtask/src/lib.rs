@@ -6,9 +6,9 @@
 //! - `check-fixtures DIR`: every PyTorch fixture in DIR against our code.
 
 pub mod bench;
+pub mod cli;
 pub mod demo;
 pub mod fixtures;
-pub mod flags;
 
 use std::path::PathBuf;
 

@@ -1,30 +1,36 @@
 //! `cargo xtask`: see the library docs (`xtask/src/lib.rs`) for the commands.
 
+use clap::{CommandFactory, Parser};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <command>
-
-commands:
-  demo [NAME] [FLAGS]    run a demo (default: hello); `cargo xtask demo --help` lists them
-  bench [FLAGS]          run the reference workloads (benches/workloads.json)
-  check-fixtures DIR     check every PyTorch fixture file in DIR";
+/// The project's task runner.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask")]
+enum Command {
+    /// Run a demo (default: hello); `cargo xtask demo --help` lists them
+    Demo(xtask::demo::DemoArgs),
+    /// Run the reference workloads (benches/workloads.json)
+    Bench(xtask::bench::Args),
+    /// Check every PyTorch fixture file in DIR
+    CheckFixtures {
+        /// The folder of `.safetensors` fixtures.
+        dir: PathBuf,
+    },
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
+    if args.is_empty() {
+        eprint!("{}", Command::command().render_help());
         return ExitCode::from(2);
-    };
-    let outcome = match cmd.as_str() {
-        "check-fixtures" => xtask::fixtures::command(rest),
-        "demo" => xtask::demo::command(rest),
-        "bench" => xtask::bench::command(rest),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(true)
-        }
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
-    };
+    }
+    let outcome = xtask::cli::parse::<Command>("xtask", &args).and_then(|command| match command {
+        None => Ok(true),
+        Some(Command::Demo(args)) => xtask::demo::run(args),
+        Some(Command::Bench(args)) => xtask::bench::run(&args),
+        Some(Command::CheckFixtures { dir }) => xtask::fixtures::command(&dir),
+    });
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

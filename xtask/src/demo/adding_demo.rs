@@ -13,54 +13,77 @@
 
 use super::adding;
 use super::json::JsonLine;
-use super::options::{self, Output, cell_name, err};
+use super::options::{self, OptimizerName, Output, err};
 use super::progress::{Bar, Budget};
-use crate::flags::Flags;
+use crate::cli;
+use clap::Parser;
 use nalgebra::DMatrix;
 use nn_core::Rng;
 use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::{
-    AdamConfig, Batch, Clip, Objective, Optimizer, OptimizerConfig, SeqModel, SeqModelConfig,
-    SeqWorkspace, Target, Targets, Trainer, TrainerConfig, batch_fn,
+    Batch, Clip, Objective, Optimizer, OptimizerConfig, SeqModel, SeqModelConfig, SeqWorkspace,
+    Target, Targets, Trainer, TrainerConfig, batch_fn,
 };
 use std::time::Instant;
 
-/// `--help` text.
-pub const HELP: &str =
-    "cargo xtask demo adding [FLAGS]: the adding problem. Each step is (value from U[0,1],
-marker); two markers, one in each half; the target is the sum of the marked values, read at the
-last step. Predicting 1 always gives MSE 0.167. Trains until the MSE on 1000 fixed test
-sequences (checked every 100 steps) is under --target-mse, or the budget ends.
+/// The adding problem: sum the two marked values of a long sequence.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "adding",
+    bin_name = "cargo xtask demo adding",
+    after_help = "Each step is (value from U[0,1], marker); two markers, one in each half; the target
+is the sum of the marked values, read at the last step. Predicting 1 always gives MSE 0.167.
+Trains until the MSE on 1000 fixed test sequences (checked every 100 steps) is under
+--target-mse, or the budget ends.
 
-flags:
-  --len T             sequence length (default 100)
-  --cell C            lstm, gru or rnn (default lstm)
-  --hidden H          hidden units (default 64)
-  --batch B           sequences per step (default 32)
-  --optimizer NAME    sgd, adam, adagrad or rmsprop (default adam)
-  --lr RATE           learning rate (default 0.005)
-  --clip NORM         clip the global gradient norm (default 1)
-  --target-mse X      stop when the test MSE is under X (default 0.01)
-  --seconds S         time budget (default 120)
-  --steps N           step budget (default: none; with --seconds, whichever ends first)
-  --seed N            random seed (default 0)
+exit status 0 when solved, 1 when the budget ended first."
+)]
+pub struct Args {
+    /// Sequence length.
+    #[arg(long, value_name = "T", default_value_t = 100, value_parser = length)]
+    pub len: usize,
+    /// lstm, gru, rnn (tanh) or rnn_relu.
+    #[arg(long, value_name = "C", default_value = "lstm")]
+    pub cell: CellKind,
+    /// Hidden units.
+    #[arg(long, value_name = "H", default_value_t = 64, value_parser = cli::positive_usize)]
+    pub hidden: usize,
+    /// Sequences per step.
+    #[arg(long, value_name = "B", default_value_t = 32, value_parser = cli::positive_usize)]
+    pub batch: usize,
+    /// The optimizer.
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = OptimizerName::Adam)]
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    #[arg(long, value_name = "RATE", default_value_t = 0.005, value_parser = cli::positive_f64)]
+    pub lr: f64,
+    /// Clip the global gradient norm.
+    #[arg(long, value_name = "NORM", default_value_t = 1.0, value_parser = cli::positive_f64)]
+    pub clip: f64,
+    /// Stop when the test MSE is under X.
+    #[arg(long, value_name = "X", default_value_t = 0.01, value_parser = cli::positive_f64)]
+    pub target_mse: f64,
+    /// Time budget [default: 120, with --steps: none].
+    #[arg(long, value_name = "S", value_parser = cli::positive_f64)]
+    pub seconds: Option<f64>,
+    /// Step budget (with --seconds, whichever ends first).
+    #[arg(long, value_name = "N", value_parser = cli::positive_u64)]
+    pub steps: Option<u64>,
+    /// Random seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+}
 
-exit status 0 when solved, 1 when the budget ended first.";
+/// `--seconds` when neither budget is given.
+const DEFAULT_SECONDS: f64 = 120.0;
 
-/// Flags taking a value.
-pub const FLAGS: &[&str] = &[
-    "len",
-    "cell",
-    "hidden",
-    "batch",
-    "optimizer",
-    "lr",
-    "clip",
-    "target-mse",
-    "seconds",
-    "steps",
-    "seed",
-];
+/// `--len`: at least 2, one marker in each half.
+fn length(s: &str) -> Result<usize, String> {
+    match cli::positive_usize(s)? {
+        1 => Err("must be at least 2 (one marker in each half)".into()),
+        n => Ok(n),
+    }
+}
 
 /// Test sequences.
 pub const TEST_SIZE: usize = 1000;
@@ -93,43 +116,25 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The flags' defaults.
     fn default() -> Self {
-        Options {
-            len: 100,
-            cell: CellKind::Lstm,
-            hidden: 64,
-            batch: 32,
-            optimizer: AdamConfig::new(0.005).into(),
-            clip: 1.0,
-            target_mse: 0.01,
-            budget: Budget {
-                steps: None,
-                seconds: Some(120.0),
-            },
-            seed: 0,
-        }
+        Args::parse_from(["adding"]).into()
     }
 }
 
-impl Options {
-    /// Reads the flags listed in [`HELP`].
-    pub fn from_flags(flags: &Flags) -> Result<Options, String> {
-        let d = Options::default();
-        let len = flags.positive("len", d.len)?;
-        if len < 2 {
-            return Err("--len must be at least 2 (one marker in each half)".into());
+impl From<Args> for Options {
+    fn from(a: Args) -> Options {
+        Options {
+            len: a.len,
+            cell: a.cell,
+            hidden: a.hidden,
+            batch: a.batch,
+            optimizer: a.optimizer.config(a.lr),
+            clip: a.clip,
+            target_mse: a.target_mse,
+            budget: options::budget(a.steps, a.seconds, DEFAULT_SECONDS),
+            seed: a.seed,
         }
-        Ok(Options {
-            len,
-            cell: options::cell(flags, d.cell)?,
-            hidden: flags.positive("hidden", d.hidden)?,
-            batch: flags.positive("batch", d.batch)?,
-            optimizer: options::optimizer(flags, "adam", 0.005)?,
-            clip: options::clip(flags, d.clip)?,
-            target_mse: flags.positive_f64("target-mse", d.target_mse)?,
-            budget: options::budget(flags, 120.0)?,
-            seed: flags.get("seed", d.seed)?,
-        })
     }
 }
 
@@ -190,7 +195,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         Ok(())
     });
 
-    let cell = cell_name(options.cell);
+    let cell = format!("{:#}", options.cell);
     out.line(format_args!(
         "adding problem, T = {len}: {cell} with {} hidden units, batch {batch}, {} lr {}, clip {}",
         options.hidden,
@@ -258,7 +263,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     ))?;
     out.line(
         JsonLine::new("adding")
-            .str("cell", cell)
+            .str("cell", &cell)
             .int("len", len as u64)
             .int("steps", steps)
             .num("test_mse", mse)

@@ -29,70 +29,94 @@
 //! for bit (`--steps N` is then the total step count; `--seconds S` is S more seconds).
 
 use super::json::JsonLine;
-use super::options::{self, Output, cell_name, err};
+use super::options::{self, OptimizerName, Output, err};
 use super::plot::{self, Series};
 use super::progress::{Bar, Budget};
 use super::text::{Corpus, DEFAULT_CORPUS, one_hot_windows};
-use crate::flags::Flags;
+use crate::cli;
+use clap::Parser;
 use nalgebra::DMatrix;
 use nn_core::Rng;
 use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::{
-    AdamConfig, Batch, Clip, Objective, Optimizer, OptimizerConfig, SampleConfig, SeqModel,
-    SeqModelConfig, SeqWorkspace, Target, Targets, Trainer, TrainerConfig, batch_fn,
+    Batch, Clip, Objective, Optimizer, OptimizerConfig, SampleConfig, SeqModel, SeqModelConfig,
+    SeqWorkspace, Target, Targets, Trainer, TrainerConfig, batch_fn,
 };
 use plotters::style::{BLUE, RED};
 use std::path::PathBuf;
 
-/// `--help` text.
-pub const HELP: &str = "cargo xtask demo charlm [FLAGS]: a character language model on a text file.
-The last 10% of the text is validation; the loss is in nats per character.
+/// A character language model on a text file; prints a sample, plots the losses.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "charlm",
+    bin_name = "cargo xtask demo charlm",
+    after_help = "The last 10% of the text is validation; the loss is in nats per character."
+)]
+pub struct Args {
+    /// Text file, UTF-8 [default: this project's own sources, built in].
+    #[arg(long, value_name = "PATH")]
+    pub text: Option<PathBuf>,
+    /// lstm, gru, rnn (tanh) or rnn_relu.
+    #[arg(long, value_name = "C", default_value = "lstm")]
+    pub cell: CellKind,
+    /// Hidden units per layer.
+    #[arg(long, value_name = "H", default_value_t = 256, value_parser = cli::positive_usize)]
+    pub hidden: usize,
+    /// Stacked layers.
+    #[arg(long, value_name = "L", default_value_t = 2, value_parser = cli::positive_usize)]
+    pub layers: usize,
+    /// Characters per training window.
+    #[arg(long, value_name = "T", default_value_t = 64, value_parser = cli::positive_usize)]
+    pub seq: usize,
+    /// Windows per step.
+    #[arg(long, value_name = "B", default_value_t = 32, value_parser = cli::positive_usize)]
+    pub batch: usize,
+    /// The optimizer.
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = OptimizerName::Adam)]
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    #[arg(long, value_name = "RATE", default_value_t = 0.002, value_parser = cli::positive_f64)]
+    pub lr: f64,
+    /// Clip the global gradient norm.
+    #[arg(long, value_name = "NORM", default_value_t = 5.0, value_parser = cli::positive_f64)]
+    pub clip: f64,
+    /// Step budget (total, counting resumed steps).
+    #[arg(long, value_name = "N", value_parser = cli::positive_u64)]
+    pub steps: Option<u64>,
+    /// Training-time budget [default: 60, with --steps: none].
+    #[arg(long, value_name = "S", value_parser = cli::positive_f64)]
+    pub seconds: Option<f64>,
+    /// Random seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Train on B continuous streams, state carried between steps.
+    #[arg(long)]
+    pub carry: bool,
+    /// Estimate the validation loss every N steps.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = cli::positive_u64)]
+    pub val_every: u64,
+    /// Characters to generate at the end (0 for none).
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub sample: usize,
+    /// Sampling temperature (0 is greedy).
+    #[arg(long, value_name = "X", default_value_t = 0.8, value_parser = cli::non_negative_f64)]
+    pub temperature: f64,
+    /// Save a checkpoint there every --checkpoint-every steps and at the end.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = cli::positive_u64)]
+    pub checkpoint_every: u64,
+    /// Continue from --checkpoint PATH.
+    #[arg(long)]
+    pub resume: bool,
+    /// Where loss.svg goes [default: target/demo/charlm].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
 
-flags:
-  --text PATH          text file, UTF-8 (default: this project's own sources, built in)
-  --cell C             lstm, gru or rnn (default lstm)
-  --hidden H           hidden units per layer (default 256)
-  --layers L           stacked layers (default 2)
-  --seq T              characters per training window (default 64)
-  --batch B            windows per step (default 32)
-  --optimizer NAME     sgd, adam, adagrad or rmsprop (default adam)
-  --lr RATE            learning rate (default 0.002)
-  --clip NORM          clip the global gradient norm (default 5)
-  --steps N            step budget (total, counting resumed steps)
-  --seconds S          training-time budget (default 60 when --steps is not given)
-  --seed N             random seed (default 0)
-  --carry              train on B continuous streams, state carried between steps
-  --val-every N        estimate the validation loss every N steps (default 100)
-  --sample N           characters to generate at the end (default 500; 0 for none)
-  --temperature X      sampling temperature (default 0.8; 0 is greedy)
-  --checkpoint PATH    save a checkpoint there every --checkpoint-every steps and at the end
-  --checkpoint-every N (default 100)
-  --resume             continue from --checkpoint PATH
-  --out DIR            where loss.svg goes (default target/demo/charlm)";
-
-/// Flags taking a value.
-pub const FLAGS: &[&str] = &[
-    "text",
-    "cell",
-    "hidden",
-    "layers",
-    "seq",
-    "batch",
-    "optimizer",
-    "lr",
-    "clip",
-    "steps",
-    "seconds",
-    "seed",
-    "val-every",
-    "sample",
-    "temperature",
-    "checkpoint",
-    "checkpoint-every",
-    "out",
-];
-/// Flags without a value.
-pub const SWITCHES: &[&str] = &["resume", "carry"];
+/// `--seconds` when neither budget is given.
+const DEFAULT_SECONDS: f64 = 60.0;
 
 /// Validation windows used for the estimates during training.
 const VAL_ESTIMATE_WINDOWS: usize = 128;
@@ -143,68 +167,36 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The flags' defaults.
     fn default() -> Self {
-        Options {
-            text: None,
-            cell: CellKind::Lstm,
-            hidden: 256,
-            layers: 2,
-            seq: 64,
-            batch: 32,
-            optimizer: AdamConfig::new(0.002).into(),
-            clip: 5.0,
-            budget: Budget {
-                steps: None,
-                seconds: Some(60.0),
-            },
-            seed: 0,
-            carry: false,
-            val_every: 100,
-            sample: 500,
-            temperature: 0.8,
-            checkpoint: None,
-            checkpoint_every: 100,
-            resume: false,
-            out: crate::project_root().join("target/demo/charlm"),
-        }
+        Args::parse_from(["charlm"]).into()
     }
 }
 
-impl Options {
-    /// Reads the flags listed in [`HELP`].
-    pub fn from_flags(flags: &Flags) -> Result<Options, String> {
-        let d = Options::default();
-        let temperature: f64 = flags.get("temperature", d.temperature)?;
-        if !(temperature.is_finite() && temperature >= 0.0) {
-            return Err(format!(
-                "--temperature must be a number ≥ 0, got {temperature}"
-            ));
+impl From<Args> for Options {
+    fn from(a: Args) -> Options {
+        Options {
+            text: a.text,
+            cell: a.cell,
+            hidden: a.hidden,
+            layers: a.layers,
+            seq: a.seq,
+            batch: a.batch,
+            optimizer: a.optimizer.config(a.lr),
+            clip: a.clip,
+            budget: options::budget(a.steps, a.seconds, DEFAULT_SECONDS),
+            seed: a.seed,
+            carry: a.carry,
+            val_every: a.val_every,
+            sample: a.sample,
+            temperature: a.temperature,
+            checkpoint: a.checkpoint,
+            checkpoint_every: a.checkpoint_every,
+            resume: a.resume,
+            out: a
+                .out
+                .unwrap_or_else(|| crate::project_root().join("target/demo/charlm")),
         }
-        let options = Options {
-            text: flags.opt("text")?,
-            cell: options::cell(flags, d.cell)?,
-            hidden: flags.positive("hidden", d.hidden)?,
-            layers: flags.positive("layers", d.layers)?,
-            seq: flags.positive("seq", d.seq)?,
-            batch: flags.positive("batch", d.batch)?,
-            optimizer: options::optimizer(flags, "adam", 0.002)?,
-            clip: options::clip(flags, d.clip)?,
-            budget: options::budget(flags, 60.0)?,
-            seed: flags.get("seed", d.seed)?,
-            carry: flags.switch("carry"),
-            val_every: flags.positive("val-every", d.val_every as usize)? as u64,
-            sample: flags.get("sample", d.sample)?,
-            temperature,
-            checkpoint: flags.opt("checkpoint")?,
-            checkpoint_every: flags.positive("checkpoint-every", d.checkpoint_every as usize)?
-                as u64,
-            resume: flags.switch("resume"),
-            out: flags.get("out", d.out)?,
-        };
-        if options.resume && options.checkpoint.is_none() {
-            return Err("--resume needs --checkpoint PATH".into());
-        }
-        Ok(options)
     }
 }
 
@@ -299,6 +291,9 @@ fn printable(s: &str) -> String {
 
 /// Runs the demo, writing its text and JSON line to `out`.
 pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
+    if options.resume && options.checkpoint.is_none() {
+        return Err("--resume needs --checkpoint PATH".into());
+    }
     let (corpus, text_name) = load_text(options)?;
     let (v, seq, batch) = (corpus.vocab_size(), options.seq, options.batch);
     let split = corpus.split;
@@ -377,7 +372,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         "model: {} layer(s) of {} {} units + Dense head; seq {seq}, batch {batch}, {} lr {}, clip {}{}",
         options.layers,
         options.hidden,
-        cell_name(options.cell),
+        format_args!("{:#}", options.cell),
         options.optimizer.kind(),
         options.optimizer.lr(),
         options.clip,

@@ -14,7 +14,8 @@
 use super::json::JsonLine;
 use super::options::{Output, err};
 use super::progress::Bar;
-use crate::flags::Flags;
+use crate::cli;
+use clap::Parser;
 use nalgebra::DMatrix;
 use nn_core::Rng;
 use nn_recurrent::{CellKind, RecurrentConfig};
@@ -23,54 +24,36 @@ use nn_train::{
     Targets, Trainer, TrainerConfig, batch_fn,
 };
 
-/// `--help` text.
-pub const HELP: &str =
-    "cargo xtask demo [hello] [FLAGS]: an LSTM (16 hidden units) and a Dense head learn
-the next letter of \"hello\": input \"hell\", targets \"ello\".
-
-flags:
-  --seed N     random seed of the initial weights (default 42); same seed, same output
-  --steps N    Adam steps on the one sequence (default 300)
-  --lr RATE    Adam learning rate (default 0.02)";
-
-/// Flags taking a value.
-pub const FLAGS: &[&str] = &["seed", "steps", "lr"];
-
 const VOCAB: [char; 4] = ['h', 'e', 'l', 'o'];
 const INPUT: [usize; 4] = [0, 1, 2, 2]; // h e l l
 const TARGET: [usize; 4] = [1, 2, 2, 3]; // e l l o
 const HIDDEN: usize = 16;
 
-/// Settings of the hello demo.
-#[derive(Clone, Debug, PartialEq)]
+/// (default) an LSTM learns the next letter of "hello"; shows predictions before and after.
+// The settings are the flags; one paragraph of doc above (more would make clap's `--help` long).
+#[derive(Clone, Debug, PartialEq, clap::Parser)]
+#[command(
+    name = "hello",
+    bin_name = "cargo xtask demo hello",
+    after_help = "An LSTM (16 hidden units) and a Dense head learn the next letter of \"hello\":
+input \"hell\", targets \"ello\"."
+)]
 pub struct Options {
-    /// Seed of the initial weights.
+    /// Random seed of the initial weights; same seed, same output.
+    #[arg(long, value_name = "N", default_value_t = 42)]
     pub seed: u64,
-    /// Training steps.
+    /// Adam steps on the one sequence.
+    #[arg(long, value_name = "N", default_value_t = 300, value_parser = cli::positive_u64)]
     pub steps: u64,
     /// Adam learning rate.
+    #[arg(long, value_name = "RATE", default_value_t = 0.02, value_parser = cli::positive_f64)]
     pub lr: f64,
 }
 
 impl Default for Options {
+    /// The flags' defaults.
     fn default() -> Self {
-        Options {
-            seed: 42,
-            steps: 300,
-            lr: 0.02,
-        }
-    }
-}
-
-impl Options {
-    /// Reads `--seed`, `--steps`, `--lr`.
-    pub fn from_flags(flags: &Flags) -> Result<Options, String> {
-        let d = Options::default();
-        Ok(Options {
-            seed: flags.get("seed", d.seed)?,
-            steps: flags.positive("steps", d.steps as usize)? as u64,
-            lr: flags.positive_f64("lr", d.lr)?,
-        })
+        Options::parse_from(["hello"])
     }
 }
 

@@ -7,9 +7,10 @@
 //! - `reber`: the embedded Reber grammar ([`reber_demo`]).
 //!
 //! Each demo is a function from its options and an [`Output`] to a report, so the tests run
-//! them in-process at tiny sizes. Bad flags or values are one-line `Err(String)`s.
+//! them in-process at tiny sizes. Flags are declared once per demo with `clap` ([`DemoArgs`]);
+//! bad flags, values or files are one-line `Err(String)`s.
 //! Shared parts: [`progress`] (bar and budget), [`json`] (the last line), [`plot`] (SVG loss
-//! curves), [`options`] (flags the demos share); data: [`text`], [`adding`], [`reber`].
+//! curves), [`options`] (optimizer names, budget, output); data: [`text`], [`adding`], [`reber`].
 
 pub mod adding;
 pub mod adding_demo;
@@ -25,92 +26,57 @@ pub mod text;
 
 pub use options::Output;
 
-use crate::flags::Flags;
+use crate::cli;
 use std::io::IsTerminal;
 
-const LIST: &str = "usage: cargo xtask demo [NAME] [FLAGS]
+/// `cargo xtask demo [NAME] [FLAGS]`: the hello demo's flags, or a demo and its flags.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "demo",
+    bin_name = "cargo xtask demo",
+    args_conflicts_with_subcommands = true,
+    after_help = "`cargo xtask demo NAME --help` lists a demo's flags. Each demo ends with one JSON line on stdout."
+)]
+pub struct DemoArgs {
+    /// The demo (hello when none is named).
+    #[command(subcommand)]
+    pub demo: Option<Demo>,
+    /// Flags of the default demo, hello.
+    #[command(flatten)]
+    pub hello: hello::Options,
+}
 
-demos:
-  hello     (default) an LSTM learns the next letter of \"hello\"; shows predictions before and after
-  charlm    a character language model on a text file; prints a sample, plots the losses
-  adding    the adding problem: sum the two marked values of a long sequence
-  reber     the embedded Reber grammar: predict every legal next symbol
+/// The demos.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Demo {
+    // Each one's help is the doc comment of its flags' struct.
+    Hello(hello::Options),
+    Charlm(charlm::Args),
+    Adding(adding_demo::Args),
+    Reber(reber_demo::Args),
+}
 
-`cargo xtask demo NAME --help` lists a demo's flags. Each demo ends with one JSON line on stdout.";
-
-fn dispatch<O>(
-    args: &[String],
-    help: &str,
-    valued: &[&str],
-    switches: &[&str],
-    parse: fn(&Flags) -> Result<O, String>,
-    run: fn(&O, &mut Output<'_>) -> Result<bool, String>,
-) -> Result<bool, String> {
-    let flags = Flags::parse(args, valued, switches)?;
-    if flags.help {
-        println!("{help}");
-        return Ok(true);
-    }
-    if let Some(word) = flags.positional.first() {
-        return Err(format!("unexpected argument `{word}` (see --help)"));
-    }
-    let options = parse(&flags)?;
+/// Runs a demo; `Ok(true)` when it reached its stated result, `Ok(false)` when it ran but did
+/// not (e.g. `adding --cell rnn`), `Err` for bad files or values.
+pub fn run(args: DemoArgs) -> Result<bool, String> {
     let mut stdout = std::io::stdout().lock();
     let mut out = Output {
         text: &mut stdout,
         progress: std::io::stderr().is_terminal(),
     };
-    run(&options, &mut out)
+    match args.demo.unwrap_or(Demo::Hello(args.hello)) {
+        Demo::Hello(o) => hello::run(&o, &mut out).map(|r| r.success()),
+        Demo::Charlm(a) => charlm::run(&a.into(), &mut out).map(|_| true),
+        Demo::Adding(a) => adding_demo::run(&a.into(), &mut out).map(|r| r.solved),
+        Demo::Reber(a) => reber_demo::run(&a.into(), &mut out).map(|r| r.solved),
+    }
 }
 
-/// Runs a demo; `Ok(true)` when it reached its stated result, `Ok(false)` when it ran but did
-/// not (e.g. `adding --cell rnn`), `Err` for bad flags, values or files.
+/// Parses `args` (the words after `demo`) and runs the demo, as [`run`]; bad flags and values
+/// are one-line errors too, and `--help` prints the help and gives `Ok(true)`.
 pub fn command(args: &[String]) -> Result<bool, String> {
-    let (name, rest) = match args.first() {
-        Some(first) if !first.starts_with('-') => (first.as_str(), &args[1..]),
-        _ => {
-            if args.iter().any(|a| a == "--help" || a == "-h") {
-                println!("{LIST}\n\n{}", hello::HELP);
-                return Ok(true);
-            }
-            ("hello", args)
-        }
-    };
-    match name {
-        "hello" => dispatch(
-            rest,
-            hello::HELP,
-            hello::FLAGS,
-            &[],
-            hello::Options::from_flags,
-            |o, out| hello::run(o, out).map(|r| r.success()),
-        ),
-        "charlm" => dispatch(
-            rest,
-            charlm::HELP,
-            charlm::FLAGS,
-            charlm::SWITCHES,
-            charlm::Options::from_flags,
-            |o, out| charlm::run(o, out).map(|_| true),
-        ),
-        "adding" => dispatch(
-            rest,
-            adding_demo::HELP,
-            adding_demo::FLAGS,
-            &[],
-            adding_demo::Options::from_flags,
-            |o, out| adding_demo::run(o, out).map(|r| r.solved),
-        ),
-        "reber" => dispatch(
-            rest,
-            reber_demo::HELP,
-            reber_demo::FLAGS,
-            &[],
-            reber_demo::Options::from_flags,
-            |o, out| reber_demo::run(o, out).map(|r| r.solved),
-        ),
-        other => Err(format!(
-            "unknown demo `{other}` (hello, charlm, adding or reber)"
-        )),
+    match cli::parse::<DemoArgs>("demo", args)? {
+        Some(args) => run(args),
+        None => Ok(true),
     }
 }

@@ -1,9 +1,9 @@
-//! Flag values the demos share: the cell (`lstm|gru|rnn`), the optimizer
-//! (`sgd|adam|adagrad|rmsprop` with `--lr`), the step/second budget, and the output sink.
+//! What the demos share: the optimizer names of `--optimizer` (`sgd|adam|adagrad|rmsprop`,
+//! with `--lr`), the step/second budget of `--steps` and `--seconds`, and the output sink.
+//! (The cell of `--cell` is a [`nn_recurrent::CellKind`], parsed and printed by its own
+//! `FromStr` and `Display`; the demos print the tanh RNN as `rnn`, its flag spelling.)
 
 use super::progress::Budget;
-use crate::flags::Flags;
-use nn_recurrent::{CellKind, Nonlinearity};
 use nn_train::{AdagradConfig, AdamConfig, OptimizerConfig, RmsPropConfig, SgdConfig};
 use std::fmt::Display;
 use std::io::Write;
@@ -39,70 +39,36 @@ pub fn err(e: impl Display) -> String {
     e.to_string()
 }
 
-/// `--cell lstm|gru|rnn` (`rnn` is the tanh RNN).
-pub fn cell(flags: &Flags, default: CellKind) -> Result<CellKind, String> {
-    match flags.opt::<String>("cell")?.as_deref() {
-        None => Ok(default),
-        Some("lstm") => Ok(CellKind::Lstm),
-        Some("gru") => Ok(CellKind::Gru),
-        Some("rnn") => Ok(CellKind::Rnn(Nonlinearity::Tanh)),
-        Some(other) => Err(format!("--cell: unknown cell `{other}` (lstm, gru or rnn)")),
-    }
+/// `--optimizer NAME`: an optimizer with PyTorch's defaults besides `--lr`: `torch.optim.SGD`,
+/// `Adam`, `Adagrad` or `RMSprop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerName {
+    // No doc comments here: clap would show them, one per line, in a long `--help`.
+    Sgd,
+    Adam,
+    Adagrad,
+    Rmsprop,
 }
 
-/// The name `--cell` takes for `cell`.
-pub fn cell_name(cell: CellKind) -> &'static str {
-    match cell {
-        CellKind::Lstm => "lstm",
-        CellKind::Gru => "gru",
-        CellKind::Rnn(Nonlinearity::Tanh) => "rnn",
-        CellKind::Rnn(Nonlinearity::Relu) => "rnn_relu",
-    }
-}
-
-/// An optimizer by name with PyTorch's defaults besides `lr`.
-pub fn optimizer_by_name(name: &str, lr: f64) -> Result<OptimizerConfig, String> {
-    Ok(match name {
-        "sgd" => SgdConfig::new(lr).into(),
-        "adam" => AdamConfig::new(lr).into(),
-        "adagrad" => AdagradConfig::new(lr).into(),
-        "rmsprop" => RmsPropConfig::new(lr).into(),
-        other => {
-            return Err(format!(
-                "--optimizer: unknown optimizer `{other}` (sgd, adam, adagrad or rmsprop)"
-            ));
+impl OptimizerName {
+    /// The optimizer with learning rate `lr`.
+    pub fn config(self, lr: f64) -> OptimizerConfig {
+        match self {
+            OptimizerName::Sgd => SgdConfig::new(lr).into(),
+            OptimizerName::Adam => AdamConfig::new(lr).into(),
+            OptimizerName::Adagrad => AdagradConfig::new(lr).into(),
+            OptimizerName::Rmsprop => RmsPropConfig::new(lr).into(),
         }
-    })
-}
-
-/// `--optimizer NAME` (when `allow_choice`) and `--lr RATE`.
-pub fn optimizer(
-    flags: &Flags,
-    default_name: &str,
-    default_lr: f64,
-) -> Result<OptimizerConfig, String> {
-    let name: String = flags.get("optimizer", default_name.to_string())?;
-    let lr = flags.positive_f64("lr", default_lr)?;
-    optimizer_by_name(&name, lr)
+    }
 }
 
 /// `--steps N` and `--seconds S` (each optional; when neither is given, `default_seconds`).
-pub fn budget(flags: &Flags, default_seconds: f64) -> Result<Budget, String> {
-    let steps = match flags.opt::<u64>("steps")? {
-        Some(0) => return Err("--steps must be at least 1".into()),
-        s => s,
-    };
-    let seconds = if flags.opt::<f64>("seconds")?.is_some() {
-        Some(flags.positive_f64("seconds", default_seconds)?)
-    } else if steps.is_none() {
-        Some(default_seconds)
-    } else {
-        None
-    };
-    Ok(Budget { steps, seconds })
-}
-
-/// `--clip NORM` (global L2 norm), positive.
-pub fn clip(flags: &Flags, default: f64) -> Result<f64, String> {
-    flags.positive_f64("clip", default)
+pub fn budget(steps: Option<u64>, seconds: Option<f64>, default_seconds: f64) -> Budget {
+    Budget {
+        steps,
+        seconds: match (steps, seconds) {
+            (None, None) => Some(default_seconds),
+            (_, s) => s,
+        },
+    }
 }

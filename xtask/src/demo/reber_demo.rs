@@ -17,10 +17,11 @@
 //! budget ends. `train_s` is the wall time of the whole loop, checks included. f32 throughout.
 
 use super::json::JsonLine;
-use super::options::{self, Output, cell_name, err};
+use super::options::{self, Output, err};
 use super::progress::{Bar, Budget};
 use super::reber::{self, SYMBOLS};
-use crate::flags::Flags;
+use crate::cli;
+use clap::Parser;
 use nalgebra::DMatrix;
 use nn_core::Rng;
 use nn_recurrent::{CellKind, RecurrentConfig};
@@ -30,25 +31,43 @@ use nn_train::{
 };
 use std::time::Instant;
 
-/// `--help` text.
-pub const HELP: &str =
-    "cargo xtask demo reber [FLAGS]: next-symbol prediction on the embedded Reber grammar.
-A string succeeds when, at every step, every legal next symbol scores above every illegal one.
-Trains until all 256 held-out strings succeed (checked every 50 steps) or the budget ends.
+/// The embedded Reber grammar: predict every legal next symbol.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "reber",
+    bin_name = "cargo xtask demo reber",
+    after_help = "A string succeeds when, at every step, every legal next symbol scores above every
+illegal one. Trains until all 256 held-out strings succeed (checked every 50 steps) or the
+budget ends.
 
-flags:
-  --cell C        lstm, gru or rnn (default lstm)
-  --hidden H      hidden units (default 16)
-  --batch B       strings per step (default 32)
-  --lr RATE       Adam learning rate (default 0.01)
-  --seconds S     time budget (default 60)
-  --steps N       step budget (default: none; with --seconds, whichever ends first)
-  --seed N        random seed (default 0)
+exit status 0 when all held-out strings succeed, 1 when the budget ended first."
+)]
+pub struct Args {
+    /// lstm, gru, rnn (tanh) or rnn_relu.
+    #[arg(long, value_name = "C", default_value = "lstm")]
+    pub cell: CellKind,
+    /// Hidden units.
+    #[arg(long, value_name = "H", default_value_t = 16, value_parser = cli::positive_usize)]
+    pub hidden: usize,
+    /// Strings per step.
+    #[arg(long, value_name = "B", default_value_t = 32, value_parser = cli::positive_usize)]
+    pub batch: usize,
+    /// Adam learning rate.
+    #[arg(long, value_name = "RATE", default_value_t = 0.01, value_parser = cli::positive_f64)]
+    pub lr: f64,
+    /// Time budget [default: 60, with --steps: none].
+    #[arg(long, value_name = "S", value_parser = cli::positive_f64)]
+    pub seconds: Option<f64>,
+    /// Step budget (with --seconds, whichever ends first).
+    #[arg(long, value_name = "N", value_parser = cli::positive_u64)]
+    pub steps: Option<u64>,
+    /// Random seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+}
 
-exit status 0 when all held-out strings succeed, 1 when the budget ended first.";
-
-/// Flags taking a value.
-pub const FLAGS: &[&str] = &["cell", "hidden", "batch", "lr", "seconds", "steps", "seed"];
+/// `--seconds` when neither budget is given.
+const DEFAULT_SECONDS: f64 = 60.0;
 
 /// Held-out strings.
 pub const TEST_SIZE: usize = 256;
@@ -74,33 +93,22 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The flags' defaults.
     fn default() -> Self {
-        Options {
-            cell: CellKind::Lstm,
-            hidden: 16,
-            batch: 32,
-            lr: 0.01,
-            budget: Budget {
-                steps: None,
-                seconds: Some(60.0),
-            },
-            seed: 0,
-        }
+        Args::parse_from(["reber"]).into()
     }
 }
 
-impl Options {
-    /// Reads the flags listed in [`HELP`].
-    pub fn from_flags(flags: &Flags) -> Result<Options, String> {
-        let d = Options::default();
-        Ok(Options {
-            cell: options::cell(flags, d.cell)?,
-            hidden: flags.positive("hidden", d.hidden)?,
-            batch: flags.positive("batch", d.batch)?,
-            lr: flags.positive_f64("lr", d.lr)?,
-            budget: options::budget(flags, 60.0)?,
-            seed: flags.get("seed", d.seed)?,
-        })
+impl From<Args> for Options {
+    fn from(a: Args) -> Options {
+        Options {
+            cell: a.cell,
+            hidden: a.hidden,
+            batch: a.batch,
+            lr: a.lr,
+            budget: options::budget(a.steps, a.seconds, DEFAULT_SECONDS),
+            seed: a.seed,
+        }
     }
 }
 
@@ -210,7 +218,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         Ok(())
     });
 
-    let cell = cell_name(options.cell);
+    let cell = format!("{:#}", options.cell);
     out.line(format_args!(
         "embedded Reber grammar: {cell} with {} hidden units, batch {batch}, Adam lr {}",
         options.hidden, options.lr
@@ -276,7 +284,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     ))?;
     out.line(
         JsonLine::new("reber")
-            .str("cell", cell)
+            .str("cell", &cell)
             .int("steps", steps)
             .num("test_string_accuracy", accuracy)
             .num("train_s", train_s)
