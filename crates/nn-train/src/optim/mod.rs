@@ -598,7 +598,19 @@ mod tests {
                 OptimizerConfig::from_values(c.kind(), &c.to_values()).unwrap(),
                 c
             );
+            let tagged = serde_json::to_value(c).unwrap();
+            assert_eq!(
+                tagged,
+                json!({"kind": c.kind(), "kwargs": c.to_torch_kwargs()})
+            );
+            assert_eq!(
+                serde_json::from_value::<OptimizerConfig>(tagged).unwrap(),
+                c
+            );
         }
+        let adamw: OptimizerConfig = serde_json::from_value(json!({"kind": "adamw"})).unwrap();
+        assert_eq!(adamw, AdamConfig::adamw(1e-3).into());
+        assert!(serde_json::from_value::<OptimizerConfig>(json!({"kind": "lbfgs"})).is_err());
         let sgd = OptimizerConfig::from_torch_kwargs(
             "sgd_momentum",
             &json!({"lr": 0.5, "momentum": 0.9}),
