@@ -39,6 +39,7 @@
 
 use crate::cache::{DirectionCache, LayerCache, Saved};
 use crate::cell::{fold_bias, gru, lstm, rnn};
+use crate::gates::{GateLayout, InputBlock};
 use crate::handoff::{Handoff, Poll};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
@@ -206,20 +207,6 @@ fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T]
     m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
 }
 
-/// Where each side's gradient lies in the gate gradients (`d_gates`) of a layer-direction with
-/// `h` units: the first of the hidden side's `G·H` rows (in `W_hh`'s row order), and the input
-/// side as blocks `(first row of W_ih, first row of d_gates, rows)` (a block of no rows is to be
-/// skipped). Both sides are the same `G·H` rows, but in a GRU, whose column is
-/// `[dgx_n; dg_r; dg_z; dgh_n]` (see `cell::gru`): its input side is the `r, z` rows, then the
-/// `n` block first in `d_gates`, which goes to `W_ih`'s last rows. The first value is also the
-/// first row of the forward's gates in that buffer (a GRU's `H`, else 0).
-pub(crate) fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize, usize); 2]) {
-    match cell {
-        CellKind::Gru => (h, [(0, h, 2 * h), (2 * h, 0, h)]),
-        _ => (0, [(0, 0, cell.gate_count() * h), (0, 0, 0)]),
-    }
-}
-
 /// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
 /// batch between the calling thread and the pool's helper thread (see [`split_point`]).
 ///
@@ -358,8 +345,8 @@ struct ForwardLoop<'a, T: Float> {
     r0: usize,
     out: SharedCols<'a, T>,
     gates: SharedCols<'a, T>,
-    /// The first row of the forward's gates in each column of `gates` (a GRU's `H`, else 0; see
-    /// [`gate_grad_rows`] and `DirectionCache::gates`).
+    /// The first row of the forward's gates in each column of `gates` (a GRU's `H`, else 0;
+    /// [`GateLayout::hidden_first_row`]).
     gate_row: usize,
     /// GRU only `(3H, B)`: the step product `W_hh h_{t-1}`, column `b` for sequence `b`.
     hidden_gates: SharedCols<'a, T>,
@@ -531,7 +518,7 @@ struct BackwardLoop<'a, T: Float> {
     hidden_n: &'a [T],
     cells: &'a [T],
     /// Rows per column of the gate buffer (`G·H`, a GRU's `4H`), and the first of its hidden
-    /// side ([`gate_grad_rows`]).
+    /// side ([`GateLayout`]).
     d_rows: usize,
     hidden_row: usize,
     /// The forward's gates, which the cells turn into the gate gradients `dG` step by step.
@@ -1038,7 +1025,8 @@ fn forward_direction<T: Float>(
         dir,
         slot,
     } = dims;
-    let (gh, rows_out, r0) = (cell.gate_count() * h, out.nrows(), dir * h);
+    let layout = GateLayout::new(cell, h);
+    let (gh, rows_out, r0) = (layout.gate_rows(), out.nrows(), dir * h);
     let DirectionCache {
         gates,
         hidden_gates,
@@ -1051,7 +1039,7 @@ fn forward_direction<T: Float>(
     } = dc;
     let bias = &mut bias[..gh];
     // A GRU's gates are rows `H..4H` of its buffer (backward writes its `4H` gradient over them).
-    let gate_row = gate_grad_rows(cell, h).0;
+    let gate_row = layout.hidden_first_row();
     bias_column(cell, w, bias);
     let in_loop = input_in_loop(batch, gh * x.nrows());
     if in_loop {
@@ -1143,7 +1131,8 @@ fn backward_direction<T: Float>(
         dir,
         slot,
     } = dims;
-    let (gh, rows_out, r0) = (cell.gate_count() * h, out.nrows(), dir * h);
+    let layout = GateLayout::new(cell, h);
+    let (gh, rows_out, r0) = (layout.gate_rows(), out.nrows(), dir * h);
     // The gate gradients are written over the gates, which are dead once their step's backward
     // cell has read them; so a backward consumes its forward (`Saved::Used`).
     let DirectionCache {
@@ -1155,8 +1144,7 @@ fn backward_direction<T: Float>(
         ..
     } = dc;
     packed_hh.pack(&w.weight_hh.value, Trans::Yes);
-    let (hidden_row, input_blocks) = gate_grad_rows(cell, h);
-    let input_blocks = input_blocks.into_iter().filter(|&(.., rows)| rows > 0);
+    let hidden_row = layout.hidden_first_row();
     // The running dh (dc) of sequence `b` is column `slot*B + b` of `d_state`: one contiguous
     // span of `B` columns per layer-direction.
     let RecurrentState { h: dh_m, c: dc_m } = d_state;
@@ -1212,20 +1200,25 @@ fn backward_direction<T: Float>(
     // after them are summed apart.
     bias.fill(T::zero());
     let mut covered = 0;
-    for (w_row, g_row, rows) in input_blocks.clone() {
-        let dw = &mut w.weight_ih.grad.rows_mut(w_row, rows);
+    for InputBlock {
+        w_ih_row,
+        d_gates_row,
+        rows,
+    } in layout.input_blocks()
+    {
+        let dw = &mut w.weight_ih.grad.rows_mut(w_ih_row, rows);
         add_a_bt_row_sums(
             dw,
-            &d_gates.rows(g_row, rows),
+            &d_gates.rows(d_gates_row, rows),
             x,
-            &mut bias[g_row..][..rows],
+            &mut bias[d_gates_row..][..rows],
         );
         covered += rows;
     }
     debug_assert!(
-        input_blocks
-            .clone()
-            .all(|(_, g_row, rows)| g_row + rows <= covered)
+        layout
+            .input_blocks()
+            .all(|b| b.d_gates_row + b.rows <= covered)
     );
     let rest = d_gates.nrows() - covered;
     if rest > 0 {
@@ -1250,7 +1243,7 @@ fn backward_direction<T: Float>(
         add_a_bt(&mut w.weight_hh.grad, &d_hidden.columns(first, batch), &h0);
     }
     // Each bias gradient takes its side's rows of the row sums.
-    let add_rows = |db: &mut DMatrix<T>, (w_row, g_row, rows): (usize, usize, usize)| {
+    let add_rows = |db: &mut DMatrix<T>, w_row: usize, g_row: usize, rows: usize| {
         for (g, &v) in db.as_mut_slice()[w_row..][..rows]
             .iter_mut()
             .zip(&bias[g_row..][..rows])
@@ -1258,19 +1251,19 @@ fn backward_direction<T: Float>(
             *g += v;
         }
     };
-    for block in input_blocks.clone() {
-        add_rows(&mut w.bias_ih.grad, block);
+    for b in layout.input_blocks() {
+        add_rows(&mut w.bias_ih.grad, b.w_ih_row, b.d_gates_row, b.rows);
     }
-    add_rows(&mut w.bias_hh.grad, (0, hidden_row, gh));
+    add_rows(&mut w.bias_hh.grad, 0, hidden_row, gh);
     if let Some((d_x, accum)) = d_x {
         // `W_ihᵀ dgx`, block by block: the first writes (or adds, as asked), the rest add.
-        for (i, (w_row, g_row, rows)) in input_blocks.enumerate() {
+        for (i, b) in layout.input_blocks().enumerate() {
             matmul(
                 d_x,
                 if i == 0 { accum } else { Accum::Add },
-                &w.weight_ih.value.rows(w_row, rows),
+                &w.weight_ih.value.rows(b.w_ih_row, b.rows),
                 Trans::Yes,
-                &d_gates.rows(g_row, rows),
+                &d_gates.rows(b.d_gates_row, b.rows),
                 Trans::No,
             );
         }

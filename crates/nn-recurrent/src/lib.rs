@@ -18,6 +18,7 @@
 mod cache;
 mod cell;
 pub mod config;
+mod gates;
 mod handoff;
 mod layer;
 mod state;
