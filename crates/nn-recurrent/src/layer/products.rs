@@ -73,9 +73,9 @@ pub(crate) fn step_product<T: Float>(
 /// `b_in` in a GRU's `n` block (see [`fold_bias`]).
 ///
 /// The cells add the bias rather than the input product starting from it (a bias column written
-/// into every column of the gate buffer, then the product added): that saved writing the
-/// `(G·H, T·B)` gate buffer once and reading it back inside the product, about 2.5% of a
-/// `gru-m` step in paired runs (PERF.md). The GRU's sums are the same ones when the product's
+/// into every column of the gate buffer, then the product added): that saves writing the
+/// `(G·H, T·B)` gate buffer once and reading it back inside the product (figures in PERF.md).
+/// The GRU's sums are the same ones when the product's
 /// inner dimension `I` fits one of matrixmultiply's `k` blocks (256): `Wx + b` is `b + Wx`.
 /// Otherwise, and for the LSTM and RNN (whose bias comes after `W_hh h`), the last bit of a
 /// pre-activation can change.
@@ -96,21 +96,15 @@ pub(crate) fn bias_column<T: Float>(cell: CellKind, w: &DirectionWeights<T>, bia
 /// as a second product of the step) rather than as one product over the whole sequence before
 /// it (see [`input_in_loop`]).
 ///
-/// In the loop each step streams `W_ih` once more for only `B` columns (`B/2` per thread when
-/// the loop is split), while the whole-sequence product reads it once for all `T·B` columns; what
-/// the loop saves is writing the `(G·H, T·B)` gate buffer and reading it back at every step.
-/// Measured on `I = 128`, `H = 256`, `T = 64` LSTM steps (one process alternating the two ways,
-/// 20–30 rounds, new/old ratio of the median steps, PERF.md): `B = 1` 1.055, `2` 1.048, `4`
-/// 1.090, `8` 1.018, `16` 0.996, `24` 0.984, `32` 0.977 (median of eight runs). The threshold is
-/// on the batch alone, not on the columns per thread, so that the thread count never changes
+/// The loop saves writing the `(G·H, T·B)` gate buffer and reading it back, but streams `W_ih`
+/// once per step for only `B` columns; from this batch on the saving wins (figures in PERF.md).
+/// It is on the batch alone, not the columns per thread, so the thread count never changes
 /// which sums are computed.
 const INPUT_IN_LOOP_MIN_BATCH: usize = 24;
 
 /// Largest `W_ih` (`G·H x I` values) that the time loop streams at every step: `lstm-m`'s
-/// (`1024 x 128`, 512 KiB of `f32`) gained about 2% as whole steps. `lstm-l`'s (`2048 x 512`,
-/// 4 MiB) was not shown to gain: about 5% slower in two paired runs of two builds, 4% faster in
-/// one in-process run, where an A/A run of one build showed 3% of noise (PERF.md); so a weight
-/// that large keeps the whole-sequence product.
+/// (512 KiB of `f32`) gains, a larger one (`lstm-l`'s 4 MiB) was not shown to, so it keeps the
+/// whole-sequence product (figures in PERF.md).
 const INPUT_IN_LOOP_MAX_VALUES: usize = 1 << 18;
 
 /// Whether a layer-direction's forward computes `W_ih x_t` in the time loop (`B ≥`

@@ -80,17 +80,12 @@ pub(super) fn run_backward<T: Float>(lp: BackwardLoop<'_, T>) {
 /// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
 /// batch between the calling thread and the pool's helper thread (see [`split_point`]).
 ///
-/// Measured with the pool's spinning helper (whole training steps, `T = 64`, f32, two cores,
-/// three alternating runs of the bench's training step on these sizes): splitting at 2^17 and
-/// 2^18 was faster for LSTMs with `H = 32, B = 32` (median 2.2–3.0 → 1.6–2.4 ms) and `H = 64, B = 16`
-/// (3.4–4.0 → 1.9–3.1 ms), about even for a GRU with `H = 64, B = 16` and an RNN with
-/// `H = 128, B = 16`, and slower for an LSTM with `H = 128, B = 4`, where each thread gets two
-/// columns (hence [`SPLIT_MIN_BATCH`]). With a thread spawned per pass (before the pool) the
-/// split had needed 2^19. Under Miri 1024 (see `nn_core::pool::SPLIT_MIN_VALUES`).
+/// Below it a step is too small for running half of it on the helper to pay for the fork
+/// (figures in PERF.md). Under Miri 1024, as the pool's own `SPLIT_MIN_VALUES`.
 const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
 
 /// The smallest batch whose time loops are split: each half then has at least four columns
-/// for the micro-kernel's tiles.
+/// for the micro-kernel's tiles; with two per half a split was slower (figures in PERF.md).
 const SPLIT_MIN_BATCH: usize = 8;
 
 #[cfg(test)]
