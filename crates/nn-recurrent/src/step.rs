@@ -12,6 +12,7 @@
 //! nothing.
 
 use crate::cell::{gru, lstm, rnn};
+use crate::gates::GateLayout;
 use crate::layer::{bias_column, input_in_loop, step_products};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
@@ -65,7 +66,7 @@ impl<T: Float> StepScratch<T> {
     }
 
     fn prepare(&mut self, cell: CellKind, hidden: usize, batch: usize) {
-        let gh = cell.gate_count() * hidden;
+        let gh = GateLayout::new(cell, hidden).gate_rows();
         let (gru, lstm) = (cell == CellKind::Gru, cell == CellKind::Lstm);
         let want = |on: bool, rows: usize| if on { (rows, batch) } else { (0, 0) };
         if self.gates.shape() == (gh, batch)
@@ -157,7 +158,7 @@ impl<T: Float> Recurrent<T> {
             packed_ih,
             bias,
         } = scratch;
-        let gh = cell.gate_count() * h;
+        let gh = GateLayout::new(cell, h).gate_rows();
         let span = |l: usize| l * batch * h..(l + 1) * batch * h;
         for (l, w) in self.directions().iter().enumerate() {
             {
