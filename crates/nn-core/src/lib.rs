@@ -58,8 +58,3 @@ pub use wgrad::{add_a_bt, add_a_bt_row_sums};
 
 /// Re-exported so users need not pin the same nalgebra version themselves.
 pub use nalgebra;
-
-/// The README's examples, compiled and run as doctests.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
