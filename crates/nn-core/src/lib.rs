@@ -2,7 +2,7 @@
 //!
 //! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`](mod@gemm): matrix products with free
 //!   transposes; [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops;
-//!   [`pool`]: the two-way fork-join (one persistent helper thread) they split work with;
+//!   [`pool`](kernels::pool): the two-way fork-join (one persistent helper thread) they split work with;
 //!   [`add_a_bt`]: `C += A·Bᵀ` read in place, for weight gradients ([`add_a_bt_row_sums`]: and
 //!   the bias gradient in the same pass).
 //! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
@@ -35,26 +35,28 @@ pub mod float;
 pub mod gemm;
 pub mod gradcheck;
 pub mod init;
+pub mod kernels;
 pub mod loss;
-pub mod packed;
+mod op;
 pub mod param;
-pub mod pool;
 pub mod rng;
-pub mod simd;
 pub mod tensor_io;
-pub mod wgrad;
 
 pub use activation::Activation;
 pub use alloc::try_zeros;
 pub use dense::Dense;
 pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
-pub use gemm::{Accum, Trans, add_row_sums, gemm, matmul, matmul_bias};
+pub use gemm::{gemm, matmul, matmul_bias};
 pub use init::Init;
-pub use packed::{PackedMatrix, packed_matmul, packed_matmul_pair, packed_matmul_threaded};
+pub use kernels::packed::{
+    PackedMatrix, packed_matmul, packed_matmul_pair, packed_matmul_threaded,
+};
+pub use kernels::row_sums::add_row_sums;
+pub use kernels::wgrad::{add_a_bt, add_a_bt_row_sums};
+pub use op::{Accum, Trans};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
-pub use wgrad::{add_a_bt, add_a_bt_row_sums};
 
 /// Re-exported so users need not pin the same nalgebra version themselves.
 pub use nalgebra;

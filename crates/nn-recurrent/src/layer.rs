@@ -31,7 +31,7 @@
 //!
 //! Threads: when a step has enough work ([`split_point`]: `B ≥ 8`, `G·H·H·B` ≥ 2^17
 //! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
-//! calling thread and `B/2..B` on the helper thread of [`nn_core::pool`]. The
+//! calling thread and `B/2..B` on the helper thread of [`nn_core::kernels::pool`]. The
 //! sequences are independent, so the halves do not meet at each step, and every column
 //! is computed by the same operations: results are bit-identical to the serial loop. The side
 //! that finishes first takes over half of the other side's remaining sequences once
@@ -229,7 +229,7 @@ pub(crate) fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize
 /// (3.4–4.0 → 1.9–3.1 ms), about even for a GRU with `H = 64, B = 16` and an RNN with
 /// `H = 128, B = 16`, and slower for an LSTM with `H = 128, B = 4`, where each thread gets two
 /// columns (hence [`SPLIT_MIN_BATCH`]). With a thread spawned per pass (before the pool) the
-/// split had needed 2^19. Under Miri 1024 (see `nn_core::pool::SPLIT_MIN_VALUES`).
+/// split had needed 2^19. Under Miri 1024 (see `nn_core::kernels::pool::SPLIT_MIN_VALUES`).
 const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
 
 /// The smallest batch whose time loops are split: each half then has at least four columns
@@ -282,8 +282,10 @@ fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
     let macs = (cell.gate_count() * hidden)
         .saturating_mul(hidden)
         .saturating_mul(batch);
-    (macs >= SPLIT_MIN_MACS && batch >= SPLIT_MIN_BATCH && nn_core::pool::threads_allowed())
-        .then_some(batch / 2)
+    (macs >= SPLIT_MIN_MACS
+        && batch >= SPLIT_MIN_BATCH
+        && nn_core::kernels::pool::threads_allowed())
+    .then_some(batch / 2)
 }
 
 /// A column-major buffer whose columns are written by the threads of a split time loop, each
@@ -1103,7 +1105,7 @@ fn forward_direction<T: Float>(
             // at, after the hand-off ([`Handoff::run_side`]); `out`, `gates`, ... are borrowed
             // mutably by `lp` until `join` has returned from both.
             let steps = |bs, first, poll: Poll<'_>| unsafe { forward_steps(lp, bs, first, poll) };
-            nn_core::pool::join(
+            nn_core::kernels::pool::join(
                 || hand.run_side(0, 0..mid, steps),
                 move || hand.run_side(1, mid..batch, steps),
             );
@@ -1197,7 +1199,7 @@ fn backward_direction<T: Float>(
             // the step it stopped at ([`Handoff::run_side`]); all are borrowed mutably by `lp`
             // until `join` has returned from both.
             let steps = |bs, first, poll: Poll<'_>| unsafe { backward_steps(lp, bs, first, poll) };
-            nn_core::pool::join(
+            nn_core::kernels::pool::join(
                 || hand.run_side(0, 0..mid, steps),
                 move || hand.run_side(1, mid..batch, steps),
             );
@@ -1401,7 +1403,7 @@ mod tests {
                 // With threads off (`MATMUL_NUM_THREADS=1`, one core) both sides run on this
                 // thread, one after the other, and nothing can be handed over.
                 assert!(
-                    handed || !nn_core::pool::threads_allowed(),
+                    handed || !nn_core::kernels::pool::threads_allowed(),
                     "{cell:?} B={batch}: no hand-off in 20 tries"
                 );
             }

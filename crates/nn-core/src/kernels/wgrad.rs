@@ -30,7 +30,9 @@
 //! was slower.
 
 use crate::Float;
-use crate::gemm::{Accum, PARALLEL_PRODUCT_MACS, Trans, add_row_sums, matmul};
+use crate::gemm::{PARALLEL_PRODUCT_MACS, matmul};
+use crate::kernels::row_sums::add_row_sums;
+use crate::{Accum, Trans};
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 /// The `k` block: each element's sum runs from zero over at most this many terms, then is added
@@ -110,7 +112,7 @@ fn product<T, SC, SA, SB>(
         b.shape()
     );
     let fast = T::BYTES == 4
-        && crate::simd::has_avx512()
+        && crate::kernels::simd::has_avx512()
         && m % 16 == 0
         && n % 16 == 0
         && n <= MAX_COLS
@@ -137,12 +139,12 @@ fn product<T, SC, SA, SB>(
         sums: sums.map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut f32),
     };
     let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_PRODUCT_MACS;
-    if big && m >= 32 && crate::pool::threads_allowed() {
+    if big && m >= 32 && crate::kernels::pool::threads_allowed() {
         let mid = (m / 32) * 16;
         let p = &problem;
         // SAFETY: `fast` checked AVX-512 and the layout `Problem::rows` needs; the halves write
         // rows `0..mid` and `mid..m` of `C` (and of `sums`), disjoint.
-        crate::pool::join(|| unsafe { p.rows(0, mid) }, || unsafe { p.rows(mid, m) });
+        crate::kernels::pool::join(|| unsafe { p.rows(0, mid) }, || unsafe { p.rows(mid, m) });
     } else {
         // SAFETY: as above, one thread.
         unsafe { problem.rows(0, m) };
@@ -274,7 +276,7 @@ mod tests {
     use nalgebra::{DMatrix, DMatrixView};
 
     fn rand(r: usize, c: usize, seed: u64) -> DMatrix<f32> {
-        crate::packed::tests::rand_mat(r, c, seed)
+        crate::kernels::packed::tests::rand_mat(r, c, seed)
     }
 
     /// The documented order: per block of `KC` terms, a chain of fused multiply-adds from zero,
@@ -332,7 +334,7 @@ mod tests {
                 }
             }
             let fast = m % 16 == 0 && n % 16 == 0 && n <= MAX_COLS;
-            if fast && crate::simd::has_avx512() {
+            if fast && crate::kernels::simd::has_avx512() {
                 let mut r = c0.clone();
                 blocked_reference(&mut r, &a, &b);
                 assert_eq!(c, r, "{m}x{n}x{k}: not the blocked sums' bits");
@@ -356,7 +358,7 @@ mod tests {
     fn halves_give_the_bits_of_one_thread() {
         // Without AVX-512 both sides would be the same `matmul` call (whose own split is tested
         // in `gemm`), so there is nothing to compare.
-        if !crate::simd::has_avx512() {
+        if !crate::kernels::simd::has_avx512() {
             return;
         }
         let (m, n, k) = (96, 64, PARALLEL_PRODUCT_MACS / (96 * 64) + 1);

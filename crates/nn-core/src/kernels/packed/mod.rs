@@ -62,21 +62,21 @@
 //!
 //! [`packed_matmul`] runs on the calling thread. [`packed_matmul_threaded`] (opt-in) shares the
 //! panels (chunks of rows of `C`) of large products (`m·k·n` ≥ [`PARALLEL_MIN_MACS`]) between
-//! the calling thread and the helper thread of [`pool`](crate::pool), without allocating.
+//! the calling thread and the helper thread of [`pool`](crate::kernels::pool), without allocating.
 //! Splitting rows does not change any sum, so the results are bit-identical to
 //! [`packed_matmul`]'s.
 
 use crate::Float;
-use crate::gemm::{Accum, Trans};
-use crate::simd::Isa;
+use crate::kernels::simd::Isa;
+use crate::{Accum, Trans};
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
 /// Packings of at least this many values (512 KiB of `f32`) are cut in two halves of panels
-/// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES) (so also
+/// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::kernels::pool::SPLIT_MIN_VALUES) (so also
 /// lowered under Miri), because a packing is serial work right before a time loop (the helper
 /// would wait) and reads a weight that is often no longer in cache (a `gru-m` step's `768x256`
 /// `W_hh`, 196,608 values).
-const PACK_SPLIT_MIN_VALUES: usize = crate::pool::SPLIT_MIN_VALUES / 2;
+const PACK_SPLIT_MIN_VALUES: usize = crate::kernels::pool::SPLIT_MIN_VALUES / 2;
 
 /// Widest column block of the micro-kernel (columns of `B` per tile).
 const NR: usize = 6;
@@ -156,7 +156,7 @@ impl<T: Float> PackedMatrix<T> {
             Trans::Yes => (a.strides().1, a.strides().0),
         };
         let src = SendPtr(a.data.ptr());
-        let use_avx = cfg!(target_arch = "x86_64") && crate::simd::has_avx2_fma();
+        let use_avx = cfg!(target_arch = "x86_64") && crate::kernels::simd::has_avx2_fma();
         // Panels `p0..` into `panels`.
         let pack_panels = move |panels: &mut [T], p0: usize| {
             for (p, panel) in panels.chunks_exact_mut(panel_len).enumerate() {
@@ -213,7 +213,7 @@ impl<T: Float> PackedMatrix<T> {
             // Two halves of the panels at once (the pool's helper packs the second).
             let half = panels / 2;
             let (lo, hi) = self.buf.split_at_mut(half * panel_len);
-            crate::pool::join(|| pack_panels(lo, 0), || pack_panels(hi, half));
+            crate::kernels::pool::join(|| pack_panels(lo, 0), || pack_panels(hi, half));
         } else {
             pack_panels(&mut self.buf, 0);
         }
@@ -373,7 +373,7 @@ pub fn packed_matmul<T, R1, C1, SC, R2, C2, SB>(
     C2: Dim,
     SB: RawStorage<T, R2, C2>,
 {
-    packed_matmul_with(c, accum, a, b, crate::simd::best_isa(), false);
+    packed_matmul_with(c, accum, a, b, crate::kernels::simd::best_isa(), false);
 }
 
 /// [`packed_matmul`], sharing products of at least [`PARALLEL_MIN_MACS`] multiply-adds with a
@@ -400,7 +400,7 @@ pub fn packed_matmul_threaded<T, R1, C1, SC, R2, C2, SB>(
     C2: Dim,
     SB: RawStorage<T, R2, C2>,
 {
-    packed_matmul_with(c, accum, a, b, crate::simd::best_isa(), true);
+    packed_matmul_with(c, accum, a, b, crate::kernels::simd::best_isa(), true);
 }
 
 /// `C (=|+=) op(A1) · B1 + op(A2) · B2` with two packed left operands of the same rows, on the
@@ -449,7 +449,15 @@ pub fn packed_matmul_pair<T, R1, C1, SC, R2, C2, SB, R3, C3, SB2>(
         b1.ncols()
     );
     let second = Segment::of(a2, b2);
-    packed_matmul_terms(c, accum, a1, b1, second, crate::simd::best_isa(), false);
+    packed_matmul_terms(
+        c,
+        accum,
+        a1,
+        b1,
+        second,
+        crate::kernels::simd::best_isa(),
+        false,
+    );
 }
 
 /// [`packed_matmul`] on the given kernel copy, on the pool's two threads when `allow_threads`
@@ -548,7 +556,7 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
             c,
             c_strides,
             Segment::none(),
-            crate::simd::best_isa(),
+            crate::kernels::simd::best_isa(),
             false,
         )
     }
@@ -617,7 +625,7 @@ unsafe fn run_parts<T: Float>(
 
 /// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
 /// calling thread and the helper thread; smaller ones run on the calling thread. Under Miri
-/// 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
+/// 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::kernels::pool::SPLIT_MIN_VALUES)).
 pub const PARALLEL_MIN_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// Panels per unit of work claimed by a thread: one panel, or four for very narrow `B` (where
@@ -626,10 +634,10 @@ fn chunk_panels(n: usize) -> usize {
     if n <= 3 { 4 } else { 1 }
 }
 
-/// Large products shared with the [`pool`](crate::pool)'s helper thread.
+/// Large products shared with the [`pool`](crate::kernels::pool)'s helper thread.
 ///
 /// Both threads claim chunks of panels from a shared counter until none is left, so a helper
-/// that is slow to start simply takes fewer (or none: [`pool::join`](crate::pool::join) then
+/// that is slow to start simply takes fewer (or none: [`pool::join`](crate::kernels::pool::join) then
 /// runs its side on the caller, where it finds nothing left to do). Each panel is computed the
 /// same way by either thread, so results are bit-identical to the single-thread ones.
 mod parallel {
@@ -681,7 +689,7 @@ mod parallel {
         };
         let job = &job;
         // SAFETY: from the caller, for both sides.
-        crate::pool::join(|| unsafe { job.work() }, move || unsafe { job.work() });
+        crate::kernels::pool::join(|| unsafe { job.work() }, move || unsafe { job.work() });
     }
 }
 
@@ -706,7 +714,7 @@ unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usize, isa: Isa
 }
 
 /// [`drive`] compiled with AVX-512F and VL enabled. The kernel has its own `target_feature`
-/// wrappers rather than [`simd::run_on`](crate::simd::run_on)'s: LLVM does not inline a closure
+/// wrappers rather than [`simd::run_on`](crate::kernels::simd::run_on)'s: LLVM does not inline a closure
 /// this large into those, and the kernel would then run as compiled for the baseline CPU.
 ///
 /// # Safety
@@ -951,7 +959,7 @@ pub(crate) mod tests {
 
     /// Every copy of the kernel this CPU can run.
     fn isas() -> Vec<Isa> {
-        crate::simd::available_isas()
+        crate::kernels::simd::available_isas()
     }
 
     fn tol<T: Float>(k: usize) -> f64 {
@@ -1100,7 +1108,7 @@ pub(crate) mod tests {
                         packed_matmul_with(&mut want, accum, &pc, &bcat, isa, false);
                         let same = same_bits(&got, &want);
                         assert!(same, "{isa:?} m {m} k1 {k1} k2 {k2} n {n} {accum:?}");
-                        if isa == crate::simd::best_isa() {
+                        if isa == crate::kernels::simd::best_isa() {
                             let mut public = c0.clone();
                             packed_matmul_pair(&mut public, accum, &p1, &b1, &p2, &b2);
                             assert_eq!(public, got);
