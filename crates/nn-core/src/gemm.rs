@@ -2,7 +2,7 @@
 //!
 //! `gemm(alpha, a, ta, b, tb, beta, c)` computes `C = alpha * op(A) * op(B) + beta * C`, where
 //! `op(X)` is `X` or `Xᵀ` as [`Trans`] says. nalgebra's own `gemm` reaches the fast kernel
-//! only for `A * B`; its `tr_mul`/`gemm_tr` run a slow loop (10–14 GFLOP/s here against 60–90).
+//! only for `A * B`; its `tr_mul`/`gemm_tr` run a slow loop (figures in PERF.md).
 //! Calling the kernel with swapped strides gives every transposed product the fast path, with no
 //! copy. The operands may be any nalgebra matrix or view (column ranges of a sequence batch, say).
 //!
@@ -15,12 +15,13 @@
 //! bias broadcast before a product, split the same way (its gradient, the row sums, is
 //! [`add_row_sums`](crate::kernels::row_sums::add_row_sums)).
 //!
-//! Products under [`SMALL_PRODUCT_MACS`] multiply-adds skip matrixmultiply: they run on the
+//! Products under [`PARALLEL_MIN_MACS`] multiply-adds skip matrixmultiply: they run on the
 //! calling thread through the [`packed`](crate::kernels::packed) kernel.
 //!
 //! [`gemm_naive`] is the slow, obvious reference the tests compare against.
 
 use crate::kernels::packed::{self, PackedMatrix};
+use crate::kernels::thresholds::PARALLEL_MIN_MACS;
 use crate::kernels::{SPLIT_ALIGN, pool, split_point};
 use crate::{Accum, Float, Trans};
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
@@ -84,11 +85,6 @@ pub fn gemm<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     // the described elements; `c` is a unique borrow so it cannot overlap `a` or `b`.
     unsafe { raw.run_split(None) };
 }
-
-/// Products with at least this many multiply-adds (`m·k·n`) are cut in two halves that run at
-/// once through [`pool::join`], each a single-threaded matrixmultiply call.
-/// Under Miri 4096 (see [`pool::SPLIT_MIN_VALUES`]).
-pub const PARALLEL_PRODUCT_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// One product `C = alpha·op(A)·op(B) + beta·C` as raw parts (`op` already applied to the
 /// strides), so that halves of it can be handed to another thread.
@@ -230,7 +226,7 @@ impl<T: Float> RawGemm<T> {
     /// As [`fill_then_run`](Self::fill_then_run).
     unsafe fn run_split(self, bias: Option<&[T]>) {
         let (m, n) = (self.m, self.n);
-        let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS;
+        let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_MIN_MACS;
         let halves = if !big || !pool::threads_allowed() {
             None
         } else if n <= m && m >= 2 * SPLIT_ALIGN {
@@ -257,16 +253,11 @@ impl<T: Float> RawGemm<T> {
     }
 }
 
-/// Products of fewer multiply-adds (`m·k·n`) than this skip matrixmultiply in [`matmul`]: they
-/// run on the calling thread through the packed kernel (`op(A)` packed per call into a reused
-/// per-thread buffer, `op(B)` read in place). matrixmultiply would split some of them over
-/// threads (it decides by `m·k + k·n`), where waking and waiting for a thread costs more than
-/// the product (batch-1 training steps spent about a fifth of their time in the scheduler).
-/// Under Miri 4096 (see [`pool::SPLIT_MIN_VALUES`]).
-pub const SMALL_PRODUCT_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
-
-/// `C (=|+=) op(A) op(B)`, the common case of [`gemm`] with `alpha = 1`. Small products (see
-/// [`SMALL_PRODUCT_MACS`]) run on the calling thread through the packed kernel.
+/// `C (=|+=) op(A) op(B)`, the common case of [`gemm`] with `alpha = 1`. Products under
+/// [`PARALLEL_MIN_MACS`] multiply-adds skip matrixmultiply: they run on the calling thread
+/// through the packed kernel (`op(A)` packed per call into a reused per-thread buffer, `op(B)`
+/// read in place). matrixmultiply would split some of them over threads (it decides by
+/// `m·k + k·n`), where waking and waiting for a thread costs more than the product.
 #[track_caller]
 pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     c: &mut Matrix<T, R3, C3, SC>,
@@ -290,7 +281,7 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     let (m, k, _, _) = op_layout(a, ta);
     let (k2, n, rsb, csb) = op_layout(b, tb);
     let (cm, cn) = c.shape();
-    if k == k2 && cm == m && cn == n && m.saturating_mul(k).saturating_mul(n) < SMALL_PRODUCT_MACS {
+    if k == k2 && cm == m && cn == n && m.saturating_mul(k).saturating_mul(n) < PARALLEL_MIN_MACS {
         with_small_packing(|packed: &mut PackedMatrix<T>| {
             packed.pack(a, ta);
             let (rsc, csc) = c.strides();
@@ -316,7 +307,7 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
 
 /// Runs `f` on this thread's packing buffer for [`matmul`]'s small products, so that they
 /// allocate only while the buffer grows (it keeps the largest `op(A)` packed so far, under
-/// [`SMALL_PRODUCT_MACS`] values). A fresh buffer if this thread's is in use.
+/// [`PARALLEL_MIN_MACS`] values). A fresh buffer if this thread's is in use.
 fn with_small_packing<T: Float, R>(f: impl FnOnce(&mut PackedMatrix<T>) -> R) -> R {
     use std::any::Any;
     use std::cell::RefCell;
@@ -371,7 +362,7 @@ pub fn matmul_bias<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
         bias.len()
     );
     let raw = RawGemm::of("matmul_bias", T::one(), a, ta, b, tb, T::one(), c);
-    if raw.m.saturating_mul(raw.k).saturating_mul(raw.n) < SMALL_PRODUCT_MACS {
+    if raw.m.saturating_mul(raw.k).saturating_mul(raw.n) < PARALLEL_MIN_MACS {
         // The packed kernel on this thread (see `matmul`), after the fill.
         for mut col in c.column_iter_mut() {
             col.copy_from_slice(bias);
@@ -470,7 +461,7 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_on_both_paths_and_every_transpose() {
-        // 4·6·5 runs through the packed kernel, 130³ (above SMALL_PRODUCT_MACS; 20·15·16 under
+        // 4·6·5 runs through the packed kernel, 130³ (above PARALLEL_MIN_MACS; 20·15·16 under
         // Miri, which lowers it) matrixmultiply.
         let big = if cfg!(miri) {
             (20, 15, 16)
@@ -501,7 +492,7 @@ mod tests {
 
     #[test]
     fn split_products_give_the_bits_of_one_call() {
-        // Above PARALLEL_PRODUCT_MACS, cut by rows (n <= m) or columns, at sizes that are not
+        // Above PARALLEL_MIN_MACS, cut by rows (n <= m) or columns, at sizes that are not
         // multiples of the tiles; `run_split` must match the single call bit for bit. Miri
         // lowers the threshold, so its sizes are smaller.
         let sizes = if cfg!(miri) {
@@ -525,7 +516,7 @@ mod tests {
                     raw(&mut whole).run();
                     raw(&mut split).run_split(None);
                 }
-                assert!(m * k * n >= PARALLEL_PRODUCT_MACS);
+                assert!(m * k * n >= PARALLEL_MIN_MACS);
                 let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&whole), bits(&split), "{m}x{k}x{n} {ta:?} {tb:?}");
             }

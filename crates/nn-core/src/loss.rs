@@ -14,7 +14,7 @@
 //! shapes, an empty batch, a target out of range, a NaN — is an [`Error`], never a panic.
 
 use crate::activation::sigmoid;
-use crate::kernels::pool::SPLIT_MIN_VALUES;
+use crate::kernels::thresholds::SPLIT_MIN_VALUES;
 use crate::{Error, Float, Result, Shape, check_finite, check_shape};
 use nalgebra::DMatrix;
 

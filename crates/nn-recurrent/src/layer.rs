@@ -229,7 +229,7 @@ pub(crate) fn gate_grad_rows(cell: CellKind, h: usize) -> (usize, [(usize, usize
 /// (3.4–4.0 → 1.9–3.1 ms), about even for a GRU with `H = 64, B = 16` and an RNN with
 /// `H = 128, B = 16`, and slower for an LSTM with `H = 128, B = 4`, where each thread gets two
 /// columns (hence [`SPLIT_MIN_BATCH`]). With a thread spawned per pass (before the pool) the
-/// split had needed 2^19. Under Miri 1024 (see `nn_core::kernels::pool::SPLIT_MIN_VALUES`).
+/// split had needed 2^19. Under Miri 1024 (see `nn_core::kernels::thresholds::SPLIT_MIN_VALUES`).
 const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
 
 /// The smallest batch whose time loops are split: each half then has at least four columns

@@ -15,6 +15,7 @@
 //!   with the same bits on every path.
 //! - [`pool`]: two-way fork-join on one persistent helper thread, which the kernels split large
 //!   work with (always into parts whose results do not depend on the thread that runs them).
+//! - [`thresholds`]: the one table of sizes from which work is split or sent to another kernel.
 //!
 //! Every kernel gives the same bits whatever the thread count or the split, and the fused copies
 //! (AVX2 + FMA, AVX-512) give the same bits as each other.
@@ -23,6 +24,7 @@ pub mod packed;
 pub mod pool;
 pub mod row_sums;
 pub mod simd;
+pub mod thresholds;
 pub mod wgrad;
 
 /// Where a split product is cut: a multiple of this many rows (or columns). matrixmultiply's

@@ -6,6 +6,7 @@
 //! large matrices are summed as two halves of rows at once on the [`pool`](super::pool), which
 //! does not change any sum.
 
+use super::thresholds::SPLIT_MIN_VALUES;
 use super::{SPLIT_ALIGN, pool, simd, split_point};
 use crate::Float;
 use nalgebra::{Dyn, Matrix, RawStorage};
@@ -76,7 +77,7 @@ pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
         stride: cs,
         rows,
     };
-    if rows * cols >= pool::SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
+    if rows * cols >= SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
         let h = split_point(rows);
         let (lo, hi) = db.split_at_mut(h);
         let view = &view;

@@ -14,34 +14,29 @@
 //! sums start from zero and are then added to `C`, which is how matrixmultiply sums (its `k`
 //! blocks are 256 on AVX-512), so on those machines both give the same bits. The loops keep a
 //! block's 16 rows of `A` (16 KiB) in L2 or L1 across the `B` tiles, and `B`'s block
-//! (`n x 256`) in L2 across the rows of `A`; that is why `n` is limited ([`MAX_COLS`]).
+//! (`n x 256`) in L2 across the rows of `A`; that is why `n` is limited ([`ADD_A_BT_MAX_COLS`]).
 //!
 //! [`add_a_bt_row_sums`] also adds `A`'s row sums (a layer's bias gradient, `db += Σ_k dG`)
 //! in the same pass: the first tile of each 16 rows adds `A`'s column into one more register
 //! as it loads it, in the order of `k`, so the sums have [`add_row_sums`]' bits and `dG` is
-//! not read once more for them (`lstm-m` steps about 2–3% faster, PERF.md).
+//! not read once more for them (figures in PERF.md).
 //!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
-//! [`MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large products
+//! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large products
 //! are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
-//! helper, which changes no sum. Measured (PERF.md): a recurrent layer's two weight gradients on
-//! `lstm-m`'s shapes 2–8% faster than matrixmultiply's (scratch program, both threads), whole
-//! `lstm-m` steps about 1.5% faster, `rnn-m` 7% (one run), `gru-m` 1–3%; `lstm-l`'s `n = 512`
-//! was slower.
+//! helper, which changes no sum. Faster than matrixmultiply on the medium layers' weight
+//! gradients because `dG` is not packed twice; figures in PERF.md.
 
 use crate::Float;
-use crate::gemm::{PARALLEL_PRODUCT_MACS, matmul};
+use crate::gemm::matmul;
 use crate::kernels::row_sums::add_row_sums;
+use crate::kernels::thresholds::{ADD_A_BT_MAX_COLS, PARALLEL_MIN_MACS};
 use crate::{Accum, Trans};
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 /// The `k` block: each element's sum runs from zero over at most this many terms, then is added
 /// to `C` (matrixmultiply's `k` block on AVX-512, so the two give the same bits there).
 pub const KC: usize = 256;
-
-/// Largest `n` (columns of `C`) on the fast path: `B`'s block of `n x KC` `f32` (384 KiB) then
-/// stays in a 1 MiB L2 beside the rest. `lstm-l`'s 512 was slower than matrixmultiply.
-pub const MAX_COLS: usize = 384;
 
 /// `C += A · Bᵀ` (`A` `(m, k)`, `B` `(n, k)`, `C` `(m, n)`).
 ///
@@ -115,7 +110,7 @@ fn product<T, SC, SA, SB>(
         && crate::kernels::simd::has_avx512()
         && m % 16 == 0
         && n % 16 == 0
-        && n <= MAX_COLS
+        && n <= ADD_A_BT_MAX_COLS
         && k > 0
         && a.strides().0 == 1
         && b.strides().0 == 1
@@ -138,7 +133,7 @@ fn product<T, SC, SA, SB>(
         k,
         sums: sums.map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut f32),
     };
-    let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_PRODUCT_MACS;
+    let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
     if big && m >= 32 && crate::kernels::pool::threads_allowed() {
         let mid = (m / 32) * 16;
         let p = &problem;
@@ -333,7 +328,7 @@ mod tests {
                     );
                 }
             }
-            let fast = m % 16 == 0 && n % 16 == 0 && n <= MAX_COLS;
+            let fast = m % 16 == 0 && n % 16 == 0 && n <= ADD_A_BT_MAX_COLS;
             if fast && crate::kernels::simd::has_avx512() {
                 let mut r = c0.clone();
                 blocked_reference(&mut r, &a, &b);
@@ -361,7 +356,7 @@ mod tests {
         if !crate::kernels::simd::has_avx512() {
             return;
         }
-        let (m, n, k) = (96, 64, PARALLEL_PRODUCT_MACS / (96 * 64) + 1);
+        let (m, n, k) = (96, 64, PARALLEL_MIN_MACS / (96 * 64) + 1);
         let (a, b) = (rand(m, k, 4), rand(n, k, 5));
         let mut whole = DMatrix::zeros(m, n);
         let problem = Problem {

@@ -26,8 +26,8 @@
 //!
 //! Packing `A` (column-major) copies contiguous runs of each column. Packing `Aᵀ` (the backward
 //! loop's `W_hhᵀ`) is a transpose: full `f32` panels go through 8x8 AVX register transposes when
-//! the kernel's AVX2/FMA copy is in use (`W_hhᵀ` of `lstm-m`, 1 MiB, packs in 0.04 ms instead of
-//! 0.3), the rest through a loop blocked so that the part of the panel it writes stays in L1.
+//! the kernel's AVX2/FMA copy is in use (several times faster than the scalar loop; figures in
+//! PERF.md), the rest through a loop blocked so that the part of the panel it writes stays in L1.
 //! Both copy bits, so the layout is the same either way
 //! (`packing_gives_the_documented_layout_whatever_the_buffer_held`).
 //!
@@ -68,15 +68,9 @@
 
 use crate::Float;
 use crate::kernels::simd::Isa;
+use crate::kernels::thresholds::{PACK_SPLIT_MIN_VALUES, PARALLEL_MIN_MACS};
 use crate::{Accum, Trans};
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
-
-/// Packings of at least this many values (512 KiB of `f32`) are cut in two halves of panels
-/// on the pool: half of [`pool::SPLIT_MIN_VALUES`](crate::kernels::pool::SPLIT_MIN_VALUES) (so also
-/// lowered under Miri), because a packing is serial work right before a time loop (the helper
-/// would wait) and reads a weight that is often no longer in cache (a `gru-m` step's `768x256`
-/// `W_hh`, 196,608 values).
-const PACK_SPLIT_MIN_VALUES: usize = crate::kernels::pool::SPLIT_MIN_VALUES / 2;
 
 /// Widest column block of the micro-kernel (columns of `B` per tile).
 const NR: usize = 6;
@@ -379,8 +373,8 @@ pub fn packed_matmul<T, R1, C1, SC, R2, C2, SB>(
 /// [`packed_matmul`], sharing products of at least [`PARALLEL_MIN_MACS`] multiply-adds with a
 /// helper thread (see [Threads](self#threads)); the result is the same, bit for bit.
 ///
-/// Opt-in: on an idle two-core machine it ran the large shapes 1.3–1.5x faster, but when the
-/// other core is busy (other processes, or the caller's own threads) the helper may be
+/// Opt-in: on an idle two-core machine it runs the large shapes faster (figures in PERF.md), but
+/// when the other core is busy (other processes, or the caller's own threads) the helper may be
 /// descheduled while holding rows, and the call can be slower than [`packed_matmul`].
 ///
 /// # Panics
@@ -622,11 +616,6 @@ unsafe fn run_parts<T: Float>(
         }
     }
 }
-
-/// Products with at least this many multiply-adds (`m·k·n`) split their panels between the
-/// calling thread and the helper thread; smaller ones run on the calling thread. Under Miri
-/// 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::kernels::pool::SPLIT_MIN_VALUES)).
-pub const PARALLEL_MIN_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// Panels per unit of work claimed by a thread: one panel, or four for very narrow `B` (where
 /// the kernel works on four panels at once).
