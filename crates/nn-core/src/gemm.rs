@@ -10,13 +10,13 @@
 //! the product is added ([`Accum::Add`]), which is how backward passes accumulate gradients.
 //!
 //! Large products are cut in two halves (by rows or columns of `C`) that run at once on the
-//! calling thread and the [`pool`](crate::kernels::pool)'s helper, each a single-threaded matrixmultiply
+//! calling thread and the [`pool`]'s helper, each a single-threaded matrixmultiply
 //! call; the results are the same bits as one call on one thread. [`matmul_bias`] is a layer's
 //! bias broadcast before a product, split the same way (its gradient, the row sums, is
 //! [`add_row_sums`](crate::kernels::row_sums::add_row_sums)).
 //!
 //! Products under [`PARALLEL_MIN_MACS`] multiply-adds skip matrixmultiply: they run on the
-//! calling thread through the [`packed`](crate::kernels::packed) kernel.
+//! calling thread through the [`packed`] kernel.
 //!
 //! [`gemm_naive`] is the slow, obvious reference the tests compare against.
 

@@ -2,7 +2,7 @@
 //! operand `X` enters as `X` or `Xᵀ` (written `op(X)`), [`Accum`] whether `C = op(A)·op(B)`
 //! replaces `C` or is added to it (`beta` = 0 or 1 in `C = alpha·op(A)·op(B) + beta·C`).
 //!
-//! Shared by [`gemm`](crate::gemm) and the [`kernels`](crate::kernels), which both take them.
+//! Shared by [`gemm`](mod@crate::gemm) and the [`kernels`](crate::kernels), which both take them.
 
 use crate::Float;
 

@@ -5,7 +5,8 @@
 //! start-up) allocate at moments of their own choosing, which made a process-wide count flaky.
 
 use nalgebra::DMatrix;
-use nn_core::{Accum, PackedMatrix, Trans, packed_matmul, packed_matmul_threaded};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
+use nn_core::{Accum, Trans};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

@@ -43,10 +43,10 @@ use crate::handoff::{Handoff, Poll};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
-use nn_core::{
-    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, add_a_bt, add_a_bt_row_sums,
-    add_row_sums, check_finite, check_shape, matmul, packed_matmul, packed_matmul_pair,
-};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_pair};
+use nn_core::kernels::row_sums::add_row_sums;
+use nn_core::kernels::wgrad::{add_a_bt, add_a_bt_row_sums};
+use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape, matmul};
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
 ///

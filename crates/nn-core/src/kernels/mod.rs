@@ -1,4 +1,4 @@
-//! The compute kernels under [`gemm`](crate::gemm), the layers and the losses. Internal
+//! The compute kernels under [`gemm`](mod@crate::gemm), the layers and the losses. Internal
 //! machinery, public for the crates above (`nn-recurrent`'s time loops, benchmarks); none of it
 //! is re-exported at the crate root. Shapes are column-major; `op(X)` is `X` or `Xᵀ`
 //! ([`Trans`](crate::Trans)).

@@ -2,8 +2,8 @@
 //! view) added to `db` (`rows` values), a layer's bias gradient from its output gradient.
 //!
 //! Each row's sum runs over the columns in order, vectorized across rows (the columns of a view
-//! with unit row stride are read as slices, through [`simd::dispatch`](super::simd::dispatch));
-//! large matrices are summed as two halves of rows at once on the [`pool`](super::pool), which
+//! with unit row stride are read as slices, through [`simd::dispatch`]);
+//! large matrices are summed as two halves of rows at once on the [`pool`], which
 //! does not change any sum.
 
 use super::thresholds::SPLIT_MIN_VALUES;

@@ -6,7 +6,7 @@
 //! paths at sizes it can interpret (the same code, only taken earlier; see RELIABILITY.md).
 
 /// Products of at least this many multiply-adds (`m·k·n`) are shared with the helper thread
-/// (halves in [`gemm`](crate::gemm), panels in
+/// (halves in [`gemm`](mod@crate::gemm), panels in
 /// [`packed_matmul_threaded`](super::packed::packed_matmul_threaded), rows in
 /// [`add_a_bt`](super::wgrad::add_a_bt)); smaller ones run on the calling thread
 /// ([`matmul`](crate::matmul) sends them to the packed kernel), where waking a thread costs more
