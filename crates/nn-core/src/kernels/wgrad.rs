@@ -348,14 +348,16 @@ mod tests {
         }
     }
 
-    /// Large enough to be cut in two halves: the same bits as on one thread.
+    /// Large enough to be cut in two halves: the same bits as on one thread. Without AVX-512
+    /// both sides would be the same `matmul` call (whose own split is tested in `gemm`), so
+    /// there is nothing to compare: ignored on such CPUs.
     #[test]
+    #[cfg_attr(not(host_avx512), ignore = "needs AVX-512 on this CPU")]
     fn halves_give_the_bits_of_one_thread() {
-        // Without AVX-512 both sides would be the same `matmul` call (whose own split is tested
-        // in `gemm`), so there is nothing to compare.
-        if !crate::kernels::simd::has_avx512() {
-            return;
-        }
+        assert!(
+            crate::kernels::simd::has_avx512(),
+            "built on a CPU with AVX-512, run on one without"
+        );
         let (m, n, k) = (96, 64, PARALLEL_MIN_MACS / (96 * 64) + 1);
         let (a, b) = (rand(m, k, 4), rand(n, k, 5));
         let mut whole = DMatrix::zeros(m, n);
