@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Columns: `matmul` (matrixmultiply, on one thread here unless `MATMUL_NUM_THREADS` is set;
-//! the library's default cuts large products in two halves on `nn_core::kernels::pool`'s two threads),
-//! `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
+//! the library's default cuts large products in two halves on `nn_core::kernels::pool`'s two
+//! threads), `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
 //! shares products of at least `PARALLEL_MIN_MACS` multiply-adds with the pool's helper thread;
 //! the same as `packed` when `MATMUL_NUM_THREADS=1`), and the time to pack the weight once. `B`
 //! and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers are noisy on a shared

@@ -187,8 +187,8 @@ pub fn check_finite<
 /// `true` when every value is finite: a branch-free scan in blocks (vectorized, AVX-512 or AVX2
 /// when the CPU has it), since the layers check every input and output this way.
 ///
-/// Slices of at least [`SPLIT_MIN_VALUES`](crate::kernels::thresholds::SPLIT_MIN_VALUES) are scanned as
-/// two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
+/// Slices of at least [`SPLIT_MIN_VALUES`](crate::kernels::thresholds::SPLIT_MIN_VALUES) are
+/// scanned as two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
 /// work otherwise).
 pub fn all_finite<T: crate::Float>(values: &[T]) -> bool {
     let scan = |v: &[T]| {

@@ -25,7 +25,8 @@ pub enum Accum {
 }
 
 impl Accum {
-    /// `beta` of `C = alpha·op(A)·op(B) + beta·C`: 0 for [`Accum::Replace`], 1 for [`Accum::Add`].
+    /// `beta` of `C = alpha·op(A)·op(B) + beta·C`: 0 for [`Accum::Replace`], 1 for
+    /// [`Accum::Add`].
     pub(crate) fn beta<T: Float>(self) -> T {
         match self {
             Accum::Replace => T::zero(),

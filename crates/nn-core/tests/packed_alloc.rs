@@ -112,7 +112,7 @@ fn time_loop(h: usize, batches: &[usize]) {
 
 #[test]
 fn warm_small_matmuls_allocate_nothing() {
-    // Below SMALL_PRODUCT_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
+    // Below PARALLEL_MIN_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
     // grown to the largest packing (the warm-up round), further products allocate nothing, in
     // either precision.
     fn check<T: nn_core::Float>() {

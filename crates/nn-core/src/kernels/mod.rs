@@ -9,7 +9,8 @@
 //!   per step with the same weight). [`packed_matmul_pair`](packed::packed_matmul_pair) runs
 //!   `op(A1)·B1 + op(A2)·B2` as one chain of multiply-adds per element.
 //! - [`wgrad`]: `C += A·Bᵀ` (`A` `m x k`, `B` `n x k`, `C` `m x n`) read in place, for weight
-//!   gradients `dW += dG·Xᵀ`, optionally with `A`'s row sums (the bias gradient) in the same pass.
+//!   gradients `dW += dG·Xᵀ`, optionally with `A`'s row sums (the bias gradient) in the same
+//!   pass.
 //! - [`row_sums`]: `db[i] += Σ_j M[i, j]`, the bias gradient of a product.
 //! - [`simd`]: runs elementwise loops compiled for AVX-512 or AVX2 + FMA when the CPU has them,
 //!   with the same bits on every path.

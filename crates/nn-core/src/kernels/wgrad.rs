@@ -22,8 +22,8 @@
 //! not read once more for them (figures in PERF.md).
 //!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
-//! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large products
-//! are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
+//! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large
+//! products are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
 //! helper, which changes no sum. Faster than matrixmultiply on the medium layers' weight
 //! gradients because `dG` is not packed twice; figures in PERF.md.
 

@@ -15,15 +15,16 @@ const NR: usize = 6;
 /// Runs panels `p0..p1` of the product on the given kernel.
 ///
 /// # Safety
-/// `prob` must describe valid storage as [`packed_matmul`](super::packed_matmul) sets it up, with `p1` at most the
-/// number of panels; no other thread may write the same rows of `C` meanwhile.
+/// `prob` must describe valid storage as [`packed_matmul`](super::packed_matmul) sets it up,
+/// with `p1` at most the number of panels; no other thread may write the same rows of `C` meanwhile.
 pub(super) unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usize, isa: Isa) {
     match isa {
         // SAFETY: forwarded from the caller.
         Isa::Generic => unsafe { drive::<T, false>(prob, p0, p1) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` is only chosen after run-time detection of avx2 and fma
-        // (`simd::best_isa`, or `simd::available_isas` in tests); the rest is forwarded from the caller.
+        // (`simd::best_isa`, or `simd::available_isas` in tests); the rest is forwarded from the
+        // caller.
         Isa::Avx2Fma => unsafe { drive_avx2_fma::<T>(prob, p0, p1) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512` is only chosen after run-time detection of avx512f, avx512vl, avx2
@@ -33,8 +34,8 @@ pub(super) unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usiz
 }
 
 /// [`drive`] compiled with AVX-512F and VL enabled. The kernel has its own `target_feature`
-/// wrappers rather than [`simd::run_on`](crate::kernels::simd::run_on)'s: LLVM does not inline a closure
-/// this large into those, and the kernel would then run as compiled for the baseline CPU.
+/// wrappers rather than [`simd::run_on`](crate::kernels::simd::run_on)'s: LLVM does not inline a
+/// closure this large into those, and the kernel would then run as compiled for the baseline CPU.
 ///
 /// # Safety
 /// The CPU must support avx512f, avx512vl, avx2 and fma; otherwise as [`run_panels`].

@@ -33,8 +33,8 @@ impl<T> SendPtr<T> {
 
 /// `op(A)` packed into zero-padded, k-major row panels (see the [module docs](super)).
 ///
-/// Pack once with [`pack`](Self::pack), then run [`packed_matmul`](super::packed_matmul) as often as needed. Re-packing
-/// reuses the buffer and allocates only when it must grow.
+/// Pack once with [`pack`](Self::pack), then run [`packed_matmul`](super::packed_matmul) as often
+/// as needed. Re-packing reuses the buffer and allocates only when it must grow.
 #[derive(Clone, Debug, Default)]
 pub struct PackedMatrix<T: Float> {
     pub(super) buf: Vec<T>,

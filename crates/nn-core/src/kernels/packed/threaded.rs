@@ -1,8 +1,8 @@
 //! Large products shared with the [`pool`](crate::kernels::pool)'s helper thread.
 //!
 //! Both threads claim chunks of panels from a shared counter until none is left, so a helper
-//! that is slow to start simply takes fewer (or none: [`pool::join`](crate::kernels::pool::join) then
-//! runs its side on the caller, where it finds nothing left to do). Each panel is computed the
+//! that is slow to start simply takes fewer (or none: [`pool::join`](crate::kernels::pool::join)
+//! then runs its side on the caller, where it finds nothing left to do). Each panel is computed the
 //! same way by either thread, so results are bit-identical to the single-thread ones.
 
 use super::Problem;
