@@ -16,7 +16,8 @@
 //! STEPS=lstm-m cargo run --release -p benches --example phases   # step times in order, deciles
 //! ```
 use nalgebra::DMatrix;
-use nn_core::{Accum, Init, Module, Rng, Trans, add_a_bt, add_a_bt_row_sums, matmul};
+use nn_core::kernels::wgrad::{add_a_bt, add_a_bt_row_sums};
+use nn_core::{Accum, Init, Module, Rng, Trans, matmul};
 use nn_recurrent::{RecurrentCache, RecurrentConfig};
 use std::time::Instant;
 

@@ -7,9 +7,10 @@
 //! `dW += dy · xᵀ`, `db += Σ_columns dy`, `dx = Wᵀ · dy` (the input gradient is written, not added).
 //! Parameter names: `weight`, `bias`.
 
+use crate::kernels::row_sums::add_row_sums;
 use crate::{
-    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, add_row_sums,
-    check_finite, check_shape, matmul, matmul_bias, try_zeros,
+    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite, check_shape,
+    matmul, matmul_bias, try_zeros,
 };
 use nalgebra::{DMatrix, Dyn, Matrix, RawStorage, RawStorageMut};
 

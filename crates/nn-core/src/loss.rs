@@ -14,7 +14,7 @@
 //! shapes, an empty batch, a target out of range, a NaN — is an [`Error`], never a panic.
 
 use crate::activation::sigmoid;
-use crate::pool::SPLIT_MIN_VALUES;
+use crate::kernels::thresholds::SPLIT_MIN_VALUES;
 use crate::{Error, Float, Result, Shape, check_finite, check_shape};
 use nalgebra::DMatrix;
 
@@ -129,7 +129,7 @@ pub fn softmax_cross_entropy_to<T: Float>(
         let (l0, l1) = l.split_at(h * c);
         let (d0, d1) = d.split_at_mut(h * c);
         let (t0, t1) = targets.split_at(h);
-        let (a, b) = crate::pool::join(
+        let (a, b) = crate::kernels::pool::join(
             || cross_entropy_columns(l0, d0, t0, c, inv_n),
             || cross_entropy_columns(l1, d1, t1, c, inv_n),
         );
@@ -155,13 +155,13 @@ fn cross_entropy_columns<T: Float>(
         .zip(d_logits.chunks_exact_mut(c))
         .zip(targets)
     {
-        let (max, sum) = crate::simd::dispatch(
+        let (max, sum) = crate::kernels::simd::dispatch(
             #[inline(always)]
             || exp_shifted(col, d),
         );
         total += sum.ln() + max - col[t];
         let scale = inv_n / sum;
-        crate::simd::dispatch(
+        crate::kernels::simd::dispatch(
             #[inline(always)]
             || {
                 for di in d.iter_mut() {

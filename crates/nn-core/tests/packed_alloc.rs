@@ -5,7 +5,8 @@
 //! start-up) allocate at moments of their own choosing, which made a process-wide count flaky.
 
 use nalgebra::DMatrix;
-use nn_core::{Accum, PackedMatrix, Trans, packed_matmul, packed_matmul_threaded};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
+use nn_core::{Accum, Trans};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -111,7 +112,7 @@ fn time_loop(h: usize, batches: &[usize]) {
 
 #[test]
 fn warm_small_matmuls_allocate_nothing() {
-    // Below SMALL_PRODUCT_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
+    // Below PARALLEL_MIN_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
     // grown to the largest packing (the warm-up round), further products allocate nothing, in
     // either precision.
     fn check<T: nn_core::Float>() {

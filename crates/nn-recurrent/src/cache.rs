@@ -13,7 +13,8 @@
 use crate::gates::GateLayout;
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{Float, PackedMatrix, Result, try_zeros};
+use nn_core::kernels::packed::PackedMatrix;
+use nn_core::{Float, Result, try_zeros};
 
 /// The operation named by the buffers' allocation errors.
 const OP: &str = "Recurrent::forward cache";

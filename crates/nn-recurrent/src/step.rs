@@ -16,10 +16,8 @@ use crate::gates::GateLayout;
 use crate::layer::{bias_column, input_in_loop, step_products};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{
-    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape,
-    packed_matmul_threaded,
-};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul_threaded};
+use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape};
 
 /// Buffers for [`Recurrent::step`], sized on first use (and again when `B` or the layer changes).
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! allocator that counts only on the thread that asks it to.
 //!
 //! Every buffer lives in the cache, sized by the first pass, and the one product per time step
-//! runs on a pre-packed weight matrix (`nn_core::packed_matmul`), which allocates nothing. What
+//! runs on a pre-packed weight matrix (`nn_core::kernels::packed::packed_matmul`), which allocates nothing. What
 //! still allocates are the few whole-sequence products outside the time loops (input projection,
 //! weight gradients, input gradient): `nn_core::matmul` (matrixmultiply) allocates a packing
 //! buffer per call. So the count of a warm pass is exactly (whole-sequence products) ×

@@ -226,8 +226,8 @@ fn the_input_product_in_the_time_loop_gives_what_the_sequence_projection_gives()
     }
 }
 
-/// The f32 weight gradients, which run on `nn_core::add_a_bt`'s AVX-512 tile where the CPU has
-/// it (sizes that are multiples of 16), against the same layer in f64.
+/// The f32 weight gradients, which run on `nn_core::kernels::wgrad::add_a_bt`'s AVX-512 tile
+/// where the CPU has it (sizes that are multiples of 16), against the same layer in f64.
 #[test]
 fn f32_weight_gradients_agree_with_f64() {
     for cell in CellKind::ALL {

@@ -1,7 +1,7 @@
 //! Determinism: one seed gives the same parameters bit for bit, run after run, and whatever the
 //! number of threads the matrix products use.
 //!
-//! `nn_core::pool` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
+//! `nn_core::kernels::pool` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
 //! this binary again as child processes (`--exact determinism_child` with `NN_DET_CHILD_OUT`
 //! set) with 1, 2 and 4 threads, on sizes where the threaded path is taken (H = 128, B = 32),
 //! and compares the parameter files they write byte for byte.

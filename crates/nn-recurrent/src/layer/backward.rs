@@ -21,7 +21,9 @@ use crate::gates::{GateLayout, InputBlock};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
-use nn_core::{Accum, Float, Trans, add_a_bt, add_a_bt_row_sums, add_row_sums, matmul};
+use nn_core::kernels::row_sums::add_row_sums;
+use nn_core::kernels::wgrad::{add_a_bt, add_a_bt_row_sums};
+use nn_core::{Accum, Float, Trans, matmul};
 
 /// Backward of one layer-direction: adds into `w`'s gradients, turns slot `dims.slot` of
 /// `d_state` from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`, and writes or adds `W_ihᵀ dG` into

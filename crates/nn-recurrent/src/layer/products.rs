@@ -14,7 +14,8 @@ use crate::CellKind;
 use crate::cell::fold_bias;
 use crate::weights::DirectionWeights;
 use nalgebra::{DMatrixView, DMatrixViewMut};
-use nn_core::{Accum, Float, PackedMatrix, packed_matmul, packed_matmul_pair};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_pair};
+use nn_core::{Accum, Float};
 
 /// The gate products of one forward step, for the forward's time loop and
 /// [`Recurrent::step`](crate::Recurrent::step) alike, so that both compute the same sums. `g` is

@@ -27,7 +27,9 @@ use super::products::{step_product, step_products};
 use crate::CellKind;
 use crate::cell::{gru, lstm, rnn};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
-use nn_core::{Accum, Float, PackedMatrix, pool};
+use nn_core::kernels::packed::PackedMatrix;
+use nn_core::kernels::pool;
+use nn_core::{Accum, Float};
 
 /// Runs the forward time loop of `lp` over all its sequences and steps: on this thread, or
 /// split between it and the pool's helper when [`split_point`] says so.
@@ -81,7 +83,7 @@ pub(super) fn run_backward<T: Float>(lp: BackwardLoop<'_, T>) {
 /// batch between the calling thread and the pool's helper thread (see [`split_point`]).
 ///
 /// Below it a step is too small for running half of it on the helper to pay for the fork
-/// (figures in PERF.md). Under Miri 1024, as the pool's own `SPLIT_MIN_VALUES`.
+/// (figures in PERF.md). Under Miri 1024, as `nn_core::kernels::thresholds::SPLIT_MIN_VALUES`.
 const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
 
 /// The smallest batch whose time loops are split: each half then has at least four columns

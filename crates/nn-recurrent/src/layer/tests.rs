@@ -4,7 +4,8 @@ use super::handoff::GRANTS;
 use super::split::{SLOW_SIDE, force_split};
 use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{Float, Module, Rng, pool};
+use nn_core::kernels::pool;
+use nn_core::{Float, Module, Rng};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
