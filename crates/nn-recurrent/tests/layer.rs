@@ -665,12 +665,6 @@ fn bad_inputs_are_typed_errors() {
     ));
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("nn-recurrent-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Writes every parameter of `layer`'s shape with values from `rng`, as f32 or f64.
 fn write_random_file<T: nn_core::Float>(
     layer: &Recurrent<T>,
@@ -695,7 +689,8 @@ fn write_random_file<T: nn_core::Float>(
 
 #[test]
 fn weight_files_round_trip_bit_for_bit_and_convert() {
-    let dir = temp_dir("weights");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let config = RecurrentConfig::new(CellKind::Lstm, 3, 4)
         .with_num_layers(2)
         .with_bidirectional(true);
@@ -743,12 +738,12 @@ fn weight_files_round_trip_bit_for_bit_and_convert() {
             "{name}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_weight_files_are_errors_naming_the_tensor_and_change_nothing() {
-    let dir = temp_dir("bad-weights");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("w.safetensors");
     let config = RecurrentConfig::new(CellKind::Gru, 2, 3).with_bidirectional(true);
     let mut layer = config.init::<f64>(&mut Rng::seed_from(1)).unwrap();
@@ -812,5 +807,4 @@ fn bad_weight_files_are_errors_naming_the_tensor_and_change_nothing() {
         Err(Error::Io { .. })
     ));
     assert!(unchanged(&layer));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
