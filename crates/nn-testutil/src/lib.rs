@@ -7,13 +7,17 @@
 //! - [`matrices`]: matrices of random values from [`nn_core::Rng`], of values repeated from a
 //!   list, and a finiteness check.
 //! - [`params`]: a module's parameter values, gradients and bits, gathered in visiting order.
+//! - [`child`]: re-running the current test binary as a child process that runs one ignored
+//!   test, for tests that need a fresh process (a kill, a per-process setting).
 
 pub mod alloc;
 pub mod cases;
+pub mod child;
 pub mod matrices;
 pub mod params;
 
 pub use alloc::{CountingAlloc, allocations};
 pub use cases::proptest_cases;
+pub use child::{child_env, child_test};
 pub use matrices::{all_finite, cycled, uniform_matrix};
 pub use params::{grads_finite, param_bits, param_grads, param_values};
