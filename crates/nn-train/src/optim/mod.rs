@@ -457,6 +457,34 @@ impl<T: Float> Optimizer<T> {
         &self.state
     }
 
+    /// Makes `self` equal to `other`, reusing `self`'s buffers where the shapes allow (how the
+    /// trainer keeps a copy to undo a step without allocating every step).
+    pub(crate) fn copy_from(&mut self, other: &Optimizer<T>) {
+        self.config = other.config;
+        self.lr = other.lr;
+        self.step = other.step;
+        self.state.truncate(other.state.len());
+        for (i, s) in other.state.iter().enumerate() {
+            match self.state.get_mut(i) {
+                Some(d)
+                    if d.buffers.len() == s.buffers.len()
+                        && d.buffers
+                            .iter()
+                            .zip(&s.buffers)
+                            .all(|(a, b)| a.shape() == b.shape()) =>
+                {
+                    for (a, b) in d.buffers.iter_mut().zip(&s.buffers) {
+                        a.copy_from(b);
+                    }
+                    d.name.clone_from(&s.name);
+                    d.shape.clone_from(&s.shape);
+                }
+                Some(d) => *d = s.clone(),
+                None => self.state.push(s.clone()),
+            }
+        }
+    }
+
     /// Forgets the state and the step count (as a freshly built optimizer); keeps the settings and lr.
     pub fn reset(&mut self) {
         self.step = 0;
