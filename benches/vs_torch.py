@@ -6,8 +6,11 @@ For each workload: ROUNDS rounds of `xtask bench --only W` and `torch_reference.
 of the two medians of tokens/s, and the range of the rounds' own ratios (how far one round's
 pair can stray from the run's figure). Needs `cargo build --release -p xtask` and `pip install torch`.
 
+With `--against-bin OTHER_XTASK` the other side is another build of ours (`OTHER_XTASK bench`)
+instead of PyTorch: a before/after comparison of two commits on the same machine, no torch needed.
+
     python3 benches/vs_torch.py [--rounds 5] [--seconds 3] [--only lstm-m,gru-m]
-        [--torch-script benches/torch_reference.py]
+        [--torch-script benches/torch_reference.py] [--against-bin path/to/old/xtask]
 """
 import argparse
 import json
@@ -37,14 +40,19 @@ def main():
     ap.add_argument("--only", default=",".join(TARGETS))
     ap.add_argument("--torch-script",
                     default=str(ROOT / "benches/torch_reference.py"))
+    ap.add_argument("--against-bin", default=None,
+                    help="compare with another xtask build instead of PyTorch")
     a = ap.parse_args()
     ours_bin = str(ROOT / "target/release/xtask")
     if not Path(ours_bin).exists():
         sys.exit(f"{ours_bin} not found: run `cargo build --release -p xtask` first")
     for name in a.only.split(","):
         ours_cmd = [ours_bin, "bench", "--seconds", str(a.seconds), "--only", name]
-        torch_cmd = [sys.executable, a.torch_script, "--seconds", str(a.seconds),
-                     "--threads", "2", "--only", name]
+        if a.against_bin:
+            torch_cmd = [a.against_bin, "bench", "--seconds", str(a.seconds), "--only", name]
+        else:
+            torch_cmd = [sys.executable, a.torch_script, "--seconds", str(a.seconds),
+                         "--threads", "2", "--only", name]
         ours, torch = [], []
         for r in range(a.rounds):
             pair = [(ours_cmd, ours), (torch_cmd, torch)]
@@ -56,7 +64,10 @@ def main():
         if target is not None:
             verdict = f"  target {target:g}: " + ("met" if o / t >= target else "not met")
         per_round = [x / y for x, y in zip(ours, torch)]
-        print(f"{name}: ours {o / 1e3:.1f}k, PyTorch {t / 1e3:.1f}k tokens/s (medians of "
+        other = "other build" if a.against_bin else "PyTorch"
+        if a.against_bin:
+            verdict = ""
+        print(f"{name}: ours {o / 1e3:.1f}k, {other} {t / 1e3:.1f}k tokens/s (medians of "
               f"{a.rounds} rounds), ratio {o / t:.3f}{verdict} (rounds "
               f"{min(per_round):.3f}-{max(per_round):.3f})", flush=True)
 

@@ -13,7 +13,7 @@
 //! (meaningful per workload when run alone with `--only`).
 //!
 //! Threads: `--threads 1` runs everything on one thread; any other value lets large products
-//! and time loops use the calling thread and the helper of `nn_core::pool` (at most two
+//! and time loops use the calling thread and the helper of `nn_core::kernels::pool` (at most two
 //! threads). It is passed as `MATMUL_NUM_THREADS`, read once per process, so it is set before
 //! the first product.
 
@@ -91,7 +91,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
             "{}",
             json!({
                 "name": w.name,
-                "threads": nn_core::pool::threads(),
+                "threads": nn_core::kernels::pool::threads(),
                 "tokens_per_s": tokens / median,
                 "step_ms": median * 1e3,
                 "min_step_ms": fastest * 1e3,

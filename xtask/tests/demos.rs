@@ -5,7 +5,6 @@
 use nn_recurrent::{CellKind, Nonlinearity};
 use nn_train::AdamConfig;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 use xtask::demo::progress::Budget;
 use xtask::demo::{Output, adding_demo, charlm, hello, reber_demo};
@@ -29,13 +28,6 @@ fn json_line(text: &str, name: &str) -> Value {
     let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
     assert_eq!(v["demo"], name);
     v
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xtask-demos-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn steps(n: u64) -> Budget {
@@ -96,7 +88,8 @@ fn tiny_charlm(dir: &std::path::Path) -> charlm::Options {
 
 #[test]
 fn charlm_tiny_on_the_built_in_corpus_with_checkpoint_and_resume() {
-    let dir = temp_dir("charlm");
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let straight = tiny_charlm(&dir.join("straight"));
     let (full, text) = capture(|out| charlm::run(&straight, out));
     let v = json_line(&text, "charlm");
@@ -126,12 +119,12 @@ fn charlm_tiny_on_the_built_in_corpus_with_checkpoint_and_resume() {
     assert_eq!(rest.steps, 6);
     assert_eq!(rest.val_loss, full.val_loss);
     assert_eq!(rest.sample, full.sample);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn charlm_tiny_on_a_file_with_carried_state_and_a_gru() {
-    let dir = temp_dir("charlm-file");
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let path = dir.join("text.txt");
     std::fs::write(&path, "the cat sat on the mat. ".repeat(40)).unwrap();
     let options = charlm::Options {
@@ -140,7 +133,7 @@ fn charlm_tiny_on_a_file_with_carried_state_and_a_gru() {
         carry: true,
         checkpoint: None,
         sample: 0,
-        ..tiny_charlm(&dir)
+        ..tiny_charlm(dir)
     };
     let (report, text) = capture(|out| charlm::run(&options, out));
     assert_eq!(report.steps, 6);
@@ -148,7 +141,6 @@ fn charlm_tiny_on_a_file_with_carried_state_and_a_gru() {
     assert!(text.contains("vocabulary 11"), "{text}");
     let v = json_line(&text, "charlm");
     assert!(v["val_loss"].as_f64().unwrap() < (11f64).ln() + 0.5);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -202,7 +194,8 @@ fn args(s: &str) -> Vec<String> {
 
 #[test]
 fn bad_flags_values_and_files_are_one_line_errors() {
-    let dir = temp_dir("errors");
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     let cases = [
@@ -235,7 +228,6 @@ fn bad_flags_values_and_files_are_one_line_errors() {
     std::fs::write(&short, "abcabc").unwrap();
     let e = xtask::demo::command(&args(&format!("charlm --text {}", short.display()))).unwrap_err();
     assert!(e.contains("too short"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

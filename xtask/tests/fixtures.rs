@@ -16,16 +16,15 @@ fn dense_fixture_agrees_with_pytorch() {
 
 #[test]
 fn garbage_file_is_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("xtask-garbage-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let path = dir.join("junk.safetensors");
     std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
     let err = run_file(&path).unwrap_err();
     assert!(err.contains("not a valid tensor file"), "{err}");
-    let results = check_dir(&dir).unwrap();
+    let results = check_dir(dir).unwrap();
     assert_eq!(results.len(), 1);
     assert!(!results[0].passed());
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(check_dir(Path::new("/no/such/folder")).is_err());
 }
 

@@ -8,15 +8,15 @@
 //! ```
 //!
 //! Columns: `matmul` (matrixmultiply, on one thread here unless `MATMUL_NUM_THREADS` is set;
-//! the library's default cuts large products in two halves on `nn_core::pool`'s two threads),
-//! `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
+//! the library's default cuts large products in two halves on `nn_core::kernels::pool`'s two
+//! threads), `packed` (`packed_matmul`, single-threaded), `packed thr` (`packed_matmul_threaded`, which
 //! shares products of at least `PARALLEL_MIN_MACS` multiply-adds with the pool's helper thread;
 //! the same as `packed` when `MATMUL_NUM_THREADS=1`), and the time to pack the weight once. `B`
 //! and `C` are column ranges of wider matrices; `C += op(A)·B`. Numbers are noisy on a shared
 //! machine: run it a few times.
 
 use nalgebra::DMatrix;
-use nn_core::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
 use nn_core::{Accum, Trans, matmul};
 use std::hint::black_box;
 use std::time::Instant;
@@ -118,7 +118,7 @@ fn fma_peak() -> f64 {
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
         out.iter().sum()
     }
-    if !nn_core::simd::has_avx2_fma() {
+    if !nn_core::kernels::simd::has_avx2_fma() {
         return f64::NAN;
     }
     let iters = 20_000_000;

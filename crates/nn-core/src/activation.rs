@@ -87,14 +87,14 @@ impl Activation {
             }
             Activation::Sigmoid => {
                 let x = x.as_mut_slice();
-                crate::simd::dispatch(
+                crate::kernels::simd::dispatch(
                     #[inline(always)]
                     || x.iter_mut().for_each(|v| *v = sigmoid(*v)),
                 )
             }
             Activation::Tanh => {
                 let x = x.as_mut_slice();
-                crate::simd::dispatch(
+                crate::kernels::simd::dispatch(
                     #[inline(always)]
                     || x.iter_mut().for_each(|v| *v = tanh(*v)),
                 )

@@ -6,10 +6,15 @@
 //! Backward, given `dy = ∂L/∂y` `(out, N)`:
 //! `dW += dy · xᵀ`, `db += Σ_columns dy`, `dx = Wᵀ · dy` (the input gradient is written, not added).
 //! Parameter names: `weight`, `bias`.
+//!
+//! Results are finite or an error, as in the recurrent layer: a NaN or infinite `x` or `dy` is
+//! [`Error::NonFinite`], and so is an output or gradient that overflows (finite inputs of 3e38,
+//! or weights of any size loaded from a file), or that a NaN weight makes NaN.
 
+use crate::kernels::row_sums::add_row_sums;
 use crate::{
-    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, add_row_sums,
-    check_finite, check_shape, matmul, matmul_bias, try_zeros,
+    Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite, check_shape,
+    matmul, matmul_bias, try_zeros,
 };
 use nalgebra::{DMatrix, Dyn, Matrix, RawStorage, RawStorageMut};
 
@@ -85,8 +90,10 @@ impl<T: Float> Dense<T> {
         Ok(y)
     }
 
-    /// `y = W x + b` into the caller's `y` `(out, N)`. Checks shapes and that `x` is finite.
-    /// `x` and `y` may be views (column ranges of a sequence batch, say).
+    /// `y = W x + b` into the caller's `y` `(out, N)`. Checks shapes, that `x` is finite and
+    /// that `y` is: an overflow (or a NaN or infinite weight) is [`Error::NonFinite`], and `y`
+    /// then holds no usable result. `x` and `y` may be views (column ranges of a sequence batch,
+    /// say).
     pub fn forward_to<SX, SY>(
         &self,
         x: &Matrix<T, Dyn, Dyn, SX>,
@@ -107,7 +114,8 @@ impl<T: Float> Dense<T> {
             x,
             Trans::No,
         );
-        Ok(())
+        // Finite inputs can still overflow, and a NaN weight (loaded from a file) spreads.
+        check_finite("Dense output (overflow, or weights not finite)", y)
     }
 
     /// Adds `dy · xᵀ` to `weight.grad` and the column sums of `dy` to `bias.grad`; returns `dx`.
@@ -119,7 +127,9 @@ impl<T: Float> Dense<T> {
     }
 
     /// Like [`Dense::backward`], writing `dx` into the caller's buffer (a matrix or a view), or
-    /// skipping it (`None`).
+    /// skipping it (`None`). A NaN or infinite `dy` is [`Error::NonFinite`] before anything is
+    /// added; a gradient that overflows is [`Error::NonFinite`] after (the gradients then hold
+    /// no usable values, as after the recurrent layer's backward).
     pub fn backward_to<SX, SD>(
         &mut self,
         x: &Matrix<T, Dyn, Dyn, SX>,
@@ -139,6 +149,7 @@ impl<T: Float> Dense<T> {
         if let Some(dx) = &dx {
             check_shape("Dense backward dx", *dx, Shape::from(x))?;
         }
+        check_finite("Dense backward dy", dy)?;
         matmul(
             &mut self.weight.grad,
             Accum::Add,
@@ -148,6 +159,8 @@ impl<T: Float> Dense<T> {
             Trans::Yes,
         );
         add_row_sums(self.bias.grad.as_mut_slice(), dy);
+        // Finite inputs and gradients can still overflow (huge values times huge values).
+        let op = "Dense backward gradient (overflow)";
         if let Some(dx) = dx {
             matmul(
                 dx,
@@ -157,8 +170,10 @@ impl<T: Float> Dense<T> {
                 dy,
                 Trans::No,
             );
+            check_finite(op, dx)?;
         }
-        Ok(())
+        check_finite(op, &self.weight.grad)?;
+        check_finite(op, &self.bias.grad)
     }
 }
 
@@ -257,5 +272,68 @@ mod tests {
                 .is_err()
         );
         assert!(Dense::<f32>::new(0, 2, &mut rng).is_err());
+    }
+
+    #[test]
+    fn finite_results_or_an_error() {
+        let mut rng = Rng::seed_from(0);
+        let mut dense = Dense::<f32>::new(3, 2, &mut rng).unwrap();
+        dense.weight.value.fill(1.0);
+        // Finite inputs of 3e38 overflow the output.
+        let huge = DMatrix::from_element(3, 2, 3e38f32);
+        assert!(matches!(
+            dense.forward(&huge),
+            Err(Error::NonFinite {
+                op: "Dense output (overflow, or weights not finite)",
+                ..
+            })
+        ));
+        // A NaN weight (as loaded from a file) and a huge one.
+        let x = DMatrix::from_element(3, 2, 1.0f32);
+        for bad in [f32::NAN, 3e38] {
+            let mut d = dense.clone();
+            d.weight.value[(1, 2)] = bad;
+            d.weight.value[(1, 1)] = bad;
+            assert!(
+                matches!(d.forward(&x), Err(Error::NonFinite { .. })),
+                "weight {bad}"
+            );
+        }
+        // A NaN or infinite dy is refused before anything is added to the gradients.
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut dy = DMatrix::zeros(2, 2);
+            dy[(1, 0)] = bad;
+            let err = dense.backward(&x, &dy).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::NonFinite {
+                        op: "Dense backward dy",
+                        index: 1,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(dense.weight.grad.iter().all(|&g| g == 0.0));
+            assert!(dense.bias.grad.iter().all(|&g| g == 0.0));
+        }
+        // Finite x and dy whose product overflows.
+        let dy = DMatrix::from_element(2, 2, 3e38f32);
+        assert!(matches!(
+            dense.backward(&huge, &dy),
+            Err(Error::NonFinite {
+                op: "Dense backward gradient (overflow)",
+                ..
+            })
+        ));
+        // Ordinary values still work.
+        let mut dense = Dense::<f32>::new(3, 2, &mut rng).unwrap();
+        assert!(dense.forward(&x).is_ok());
+        assert!(
+            dense
+                .backward(&x, &DMatrix::from_element(2, 2, 0.5))
+                .is_ok()
+        );
     }
 }

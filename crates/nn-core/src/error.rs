@@ -187,12 +187,12 @@ pub fn check_finite<
 /// `true` when every value is finite: a branch-free scan in blocks (vectorized, AVX-512 or AVX2
 /// when the CPU has it), since the layers check every input and output this way.
 ///
-/// Slices of at least [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES) are scanned as
-/// two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
+/// Slices of at least [`SPLIT_MIN_VALUES`](crate::kernels::thresholds::SPLIT_MIN_VALUES) are
+/// scanned as two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
 /// work otherwise).
 pub fn all_finite<T: crate::Float>(values: &[T]) -> bool {
     let scan = |v: &[T]| {
-        crate::simd::dispatch(
+        crate::kernels::simd::dispatch(
             #[inline(always)]
             || {
                 v.chunks(256)
@@ -200,9 +200,9 @@ pub fn all_finite<T: crate::Float>(values: &[T]) -> bool {
             },
         )
     };
-    if values.len() >= crate::pool::SPLIT_MIN_VALUES {
+    if values.len() >= crate::kernels::thresholds::SPLIT_MIN_VALUES {
         let (a, b) = values.split_at(values.len() / 2);
-        let (ra, rb) = crate::pool::join(|| scan(a), || scan(b));
+        let (ra, rb) = crate::kernels::pool::join(|| scan(a), || scan(b));
         ra && rb
     } else {
         scan(values)
@@ -216,7 +216,11 @@ mod tests {
     #[test]
     fn a_non_finite_value_anywhere_is_found_in_small_and_split_scans() {
         // Below and above the size at which the scan runs as two halves on the pool.
-        for n in [1usize, 300, crate::pool::SPLIT_MIN_VALUES + 3] {
+        for n in [
+            1usize,
+            300,
+            crate::kernels::thresholds::SPLIT_MIN_VALUES + 3,
+        ] {
             let mut v = vec![1.0f32; n];
             assert!(all_finite(&v));
             // The first, the last of the first half, the first of the second half, the last.

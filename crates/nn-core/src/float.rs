@@ -162,8 +162,8 @@ fn sigmoid_f64(x: f64) -> f64 {
 /// (tested against `f64::exp` in this file's tests).
 ///
 /// The multiply-adds are fused (`mul_add`): one instruction each in the loops compiled for
-/// AVX-512 or AVX2 + FMA ([`simd::dispatch`](crate::simd::dispatch), where every hot caller runs
-/// it), a call to libm's `fmaf` elsewhere, slower but giving the same bits.
+/// AVX-512 or AVX2 + FMA ([`simd::dispatch`](crate::kernels::simd::dispatch), where every hot
+/// caller runs it), a call to libm's `fmaf` elsewhere, slower but giving the same bits.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;

@@ -2,7 +2,7 @@
 //!
 //! `gemm(alpha, a, ta, b, tb, beta, c)` computes `C = alpha * op(A) * op(B) + beta * C`, where
 //! `op(X)` is `X` or `Xᵀ` as [`Trans`] says. nalgebra's own `gemm` reaches the fast kernel
-//! only for `A * B`; its `tr_mul`/`gemm_tr` run a slow loop (10–14 GFLOP/s here against 60–90).
+//! only for `A * B`; its `tr_mul`/`gemm_tr` run a slow loop (figures in PERF.md).
 //! Calling the kernel with swapped strides gives every transposed product the fast path, with no
 //! copy. The operands may be any nalgebra matrix or view (column ranges of a sequence batch, say).
 //!
@@ -10,42 +10,21 @@
 //! the product is added ([`Accum::Add`]), which is how backward passes accumulate gradients.
 //!
 //! Large products are cut in two halves (by rows or columns of `C`) that run at once on the
-//! calling thread and the [`pool`](crate::pool)'s helper, each a single-threaded matrixmultiply
-//! call; the results are the same bits as one call on one thread. [`matmul_bias`] and
-//! [`add_row_sums`] are a layer's bias on either side of a product (broadcast before it,
-//! summed back from its gradient), split the same way.
+//! calling thread and the [`pool`]'s helper, each a single-threaded matrixmultiply
+//! call; the results are the same bits as one call on one thread. [`matmul_bias`] is a layer's
+//! bias broadcast before a product, split the same way (its gradient, the row sums, is
+//! [`add_row_sums`](crate::kernels::row_sums::add_row_sums)).
+//!
+//! Products under [`PARALLEL_MIN_MACS`] multiply-adds skip matrixmultiply: they run on the
+//! calling thread through the [`packed`] kernel.
 //!
 //! [`gemm_naive`] is the slow, obvious reference the tests compare against.
 
-use crate::Float;
-use nalgebra::{Dim, Dyn, Matrix, RawStorage, RawStorageMut};
-
-/// Whether an operand enters the product as is or transposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trans {
-    /// `X`
-    No,
-    /// `Xᵀ`
-    Yes,
-}
-
-/// Whether a product replaces the output or is added to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accum {
-    /// `C = op(A) op(B)`; the old `C` is not read.
-    Replace,
-    /// `C += op(A) op(B)`.
-    Add,
-}
-
-impl Accum {
-    fn beta<T: Float>(self) -> T {
-        match self {
-            Accum::Replace => T::zero(),
-            Accum::Add => T::one(),
-        }
-    }
-}
+use crate::kernels::packed::{self, PackedMatrix};
+use crate::kernels::thresholds::PARALLEL_MIN_MACS;
+use crate::kernels::{SPLIT_ALIGN, pool, split_point};
+use crate::{Accum, Float, Trans};
+use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
 /// Shape and strides of `op(X)`: `(rows, cols, row_stride, col_stride)`.
 fn op_layout<T, R: Dim, C: Dim, S: RawStorage<T, R, C>>(
@@ -105,23 +84,6 @@ pub fn gemm<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     // SAFETY: `of` checked the shapes; the strides come from nalgebra storages holding at least
     // the described elements; `c` is a unique borrow so it cannot overlap `a` or `b`.
     unsafe { raw.run_split(None) };
-}
-
-/// Products with at least this many multiply-adds (`m·k·n`) are cut in two halves that run at
-/// once through [`pool::join`](crate::pool::join), each a single-threaded matrixmultiply call.
-/// Under Miri 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
-pub const PARALLEL_PRODUCT_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
-
-/// Where a split product is cut: a multiple of this many rows (or columns). matrixmultiply's
-/// cache blocks (`mc` = 64 rows) and register tiles (8 rows or columns) then fall on the same
-/// elements in each half as in the whole product, so every element is the same sum computed by
-/// the same kernel: the results are bit-identical whether the halves run on one thread or two.
-const SPLIT_ALIGN: usize = 64;
-
-/// Where `len` rows or columns (at least `2 * SPLIT_ALIGN`) are cut in two: the multiple of
-/// `SPLIT_ALIGN` nearest the middle.
-fn split_point(len: usize) -> usize {
-    (len / 2 + SPLIT_ALIGN / 2) / SPLIT_ALIGN * SPLIT_ALIGN
 }
 
 /// One product `C = alpha·op(A)·op(B) + beta·C` as raw parts (`op` already applied to the
@@ -264,8 +226,8 @@ impl<T: Float> RawGemm<T> {
     /// As [`fill_then_run`](Self::fill_then_run).
     unsafe fn run_split(self, bias: Option<&[T]>) {
         let (m, n) = (self.m, self.n);
-        let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_PRODUCT_MACS;
-        let halves = if !big || !crate::pool::threads_allowed() {
+        let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_MIN_MACS;
+        let halves = if !big || !pool::threads_allowed() {
             None
         } else if n <= m && m >= 2 * SPLIT_ALIGN {
             let h = split_point(m);
@@ -280,7 +242,7 @@ impl<T: Float> RawGemm<T> {
         match halves {
             // SAFETY: from the caller; the halves cover `C` once, without overlap.
             Some(((x, bx), (y, by))) => {
-                crate::pool::join(
+                pool::join(
                     || unsafe { x.fill_then_run(bx) },
                     move || unsafe { y.fill_then_run(by) },
                 );
@@ -291,16 +253,11 @@ impl<T: Float> RawGemm<T> {
     }
 }
 
-/// Products of fewer multiply-adds (`m·k·n`) than this skip matrixmultiply in [`matmul`]: they
-/// run on the calling thread through the packed kernel (`op(A)` packed per call into a reused
-/// per-thread buffer, `op(B)` read in place). matrixmultiply would split some of them over
-/// threads (it decides by `m·k + k·n`), where waking and waiting for a thread costs more than
-/// the product (batch-1 training steps spent about a fifth of their time in the scheduler).
-/// Under Miri 4096 (see [`pool::SPLIT_MIN_VALUES`](crate::pool::SPLIT_MIN_VALUES)).
-pub const SMALL_PRODUCT_MACS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
-
-/// `C (=|+=) op(A) op(B)`, the common case of [`gemm`] with `alpha = 1`. Small products (see
-/// [`SMALL_PRODUCT_MACS`]) run on the calling thread through the packed kernel.
+/// `C (=|+=) op(A) op(B)`, the common case of [`gemm`] with `alpha = 1`. Products under
+/// [`PARALLEL_MIN_MACS`] multiply-adds skip matrixmultiply: they run on the calling thread
+/// through the packed kernel (`op(A)` packed per call into a reused per-thread buffer, `op(B)`
+/// read in place). matrixmultiply would split some of them over threads (it decides by
+/// `m·k + k·n`), where waking and waiting for a thread costs more than the product.
 #[track_caller]
 pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     c: &mut Matrix<T, R3, C3, SC>,
@@ -324,15 +281,15 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     let (m, k, _, _) = op_layout(a, ta);
     let (k2, n, rsb, csb) = op_layout(b, tb);
     let (cm, cn) = c.shape();
-    if k == k2 && cm == m && cn == n && m.saturating_mul(k).saturating_mul(n) < SMALL_PRODUCT_MACS {
-        with_small_packing(|packed: &mut crate::PackedMatrix<T>| {
+    if k == k2 && cm == m && cn == n && m.saturating_mul(k).saturating_mul(n) < PARALLEL_MIN_MACS {
+        with_small_packing(|packed: &mut PackedMatrix<T>| {
             packed.pack(a, ta);
             let (rsc, csc) = c.strides();
             // SAFETY: shapes were checked just above; `b` and `c` are nalgebra storages holding
             // the elements their shapes and strides describe; `c` is a unique borrow, so it
             // overlaps neither `a` nor `b`.
             unsafe {
-                crate::packed::packed_matmul_raw(
+                packed::packed_matmul_raw(
                     accum,
                     packed,
                     b.data.ptr(),
@@ -350,9 +307,8 @@ pub fn matmul<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
 
 /// Runs `f` on this thread's packing buffer for [`matmul`]'s small products, so that they
 /// allocate only while the buffer grows (it keeps the largest `op(A)` packed so far, under
-/// [`SMALL_PRODUCT_MACS`] values). A fresh buffer if this thread's is in use.
-fn with_small_packing<T: Float, R>(f: impl FnOnce(&mut crate::PackedMatrix<T>) -> R) -> R {
-    use crate::PackedMatrix;
+/// [`PARALLEL_MIN_MACS`] values). A fresh buffer if this thread's is in use.
+fn with_small_packing<T: Float, R>(f: impl FnOnce(&mut PackedMatrix<T>) -> R) -> R {
     use std::any::Any;
     use std::cell::RefCell;
     thread_local! {
@@ -406,7 +362,7 @@ pub fn matmul_bias<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
         bias.len()
     );
     let raw = RawGemm::of("matmul_bias", T::one(), a, ta, b, tb, T::one(), c);
-    if raw.m.saturating_mul(raw.k).saturating_mul(raw.n) < SMALL_PRODUCT_MACS {
+    if raw.m.saturating_mul(raw.k).saturating_mul(raw.n) < PARALLEL_MIN_MACS {
         // The packed kernel on this thread (see `matmul`), after the fill.
         for mut col in c.column_iter_mut() {
             col.copy_from_slice(bias);
@@ -417,85 +373,6 @@ pub fn matmul_bias<T, R1, C1, SA, R2, C2, SB, R3, C3, SC>(
     // SAFETY: `of` checked the shapes; the storages hold the described elements; `c` is a
     // unique borrow, so it overlaps neither `a` nor `b`; `bias` has `m` values.
     unsafe { raw.run_split(Some(bias)) };
-}
-
-/// `db[i] += Σ_j m[i, j]`: the bias gradient of a product whose output gradient is `m` (a
-/// matrix or a view). Each row's sum runs over the columns in order (vectorized across rows);
-/// large matrices are summed as two halves of rows at once, which does not change any sum.
-pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
-    db: &mut [T],
-    m: &Matrix<T, Dyn, Dyn, S>,
-) {
-    let (rows, cols) = m.shape();
-    assert_eq!(
-        db.len(),
-        rows,
-        "add_row_sums: {} sums for {rows} rows",
-        db.len()
-    );
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    let (rs, cs) = m.strides();
-    if rs != 1 {
-        for j in 0..cols {
-            for (i, g) in db.iter_mut().enumerate() {
-                *g += m[(i, j)];
-            }
-        }
-        return;
-    }
-    /// The columns of a view with contiguous columns, shareable with the pool's helper.
-    struct Cols<T> {
-        first: *const T,
-        stride: usize,
-        rows: usize,
-    }
-    // SAFETY: `Cols` only reads, through `col`, the elements of a view borrowed for the call.
-    unsafe impl<T: Sync> Sync for Cols<T> {}
-    impl<T> Cols<T> {
-        /// Rows `r0 .. r0 + n` of column `j`.
-        ///
-        /// # Safety
-        /// `j` is below the view's column count and `r0 + n <= rows`.
-        unsafe fn col(&self, j: usize, r0: usize, n: usize) -> &[T] {
-            debug_assert!(r0 + n <= self.rows);
-            // SAFETY: column `j` of the view holds `rows` contiguous elements from
-            // `first + j*stride` (row stride 1, checked above), and `r0 + n <= rows`.
-            unsafe { std::slice::from_raw_parts(self.first.add(j * self.stride + r0), n) }
-        }
-    }
-    /// Rows `r0 .. r0 + part.len()` of `m` into `part`.
-    fn sum_rows<T: Float>(part: &mut [T], m: &Cols<T>, cols: usize, r0: usize) {
-        crate::simd::dispatch(
-            #[inline(always)]
-            || {
-                let n = part.len();
-                for j in 0..cols {
-                    // SAFETY: `j < cols`, and the callers pass `r0 + part.len() <= rows`.
-                    for (g, &v) in part.iter_mut().zip(unsafe { m.col(j, r0, n) }) {
-                        *g += v;
-                    }
-                }
-            },
-        );
-    }
-    let view = Cols {
-        first: m.as_ptr(),
-        stride: cs,
-        rows,
-    };
-    if rows * cols >= crate::pool::SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
-        let h = split_point(rows);
-        let (lo, hi) = db.split_at_mut(h);
-        let view = &view;
-        crate::pool::join(
-            || sum_rows(lo, view, cols, 0),
-            || sum_rows(hi, view, cols, h),
-        );
-    } else {
-        sum_rows(db, &view, cols, 0);
-    }
 }
 
 /// The obvious triple loop for `C = alpha * op(A) * op(B) + beta * C`; the tests' reference.
@@ -584,7 +461,7 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_on_both_paths_and_every_transpose() {
-        // 4·6·5 runs through the packed kernel, 130³ (above SMALL_PRODUCT_MACS; 20·15·16 under
+        // 4·6·5 runs through the packed kernel, 130³ (above PARALLEL_MIN_MACS; 20·15·16 under
         // Miri, which lowers it) matrixmultiply.
         let big = if cfg!(miri) {
             (20, 15, 16)
@@ -615,7 +492,7 @@ mod tests {
 
     #[test]
     fn split_products_give_the_bits_of_one_call() {
-        // Above PARALLEL_PRODUCT_MACS, cut by rows (n <= m) or columns, at sizes that are not
+        // Above PARALLEL_MIN_MACS, cut by rows (n <= m) or columns, at sizes that are not
         // multiples of the tiles; `run_split` must match the single call bit for bit. Miri
         // lowers the threshold, so its sizes are smaller.
         let sizes = if cfg!(miri) {
@@ -639,7 +516,7 @@ mod tests {
                     raw(&mut whole).run();
                     raw(&mut split).run_split(None);
                 }
-                assert!(m * k * n >= PARALLEL_PRODUCT_MACS);
+                assert!(m * k * n >= PARALLEL_MIN_MACS);
                 let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&whole), bits(&split), "{m}x{k}x{n} {ta:?} {tb:?}");
             }
@@ -672,44 +549,6 @@ mod tests {
             let bits = |c: &DMatrix<f64>| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&whole), "{m}x{k}x{n}");
         }
-    }
-
-    #[test]
-    fn row_sums_add_each_row_in_column_order() {
-        // 4x3 by hand, then a matrix large enough to be summed as two halves of rows.
-        let m = DMatrix::from_fn(4, 3, |i, j| (i * 3 + j) as f64);
-        let mut db = vec![1.0; 4];
-        add_row_sums(&mut db, &m);
-        assert_eq!(db, [4.0, 13.0, 22.0, 31.0]);
-        let (rows, cols) = if cfg!(miri) { (130, 8) } else { (300, 4000) };
-        let m = rand_mat(rows, cols, 9);
-        let mut db = vec![0.5; rows];
-        add_row_sums(&mut db, &m);
-        for (i, &got) in db.iter().enumerate() {
-            let want = m.row(i).iter().fold(0.5, |s, &v| s + v);
-            assert_eq!(got.to_bits(), want.to_bits(), "row {i}");
-        }
-        // Views: a row range (columns not contiguous with one another) and a transpose-like
-        // view whose rows are strided.
-        let part = m.rows(7, rows - 20);
-        let mut db = vec![0.25; rows - 20];
-        add_row_sums(&mut db, &part);
-        for (i, &got) in db.iter().enumerate() {
-            let want = m.row(7 + i).iter().fold(0.25, |s, &v| s + v);
-            assert_eq!(got.to_bits(), want.to_bits(), "view row {i}");
-        }
-        let small = DMatrix::from_fn(3, 5, |i, j| (i * 5 + j) as f64);
-        let strided = small.as_slice();
-        let t = nalgebra::DMatrixView::from_slice_with_strides_generic(
-            strided,
-            Dyn(5),
-            Dyn(3),
-            Dyn(3),
-            Dyn(1),
-        );
-        let mut db = vec![0.0; 5];
-        add_row_sums(&mut db, &t);
-        assert_eq!(db, [15.0, 18.0, 21.0, 24.0, 27.0]);
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! nn-core: the building blocks under the recurrent layers.
 //!
-//! - [`Float`]: the scalar (`f32` or `f64`), and [`gemm`](mod@gemm): matrix products with free
-//!   transposes; [`PackedMatrix`] and [`packed_matmul`]: a pre-packed left operand for time loops;
-//!   [`pool`]: the two-way fork-join (one persistent helper thread) they split work with;
-//!   [`add_a_bt`]: `C += A·Bᵀ` read in place, for weight gradients ([`add_a_bt_row_sums`]: and
-//!   the bias gradient in the same pass).
-//! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
+//! What a user works with is at the crate root:
+//!
 //! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
-//! - [`init`]: seeded initializers; [`Rng`]: the seeded generator they draw from.
-//! - [`gradcheck`]: finite-difference checks of any backward pass.
+//! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
+//! - [`init`] ([`Init`]): seeded initializers; [`Rng`]: the seeded generator they draw from.
 //! - [`tensor_io`]: safetensors files (PyTorch weight files and the reference fixtures).
+//! - [`gradcheck`]: finite-difference checks of any backward pass.
+//! - [`gemm()`] and [`matmul`] (`C = alpha·op(A)·op(B) + beta·C`, transposes as [`Trans`],
+//!   replace or add as [`Accum`]), [`matmul_bias`]: matrix products on any nalgebra matrix or
+//!   view.
+//! - [`Float`] (`f32` or `f64`), [`Error`] and [`Result`] with the shape checks, [`try_zeros`]
+//!   (allocation as an error, not an abort).
+//!
+//! [`kernels`] holds the machinery under them, public for the crates above but not re-exported
+//! here: the packed time-loop product, the weight-gradient product, the bias-gradient sums, the
+//! vector-width dispatch, the two-thread pool and the table of size thresholds.
 //!
 //! Shapes are `(features, batch)`: each column is one example.
 //!
@@ -35,31 +41,23 @@ pub mod float;
 pub mod gemm;
 pub mod gradcheck;
 pub mod init;
+pub mod kernels;
 pub mod loss;
-pub mod packed;
+mod op;
 pub mod param;
-pub mod pool;
 pub mod rng;
-pub mod simd;
 pub mod tensor_io;
-pub mod wgrad;
 
 pub use activation::Activation;
 pub use alloc::try_zeros;
 pub use dense::Dense;
 pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
-pub use gemm::{Accum, Trans, add_row_sums, gemm, matmul, matmul_bias};
+pub use gemm::{gemm, matmul, matmul_bias};
 pub use init::Init;
-pub use packed::{PackedMatrix, packed_matmul, packed_matmul_pair, packed_matmul_threaded};
+pub use op::{Accum, Trans};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;
-pub use wgrad::{add_a_bt, add_a_bt_row_sums};
 
 /// Re-exported so users need not pin the same nalgebra version themselves.
 pub use nalgebra;
-
-/// The README's examples, compiled and run as doctests.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

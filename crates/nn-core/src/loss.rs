@@ -12,11 +12,26 @@
 //!
 //! Backward functions *write* the prediction gradient (they do not add). Bad input — wrong
 //! shapes, an empty batch, a target out of range, a NaN — is an [`Error`], never a panic.
+//! Results are finite or an error: a loss (or an MSE gradient) that overflows from finite
+//! inputs, e.g. logits of ±3e38 in `f32`, is [`Error::NonFinite`] (element 0 of the scalar loss).
 
 use crate::activation::sigmoid;
-use crate::pool::SPLIT_MIN_VALUES;
+use crate::kernels::thresholds::SPLIT_MIN_VALUES;
 use crate::{Error, Float, Result, Shape, check_finite, check_shape};
 use nalgebra::DMatrix;
+
+/// `loss`, or [`Error::NonFinite`] naming `op` when finite inputs made it overflow.
+fn finite_loss<T: Float>(op: &'static str, loss: T) -> Result<T> {
+    if loss.finite() {
+        Ok(loss)
+    } else {
+        Err(Error::NonFinite {
+            op,
+            index: 0,
+            value: loss.as_f64(),
+        })
+    }
+}
 
 fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) -> Result<()> {
     let (classes, n) = z.shape();
@@ -47,7 +62,8 @@ fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) 
     check_finite(op, z)
 }
 
-/// Mean softmax cross-entropy of logits `(C, N)` against class indices.
+/// Mean softmax cross-entropy of logits `(C, N)` against class indices; an overflow (logits
+/// spread over more than the type's range) is [`Error::NonFinite`].
 pub fn softmax_cross_entropy<T: Float>(logits: &DMatrix<T>, targets: &[usize]) -> Result<T> {
     check_classes("softmax_cross_entropy", logits, targets)?;
     let c = logits.nrows();
@@ -57,7 +73,10 @@ pub fn softmax_cross_entropy<T: Float>(logits: &DMatrix<T>, targets: &[usize]) -
         let sum = col.iter().fold(T::zero(), |s, &v| s + (v - max).exp());
         total += sum.ln() + max - col[t];
     }
-    Ok(total / T::cast(targets.len() as f64))
+    finite_loss(
+        "softmax_cross_entropy loss (overflow)",
+        total / T::cast(targets.len() as f64),
+    )
 }
 
 /// The largest value of a non-empty column, with eight running maxima so that it vectorizes.
@@ -129,7 +148,7 @@ pub fn softmax_cross_entropy_to<T: Float>(
         let (l0, l1) = l.split_at(h * c);
         let (d0, d1) = d.split_at_mut(h * c);
         let (t0, t1) = targets.split_at(h);
-        let (a, b) = crate::pool::join(
+        let (a, b) = crate::kernels::pool::join(
             || cross_entropy_columns(l0, d0, t0, c, inv_n),
             || cross_entropy_columns(l1, d1, t1, c, inv_n),
         );
@@ -137,7 +156,7 @@ pub fn softmax_cross_entropy_to<T: Float>(
     } else {
         cross_entropy_columns(l, d, targets, c, inv_n)
     };
-    Ok(total * inv_n)
+    finite_loss("softmax_cross_entropy loss (overflow)", total * inv_n)
 }
 
 /// The columns of [`softmax_cross_entropy_to`] (`c` classes each): writes their gradients
@@ -155,13 +174,13 @@ fn cross_entropy_columns<T: Float>(
         .zip(d_logits.chunks_exact_mut(c))
         .zip(targets)
     {
-        let (max, sum) = crate::simd::dispatch(
+        let (max, sum) = crate::kernels::simd::dispatch(
             #[inline(always)]
             || exp_shifted(col, d),
         );
         total += sum.ln() + max - col[t];
         let scale = inv_n / sum;
-        crate::simd::dispatch(
+        crate::kernels::simd::dispatch(
             #[inline(always)]
             || {
                 for di in d.iter_mut() {
@@ -245,17 +264,18 @@ fn check_pair<T: Float>(op: &'static str, y: &DMatrix<T>, t: &DMatrix<T>) -> Res
     check_finite(op, t)
 }
 
-/// Mean squared error over all elements.
+/// Mean squared error over all elements; an overflow (`|y − t|` above ~1.8e19 in `f32`) is
+/// [`Error::NonFinite`].
 pub fn mse<T: Float>(pred: &DMatrix<T>, target: &DMatrix<T>) -> Result<T> {
     check_pair("mse", pred, target)?;
     let s = pred
         .iter()
         .zip(target.iter())
         .fold(T::zero(), |s, (&y, &t)| s + (y - t) * (y - t));
-    Ok(s / T::cast(pred.len() as f64))
+    finite_loss("mse loss (overflow)", s / T::cast(pred.len() as f64))
 }
 
-/// Writes `∂L/∂pred = 2 (pred − target) / numel`.
+/// Writes `∂L/∂pred = 2 (pred − target) / numel`; an overflow is [`Error::NonFinite`].
 pub fn mse_backward<T: Float>(
     pred: &DMatrix<T>,
     target: &DMatrix<T>,
@@ -267,10 +287,12 @@ pub fn mse_backward<T: Float>(
     for ((d, &y), &t) in d_pred.iter_mut().zip(pred.iter()).zip(target.iter()) {
         *d = scale * (y - t);
     }
-    Ok(())
+    // `y − t` overflows when both are huge and of opposite signs.
+    check_finite("mse gradient (overflow)", d_pred)
 }
 
-/// Mean binary cross-entropy of logits against targets in `[0, 1]`, computed stably.
+/// Mean binary cross-entropy of logits against targets in `[0, 1]`, computed stably; an
+/// overflow (huge logits times huge targets) is [`Error::NonFinite`].
 pub fn bce_with_logits<T: Float>(logits: &DMatrix<T>, target: &DMatrix<T>) -> Result<T> {
     check_pair("bce_with_logits", logits, target)?;
     let s = logits
@@ -279,7 +301,10 @@ pub fn bce_with_logits<T: Float>(logits: &DMatrix<T>, target: &DMatrix<T>) -> Re
         .fold(T::zero(), |s, (&z, &t)| {
             s + z.max(T::zero()) - z * t + (T::one() + (-z.abs()).exp()).ln()
         });
-    Ok(s / T::cast(logits.len() as f64))
+    finite_loss(
+        "bce_with_logits loss (overflow)",
+        s / T::cast(logits.len() as f64),
+    )
 }
 
 /// Writes `∂L/∂z = (σ(z) − t) / numel`.
@@ -416,5 +441,53 @@ mod tests {
             Err(Error::ShapeMismatch { .. })
         ));
         assert!(cross_entropy(&DMatrix::<f64>::zeros(2, 1), &[0]).is_err());
+    }
+
+    #[test]
+    fn finite_results_or_an_error() {
+        // Finite logits 6e38 apart: the loss overflows f32.
+        let z = DMatrix::from_column_slice(2, 1, &[3e38f32, -3e38]);
+        let mut d = DMatrix::zeros(2, 1);
+        for r in [
+            softmax_cross_entropy(&z, &[1]),
+            softmax_cross_entropy_to(&z, &[1], &mut d),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::NonFinite {
+                        op: "softmax_cross_entropy loss (overflow)",
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+        // Its gradient is finite: the other target is fine.
+        assert!(softmax_cross_entropy(&z, &[0]).unwrap().is_finite());
+        let y = DMatrix::from_element(1, 2, 3e38f32);
+        let t = DMatrix::from_element(1, 2, -3e38f32);
+        assert!(matches!(
+            mse(&y, &t),
+            Err(Error::NonFinite {
+                op: "mse loss (overflow)",
+                ..
+            })
+        ));
+        let mut d = DMatrix::zeros(1, 2);
+        assert!(matches!(
+            mse_backward(&y, &t, &mut d),
+            Err(Error::NonFinite {
+                op: "mse gradient (overflow)",
+                ..
+            })
+        ));
+        assert!(matches!(
+            bce_with_logits(&y, &t),
+            Err(Error::NonFinite {
+                op: "bce_with_logits loss (overflow)",
+                ..
+            })
+        ));
     }
 }

@@ -5,49 +5,12 @@
 //! start-up) allocate at moments of their own choosing, which made a process-wide count flaky.
 
 use nalgebra::DMatrix;
-use nn_core::{Accum, PackedMatrix, Trans, packed_matmul, packed_matmul_threaded};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note() {
-    let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-}
-
-fn allocs() -> usize {
-    ALLOCS.with(Cell::get)
-}
-
-// SAFETY: forwards to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded from the caller.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded from the caller.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded from the caller.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_threaded};
+use nn_core::{Accum, Trans};
+use nn_testutil::{CountingAlloc, allocations};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn time_loop_makes_no_allocation_after_packing() {
@@ -78,40 +41,35 @@ fn time_loop(h: usize, batches: &[usize]) {
             &hs.columns(0, batch),
         );
 
-        let before = allocs();
-        for t in 0..t_steps {
-            let cols = t * batch..(t + 1) * batch;
-            packed_matmul(
-                &mut gates.columns_mut(cols.start, batch),
-                Accum::Add,
-                &fwd,
-                &hs.columns(cols.start, batch),
-            );
-        }
-        for t in (0..t_steps).rev() {
-            let (dh, dg) = (&mut hs, &gates);
-            packed_matmul_threaded(
-                &mut dh.columns_mut((t + 1) * batch, batch),
-                Accum::Replace,
-                &bwd,
-                &dg.columns(t * batch, batch),
-            );
-        }
-        // Re-packing the same shape reuses the buffer.
-        fwd.pack(&w_hh, Trans::No);
-        let after = allocs();
-        assert_eq!(
-            after - before,
-            0,
-            "h {h} batch {batch}: {} allocations",
-            after - before
-        );
+        let n = allocations(|| {
+            for t in 0..t_steps {
+                let cols = t * batch..(t + 1) * batch;
+                packed_matmul(
+                    &mut gates.columns_mut(cols.start, batch),
+                    Accum::Add,
+                    &fwd,
+                    &hs.columns(cols.start, batch),
+                );
+            }
+            for t in (0..t_steps).rev() {
+                let (dh, dg) = (&mut hs, &gates);
+                packed_matmul_threaded(
+                    &mut dh.columns_mut((t + 1) * batch, batch),
+                    Accum::Replace,
+                    &bwd,
+                    &dg.columns(t * batch, batch),
+                );
+            }
+            // Re-packing the same shape reuses the buffer.
+            fwd.pack(&w_hh, Trans::No);
+        });
+        assert_eq!(n, 0, "h {h} batch {batch}: {n} allocations");
     }
 }
 
 #[test]
 fn warm_small_matmuls_allocate_nothing() {
-    // Below SMALL_PRODUCT_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
+    // Below PARALLEL_MIN_MACS, `matmul` packs `op(A)` into a per-thread buffer: once it has
     // grown to the largest packing (the warm-up round), further products allocate nothing, in
     // either precision.
     fn check<T: nn_core::Float>() {
@@ -124,11 +82,12 @@ fn warm_small_matmuls_allocate_nothing() {
             nn_core::matmul(&mut ct, Accum::Replace, &a, Trans::Yes, &a, Trans::No);
         };
         round();
-        let before = allocs();
-        for _ in 0..3 {
-            round();
-        }
-        assert_eq!(allocs() - before, 0, "{}", T::NAME);
+        let n = allocations(|| {
+            for _ in 0..3 {
+                round();
+            }
+        });
+        assert_eq!(n, 0, "{}", T::NAME);
     }
     check::<f32>();
     check::<f64>();

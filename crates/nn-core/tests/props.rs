@@ -5,6 +5,7 @@
 use nn_core::nalgebra::DMatrix;
 use nn_core::tensor_io::{TensorFile, TensorWriter};
 use nn_core::{Activation, Dense, Param, Rng, loss};
+use nn_testutil::{all_finite, proptest_cases};
 use proptest::prelude::*;
 
 fn value() -> impl Strategy<Value = f64> {
@@ -23,20 +24,9 @@ fn matrix(max_r: usize, max_c: usize) -> impl Strategy<Value = DMatrix<f64>> {
     })
 }
 
-fn all_finite(m: &DMatrix<f64>) -> bool {
-    m.iter().all(|v| v.is_finite())
-}
-
-/// 400 cases per property by default; `PROPTEST_CASES=N` runs more.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    // 400 cases per property by default; `PROPTEST_CASES=N` runs more.
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(400)))]
 
     #[test]
     fn dense_never_panics(inp in 0usize..5, out in 0usize..5, x in matrix(5, 4), dy in matrix(5, 4), seed in any::<u64>()) {

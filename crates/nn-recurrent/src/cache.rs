@@ -10,9 +10,11 @@
 //! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
 //! backward reuse every buffer and allocate nothing.
 
+use crate::gates::GateLayout;
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{Float, PackedMatrix, Result, try_zeros};
+use nn_core::kernels::packed::PackedMatrix;
+use nn_core::{Float, Result, try_zeros};
 
 /// The operation named by the buffers' allocation errors.
 const OP: &str = "Recurrent::forward cache";
@@ -56,11 +58,12 @@ pub(crate) struct DirectionCache<T: Float> {
 
 impl<T: Float> DirectionCache<T> {
     fn new(cell: CellKind, hidden: usize, cols: usize, batch: usize) -> Result<Self> {
-        let rows = cell.gate_count() * hidden;
+        let layout = GateLayout::new(cell, hidden);
+        let rows = layout.gate_rows();
         let gru = cell == CellKind::Gru;
         let lstm = cell == CellKind::Lstm;
         // The hidden side's rows end the gate gradients' column (a GRU's `4H`, else `G·H`).
-        let d_rows = crate::layer::gate_grad_rows(cell, hidden).0 + rows;
+        let d_rows = layout.buffer_rows();
         let sized_cols = |on: bool, r: usize, c: usize| {
             if on {
                 try_zeros(OP, r, c)

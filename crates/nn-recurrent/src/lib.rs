@@ -12,13 +12,15 @@
 //! - [`Recurrent::step`]: one step at a time, for generation.
 //! - [`Recurrent::load_safetensors`] / [`Recurrent::save_safetensors`]: weights to and from PyTorch.
 //!
-//! Files: `config` (settings), `state`, `cell/*` (the elementwise math of each cell), `layer`
-//! (forward and BPTT), `cache`, `step`, `weights` (names, visiting, files).
+//! Files: `config` (settings), `state`, `cell/*` (the elementwise math of each cell), `gates`
+//! (where each cell's gates lie in the gate buffer), `layer/*` (the layer and its checks in
+//! `mod`, one layer-direction's `forward` and `backward`, the time loops of `split` with their
+//! `handoff`, the step `products`), `cache`, `step`, `weights` (names, visiting, files).
 
 mod cache;
 mod cell;
 pub mod config;
-mod handoff;
+mod gates;
 mod layer;
 mod state;
 mod step;

@@ -12,13 +12,12 @@
 //! nothing.
 
 use crate::cell::{gru, lstm, rnn};
+use crate::gates::GateLayout;
 use crate::layer::{bias_column, input_in_loop, step_products};
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::DMatrix;
-use nn_core::{
-    Accum, Error, Float, PackedMatrix, Result, Shape, Trans, check_finite, check_shape,
-    packed_matmul_threaded,
-};
+use nn_core::kernels::packed::{PackedMatrix, packed_matmul_threaded};
+use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape};
 
 /// Buffers for [`Recurrent::step`], sized on first use (and again when `B` or the layer changes).
 #[derive(Debug)]
@@ -65,7 +64,7 @@ impl<T: Float> StepScratch<T> {
     }
 
     fn prepare(&mut self, cell: CellKind, hidden: usize, batch: usize) {
-        let gh = cell.gate_count() * hidden;
+        let gh = GateLayout::new(cell, hidden).gate_rows();
         let (gru, lstm) = (cell == CellKind::Gru, cell == CellKind::Lstm);
         let want = |on: bool, rows: usize| if on { (rows, batch) } else { (0, 0) };
         if self.gates.shape() == (gh, batch)
@@ -157,7 +156,7 @@ impl<T: Float> Recurrent<T> {
             packed_ih,
             bias,
         } = scratch;
-        let gh = cell.gate_count() * h;
+        let gh = GateLayout::new(cell, h).gate_rows();
         let span = |l: usize| l * batch * h..(l + 1) * batch * h;
         for (l, w) in self.directions().iter().enumerate() {
             {

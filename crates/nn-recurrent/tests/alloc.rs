@@ -1,8 +1,8 @@
 //! Heap allocations during forward and backward of a warmed-up layer, counted by a global
-//! allocator that counts only on the thread that asks it to.
+//! allocator that counts only on the thread that asks it to (`nn_testutil::CountingAlloc`).
 //!
 //! Every buffer lives in the cache, sized by the first pass, and the one product per time step
-//! runs on a pre-packed weight matrix (`nn_core::packed_matmul`), which allocates nothing. What
+//! runs on a pre-packed weight matrix (`nn_core::kernels::packed::packed_matmul`), which allocates nothing. What
 //! still allocates are the few whole-sequence products outside the time loops (input projection,
 //! weight gradients, input gradient): `nn_core::matmul` (matrixmultiply) allocates a packing
 //! buffer per call. So the count of a warm pass is exactly (whole-sequence products) ×
@@ -13,55 +13,10 @@ use nn_core::{Accum, Module, Rng, Trans, matmul};
 use nn_recurrent::{
     CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, StepScratch,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-struct Counting;
-
-thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note() {
-    let _ = ON.try_with(|on| {
-        if on.get() {
-            COUNT.with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; counting touches only
-// const-initialized thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use nn_testutil::{CountingAlloc, allocations};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations(f: impl FnOnce()) -> usize {
-    COUNT.with(|n| n.set(0));
-    ON.with(|on| on.set(true));
-    f();
-    ON.with(|on| on.set(false));
-    COUNT.with(|n| n.get())
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const CELLS: [CellKind; 3] = [
     CellKind::Rnn(Nonlinearity::Tanh),

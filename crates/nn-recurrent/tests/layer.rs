@@ -9,10 +9,7 @@ use nn_core::{Error, Module, Rng};
 use nn_recurrent::{
     CellKind, Nonlinearity, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState, StepScratch,
 };
-
-fn rand_mat(rows: usize, cols: usize, rng: &mut Rng) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| 2.0 * rng.uniform() - 1.0)
-}
+use nn_testutil::{param_grads, uniform_matrix};
 
 /// A layer, data and fixed upstream gradients `G`, for `L = Σ Y⊙G_y + Σ h_n⊙G_h + Σ c_n⊙G_c`.
 struct Setup {
@@ -32,14 +29,14 @@ impl Setup {
         let h = config.hidden_size;
         let with_c = config.cell.has_cell_state();
         let state = |rng: &mut Rng| RecurrentState {
-            h: rand_mat(h, slots * batch, rng),
-            c: with_c.then(|| rand_mat(h, slots * batch, rng)),
+            h: uniform_matrix(h, slots * batch, rng),
+            c: with_c.then(|| uniform_matrix(h, slots * batch, rng)),
         };
         let initial = state(&mut rng);
         let g_final = state(&mut rng);
         Setup {
-            x: rand_mat(config.input_size, steps * batch, &mut rng),
-            g_out: rand_mat(layer.output_size(), steps * batch, &mut rng),
+            x: uniform_matrix(config.input_size, steps * batch, &mut rng),
+            g_out: uniform_matrix(layer.output_size(), steps * batch, &mut rng),
             layer,
             batch,
             initial,
@@ -186,7 +183,7 @@ fn the_input_product_in_the_time_loop_gives_what_the_sequence_projection_gives()
             .backward(&s.x, &mut cache, &s.g_out, Some(&s.g_final), Some(&mut dx))
             .unwrap();
         let d_init = cache.d_initial().clone();
-        let together = grads(&s.layer);
+        let together = param_grads(&s.layer);
 
         s.layer.zero_grad();
         let state = |st: &RecurrentState<f64>, b| RecurrentState {
@@ -220,14 +217,14 @@ fn the_input_product_in_the_time_loop_gives_what_the_sequence_projection_gives()
                 assert!(close(c, want), "{cell:?} dc0 {b}");
             }
         }
-        for (alone, together) in grads(&s.layer).iter().zip(&together) {
+        for (alone, together) in param_grads(&s.layer).iter().zip(&together) {
             assert!(close(alone, together), "{cell:?} parameter gradients");
         }
     }
 }
 
-/// The f32 weight gradients, which run on `nn_core::add_a_bt`'s AVX-512 tile where the CPU has
-/// it (sizes that are multiples of 16), against the same layer in f64.
+/// The f32 weight gradients, which run on `nn_core::kernels::wgrad::add_a_bt`'s AVX-512 tile
+/// where the CPU has it (sizes that are multiples of 16), against the same layer in f64.
 #[test]
 fn f32_weight_gradients_agree_with_f64() {
     for cell in CellKind::ALL {
@@ -265,7 +262,7 @@ fn f32_weight_gradients_agree_with_f64() {
             .unwrap();
         let mut g32 = Vec::new();
         l32.visit(&mut |_, p| g32.push(p.grad.clone().cast::<f64>()));
-        for (i, (want, got)) in grads(&s.layer).iter().zip(&g32).enumerate() {
+        for (i, (want, got)) in param_grads(&s.layer).iter().zip(&g32).enumerate() {
             let err = (want - got).amax();
             assert!(
                 err <= 1e-4 * (1.0 + want.amax()),
@@ -291,7 +288,7 @@ fn backward_adds_into_gradients_and_skips_the_input_gradient_on_request() {
         s.layer
             .backward(&s.x, &mut cache, &s.g_out, Some(&s.g_final), Some(&mut dx))
             .unwrap();
-        let once: Vec<DMatrix<f64>> = grads(&s.layer);
+        let once: Vec<DMatrix<f64>> = param_grads(&s.layer);
         let d_init = cache.d_initial().clone();
         // A second backward needs its own forward (the first used up the saved gates).
         s.layer
@@ -300,17 +297,11 @@ fn backward_adds_into_gradients_and_skips_the_input_gradient_on_request() {
         s.layer
             .backward(&s.x, &mut cache, &s.g_out, Some(&s.g_final), None)
             .unwrap();
-        for (twice, once) in grads(&s.layer).iter().zip(&once) {
+        for (twice, once) in param_grads(&s.layer).iter().zip(&once) {
             assert!((twice - once * 2.0).amax() < 1e-12);
         }
         assert_eq!(cache.d_initial(), &d_init);
     }
-}
-
-fn grads(layer: &Recurrent<f64>) -> Vec<DMatrix<f64>> {
-    let mut g = Vec::new();
-    layer.visit(&mut |_, p| g.push(p.grad.clone()));
-    g
 }
 
 /// Step by step gives the sequence forward's bits (inputs of at most 256 features): at a batch of
@@ -383,7 +374,7 @@ fn a_cache_is_resized_for_new_lengths_and_gives_the_same_results() {
     let mut rng = Rng::seed_from(6);
     let mut shared = RecurrentCache::new();
     for (steps, batch) in [(3, 2), (5, 2), (3, 1), (3, 2)] {
-        let x = rand_mat(2, steps * batch, &mut rng);
+        let x = uniform_matrix(2, steps * batch, &mut rng);
         let mut fresh = RecurrentCache::new();
         layer.forward(&x, batch, None, &mut shared).unwrap();
         layer.forward(&x, batch, None, &mut fresh).unwrap();
@@ -416,7 +407,7 @@ fn the_initial_state_defaults_to_zeros_and_the_layout_is_pytorchs() {
     let bound = 1.0 / 3f64.sqrt();
     layer.visit(&mut |_, p| assert!(p.value.amax() <= bound));
 
-    let x = rand_mat(2, 8, &mut Rng::seed_from(9));
+    let x = uniform_matrix(2, 8, &mut Rng::seed_from(9));
     let (mut a, mut b) = (RecurrentCache::new(), RecurrentCache::new());
     layer.forward(&x, 2, None, &mut a).unwrap();
     layer
@@ -665,12 +656,6 @@ fn bad_inputs_are_typed_errors() {
     ));
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("nn-recurrent-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Writes every parameter of `layer`'s shape with values from `rng`, as f32 or f64.
 fn write_random_file<T: nn_core::Float>(
     layer: &Recurrent<T>,
@@ -695,7 +680,8 @@ fn write_random_file<T: nn_core::Float>(
 
 #[test]
 fn weight_files_round_trip_bit_for_bit_and_convert() {
-    let dir = temp_dir("weights");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let config = RecurrentConfig::new(CellKind::Lstm, 3, 4)
         .with_num_layers(2)
         .with_bidirectional(true);
@@ -743,12 +729,12 @@ fn weight_files_round_trip_bit_for_bit_and_convert() {
             "{name}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_weight_files_are_errors_naming_the_tensor_and_change_nothing() {
-    let dir = temp_dir("bad-weights");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("w.safetensors");
     let config = RecurrentConfig::new(CellKind::Gru, 2, 3).with_bidirectional(true);
     let mut layer = config.init::<f64>(&mut Rng::seed_from(1)).unwrap();
@@ -812,5 +798,4 @@ fn bad_weight_files_are_errors_naming_the_tensor_and_change_nothing() {
         Err(Error::Io { .. })
     ));
     assert!(unchanged(&layer));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,14 +11,8 @@ use nn_core::{Error, Float, Rng};
 use nn_recurrent::{
     CellKind, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState, StepScratch,
 };
+use nn_testutil::{all_finite, cycled, grads_finite, proptest_cases};
 use proptest::prelude::*;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
-}
 
 /// Mostly ordinary values, sometimes zero, large, NaN or infinite.
 fn value() -> impl Strategy<Value = f64> {
@@ -29,11 +23,6 @@ fn value() -> impl Strategy<Value = f64> {
         1 => Just(f64::NAN),
         1 => prop_oneof![Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
     ]
-}
-
-/// A `(rows, cols)` matrix of [`value`]s.
-fn fill(rows: usize, cols: usize, v: &[f64]) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |i, j| v[(i * cols + j) % v.len().max(1)])
 }
 
 /// One random situation: a layer's settings, a sequence batch and what goes with it. Sizes are
@@ -109,7 +98,7 @@ impl Case {
 
     /// The values to use, with the special ones replaced unless `special`.
     fn data(&self, rows: usize, cols: usize) -> DMatrix<f64> {
-        let m = fill(rows, cols, &self.values);
+        let m = cycled(rows, cols, &self.values);
         if self.special {
             m
         } else {
@@ -149,12 +138,8 @@ impl Case {
     }
 }
 
-fn finite<T: Float>(m: &DMatrix<T>) -> bool {
-    m.iter().all(|v| v.finite())
-}
-
 fn state_finite<T: Float>(s: &RecurrentState<T>) -> bool {
-    finite(&s.h) && s.c.as_ref().is_none_or(finite)
+    all_finite(&s.h) && s.c.as_ref().is_none_or(all_finite)
 }
 
 fn cast<T: Float>(m: &DMatrix<f64>) -> DMatrix<T> {
@@ -191,11 +176,11 @@ fn forward_backward<T: Float>(c: &Case) -> Result<(), TestCaseError> {
         Ok(()) => {
             prop_assert!(c.x_rows_off == 0 && c.batch > 0 && x.ncols() > 0);
             prop_assert_eq!(x.ncols() % c.batch, 0);
-            prop_assert!(finite(&x));
+            prop_assert!(all_finite(&x));
             prop_assert!(initial.as_ref().is_none_or(state_finite));
             prop_assert_eq!(cache.output().shape(), (d * h, x.ncols()));
             prop_assert!(
-                finite(cache.output()),
+                all_finite(cache.output()),
                 "non-finite output {}",
                 cache.output()
             );
@@ -210,7 +195,7 @@ fn forward_backward<T: Float>(c: &Case) -> Result<(), TestCaseError> {
                 Error::Empty { .. } => c.batch == 0 || x.ncols() == 0,
                 Error::LengthMismatch { .. } => c.batch > 0 && !x.ncols().is_multiple_of(c.batch),
                 Error::NonFinite { op, .. } => {
-                    !finite(&x)
+                    !all_finite(&x)
                         || initial.as_ref().is_some_and(|s| !state_finite(s))
                         || op.contains("overflow") && c.special
                 }
@@ -226,22 +211,22 @@ fn forward_backward<T: Float>(c: &Case) -> Result<(), TestCaseError> {
     let d_output: DMatrix<T> = cast(&c.data(d * h + c.x_cols_off, cols));
     let d_final = (c.initial != 0).then(|| cast_state::<T>(&c.state(h, c.slots() * c.batch)));
     let mut d_x = DMatrix::<T>::zeros(c.input, cols);
-    layer.zero_grad_all();
+    nn_core::Module::zero_grad(&mut layer);
     match layer.backward(&x, &mut cache, &d_output, d_final.as_ref(), Some(&mut d_x)) {
         Ok(()) => {
             prop_assert_eq!(c.x_cols_off, 0);
             let d_init = cache.d_initial();
             prop_assert_eq!(d_init.h.shape(), (h, c.slots() * c.batch));
-            prop_assert!(finite(&d_output) && d_final.as_ref().is_none_or(state_finite));
-            prop_assert!(finite(&d_x), "non-finite input gradient");
+            prop_assert!(all_finite(&d_output) && d_final.as_ref().is_none_or(state_finite));
+            prop_assert!(all_finite(&d_x), "non-finite input gradient");
             prop_assert!(state_finite(d_init));
-            prop_assert!(layer.grads_finite(), "non-finite parameter gradient");
+            prop_assert!(grads_finite(&layer), "non-finite parameter gradient");
         }
         Err(e) => {
             let explained = match e {
                 Error::ShapeMismatch { .. } => c.x_cols_off > 0,
                 Error::NonFinite { op, .. } => {
-                    !finite(&d_output)
+                    !all_finite(&d_output)
                         || d_final.as_ref().is_some_and(|s| !state_finite(s))
                         || op.contains("overflow") && c.special
                 }
@@ -251,23 +236,6 @@ fn forward_backward<T: Float>(c: &Case) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
-}
-
-/// Small helpers on the layer, through the public `Module` trait.
-trait LayerExt {
-    fn zero_grad_all(&mut self);
-    fn grads_finite(&self) -> bool;
-}
-
-impl<T: Float> LayerExt for Recurrent<T> {
-    fn zero_grad_all(&mut self) {
-        nn_core::Module::zero_grad(self);
-    }
-    fn grads_finite(&self) -> bool {
-        let mut ok = true;
-        nn_core::Module::visit(self, &mut |_, p| ok &= finite(&p.grad));
-        ok
-    }
 }
 
 /// Steps a unidirectional layer a few times; bidirectional layers must refuse.
@@ -286,9 +254,9 @@ fn steps<T: Float>(c: &Case) -> Result<(), TestCaseError> {
         match layer.step(&x_t, &mut state, &mut scratch) {
             Ok(h) => {
                 prop_assert!(!c.bidirectional && c.x_rows_off == 0 && c.batch > 0);
-                prop_assert!(finite(&x_t) && before_finite);
+                prop_assert!(all_finite(&x_t) && before_finite);
                 prop_assert_eq!(h.shape(), (c.hidden, c.batch));
-                prop_assert!(finite(h));
+                prop_assert!(all_finite(h));
                 prop_assert!(state_finite(&state));
             }
             Err(e) => {
@@ -297,7 +265,7 @@ fn steps<T: Float>(c: &Case) -> Result<(), TestCaseError> {
                     Error::ShapeMismatch { .. } => c.x_rows_off > 0 || c.initial == 2,
                     Error::Empty { .. } => c.batch == 0,
                     Error::NonFinite { op, .. } => {
-                        !finite(&x_t) || !before_finite || op.contains("overflow") && c.special
+                        !all_finite(&x_t) || !before_finite || op.contains("overflow") && c.special
                     }
                     _ => false,
                 };
@@ -310,7 +278,7 @@ fn steps<T: Float>(c: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(512)))]
 
     #[test]
     fn forward_backward_f64(c in case()) {
@@ -343,7 +311,7 @@ fn edge_sizes_run() {
             layer.forward(&x, 1, None, &mut cache).unwrap();
             let d = DMatrix::from_element(layer.output_size(), 1, 1.0);
             layer.backward(&x, &mut cache, &d, None, None).unwrap();
-            assert!(finite(cache.output()));
+            assert!(all_finite(cache.output()));
         }
     }
 }

@@ -30,7 +30,7 @@ pub fn grad_norm<T: Float, M: Module<T> + ?Sized>(model: &M) -> f64 {
     let mut total = 0.0f64;
     model.visit(&mut |_, p| {
         let g = p.grad.as_slice();
-        total += nn_core::simd::dispatch(
+        total += nn_core::kernels::simd::dispatch(
             #[inline(always)]
             || sum_squares(g),
         );
@@ -68,7 +68,7 @@ pub fn clip_grad_norm<T: Float, M: Module<T> + ?Sized>(model: &mut M, max_norm: 
         let c: T = T::cast(coef);
         model.visit_mut(&mut |_, p| {
             let g = p.grad.as_mut_slice();
-            nn_core::simd::dispatch(
+            nn_core::kernels::simd::dispatch(
                 #[inline(always)]
                 || {
                     for v in g.iter_mut() {

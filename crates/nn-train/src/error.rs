@@ -50,6 +50,18 @@ pub enum Error {
         /// What the model has there, or `nothing`.
         got: String,
     },
+    /// An optimizer step would have made a parameter or its optimizer state NaN or infinite (a
+    /// huge gradient, learning rate or weight decay, a denominator of 0); the step was refused
+    /// and no parameter, state or step count was changed.
+    #[error("{optimizer} step {step}: the update of `{param}` is not finite; nothing was changed")]
+    NonFiniteUpdate {
+        /// The optimizer kind (`"adam"`, `"sgd"`, ...).
+        optimizer: &'static str,
+        /// The optimizer step (1-based) that was refused.
+        step: u64,
+        /// The first parameter whose new value or state would not be finite.
+        param: String,
+    },
     /// A checkpoint made for another model, optimizer or scalar type.
     #[error("checkpoint {path}: {what} is {got}, expected {expected}")]
     CheckpointMismatch {
@@ -72,7 +84,8 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Error {
     Error::Core(nn_core::Error::InvalidConfig(msg.into()))
 }
 
-/// `x >= 0` and not NaN (PyTorch's `if not 0.0 <= x: raise ValueError`).
+/// `0 <= x < ∞` (PyTorch's `if not 0.0 <= x: raise ValueError`, and finite: an infinite setting
+/// makes every update NaN or infinite).
 pub(crate) fn non_negative(x: f64) -> bool {
-    x >= 0.0
+    x.is_finite() && x >= 0.0
 }

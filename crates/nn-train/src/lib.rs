@@ -70,3 +70,8 @@ pub use trainer::{
     Batch, BatchSource, Bptt, Clip, Progress, StepReport, Targets, TrainReport, Trainer,
     TrainerConfig, Validate, batch_fn,
 };
+
+/// The README's examples (they use all three library crates), compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

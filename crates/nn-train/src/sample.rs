@@ -123,7 +123,9 @@ fn draw<T: Float>(
 
 /// Feeds `prime` into `model` and samples `count` further tokens; returns those `count` tokens.
 /// Needs a unidirectional layer with one-hot inputs (`input_size == output_size`), a non-empty
-/// prime, tokens below the vocabulary size and a finite, non-negative temperature.
+/// prime, tokens below the vocabulary size and a finite, non-negative temperature. A `count`
+/// whose output cannot be allocated (`usize::MAX`, 10^12 tokens) is `TooLarge`, before any
+/// work.
 pub fn sample<T: Float>(
     model: &SeqModel<T>,
     prime: &[usize],
@@ -156,9 +158,16 @@ pub fn sample<T: Float>(
     let mut x = DMatrix::<T>::zeros(vocab, 1);
     let mut logits = DMatrix::<T>::zeros(vocab, 1);
     let mut order = Vec::with_capacity(vocab);
-    let mut out = Vec::with_capacity(count);
+    let mut out = Vec::new();
+    out.try_reserve_exact(count)
+        .map_err(|_| nn_core::Error::TooLarge {
+            op: "sample output",
+            rows: count,
+            cols: 1,
+        })?;
     let mut token = prime[0];
-    for i in 0..prime.len() + count - 1 {
+    // `count` tokens fit in memory, so this sum does not overflow.
+    for i in 0..(prime.len() - 1) + count {
         x.fill(T::zero());
         x[(token, 0)] = T::one();
         let h = model.rnn.step(&x, &mut state, &mut scratch)?;

@@ -262,12 +262,9 @@ impl<T: Float> SeqModel<T> {
         Ok(())
     }
 
-    /// Writes the loss gradient into `ws.d_logits` and returns the loss; NaN (and no gradient)
-    /// when the logits are not all finite.
+    /// Writes the loss gradient into `ws.d_logits` and returns the loss, finite (the logits are,
+    /// as [`Dense::forward_to`] checks; a loss that overflows is `NonFinite`).
     fn loss_to(target: Target<'_, T>, ws: &mut SeqWorkspace<T>) -> Result<T> {
-        if !nn_core::error::all_finite(ws.logits.as_slice()) {
-            return Ok(T::cast(f64::NAN));
-        }
         Ok(match target {
             Target::NextToken(t) | Target::LastStepClass(t) => {
                 loss::softmax_cross_entropy_to(&ws.logits, t, &mut ws.d_logits)?
@@ -280,8 +277,8 @@ impl<T: Float> SeqModel<T> {
         })
     }
 
-    /// Forward and loss, without gradients (validation). Returns NaN when the forward produced
-    /// a non-finite value.
+    /// Forward and loss, without gradients (validation). The loss is finite: a forward or a loss
+    /// that overflows (or weights that are not finite) is [`nn_core::Error::NonFinite`].
     pub fn loss(
         &self,
         x: &DMatrix<T>,
@@ -296,8 +293,9 @@ impl<T: Float> SeqModel<T> {
 
     /// One training step's forward, loss and backward: adds the gradients of the loss into
     /// every parameter (zero them first; nothing else is changed) and returns the loss. The
-    /// final state is in `ws.final_state()`. When the forward produced a NaN or infinity, the
-    /// loss is NaN and the gradients are left untouched.
+    /// final state is in `ws.final_state()`. The loss is finite: when the forward or the loss
+    /// overflows, the result is [`nn_core::Error::NonFinite`] and the gradients are left
+    /// untouched.
     pub fn forward_backward(
         &mut self,
         x: &DMatrix<T>,
@@ -307,9 +305,6 @@ impl<T: Float> SeqModel<T> {
         ws: &mut SeqWorkspace<T>,
     ) -> Result<T> {
         let loss = self.loss(x, batch, initial, target, ws)?;
-        if !loss.finite() {
-            return Ok(loss);
-        }
         let steps = x.ncols() / batch;
         let last_only = target.objective().last_step_only();
         let first = if last_only { (steps - 1) * batch } else { 0 };

@@ -14,10 +14,15 @@
 //!    consecutive chunks, as in char-rnn); otherwise each step starts from zeros.
 //!
 //! The step's loss is the mean over all its loss terms (for NextToken, the mean cross-entropy
-//! over all `T*B` targets, whatever the windows). A NaN or infinite input, loss or gradient
-//! stops training with [`Error::NonFiniteInput`], [`Error::NonFiniteLoss`] or
-//! [`Error::NonFiniteGrad`] naming the step; these checks run before the optimizer step, so the
-//! parameters and optimizer state stay those of the last good update.
+//! over all `T*B` targets, whatever the windows). A step is all or nothing: the whole batch —
+//! shapes, every window's inputs (finite) and targets (in range; values of the right shape and
+//! finite) — is checked before the first update, and when a later truncated-BPTT window fails
+//! anyway (an overflow), the earlier windows' updates are undone from a copy of the parameters
+//! and optimizer taken before the first. A NaN or infinite input, loss or gradient stops
+//! training with [`Error::NonFiniteInput`], [`Error::NonFiniteLoss`] or [`Error::NonFiniteGrad`]
+//! naming the step (a forward or loss that overflows, with `nn_core`'s `NonFinite`; an update
+//! that would overflow, with [`Error::NonFiniteUpdate`]), and the parameters, the optimizer
+//! (state and step count) and the trainer's step count stay those of the last good step.
 //!
 //! The trainer owns the model, the optimizer and the [`Rng`] the batch source draws from, so a
 //! checkpoint ([`Trainer::save_checkpoint`]) captures everything a resumed run needs to continue
@@ -239,6 +244,32 @@ pub struct Trainer<T: Float> {
     /// The state carried between windows (and steps, with `carry_state`).
     pub(crate) state: Option<RecurrentState<T>>,
     pub(crate) state_valid: bool,
+    /// The parameters and optimizer before a step of several updates, to undo it on error.
+    undo_params: Vec<DMatrix<T>>,
+    undo_optimizer: Option<Optimizer<T>>,
+}
+
+/// Copies the value of every parameter of `model` into `saved`, reusing its buffers.
+fn save_params<T: Float>(model: &SeqModel<T>, saved: &mut Vec<DMatrix<T>>) {
+    let mut i = 0;
+    model.visit(&mut |_, p| {
+        match saved.get_mut(i) {
+            Some(m) if m.shape() == p.value.shape() => m.copy_from(&p.value),
+            Some(m) => *m = p.value.clone(),
+            None => saved.push(p.value.clone()),
+        }
+        i += 1;
+    });
+    saved.truncate(i);
+}
+
+/// Puts back the values [`save_params`] copied.
+fn restore_params<T: Float>(model: &mut SeqModel<T>, saved: &[DMatrix<T>]) {
+    let mut i = 0;
+    model.visit_mut(&mut |_, p| {
+        p.value.copy_from(&saved[i]);
+        i += 1;
+    });
 }
 
 fn copy_state<T: Float>(dst: &mut Option<RecurrentState<T>>, src: &RecurrentState<T>) {
@@ -292,6 +323,8 @@ impl<T: Float> Trainer<T> {
             ws: [SeqWorkspace::new(), SeqWorkspace::new()],
             state: None,
             state_valid: false,
+            undo_params: Vec::new(),
+            undo_optimizer: None,
         })
     }
 
@@ -362,12 +395,33 @@ impl<T: Float> Trainer<T> {
                 value: b.x.as_slice()[index].as_f64(),
             });
         }
+        // Every window's targets, before any window makes its update.
+        let classes = self.model.output_size();
+        match &b.targets {
+            Targets::Classes(t) => {
+                if let Some((index, &target)) = t.iter().enumerate().find(|(_, c)| **c >= classes) {
+                    return Err(nn_core::Error::TargetOutOfRange {
+                        op: "Trainer batch targets",
+                        index,
+                        target,
+                        classes,
+                    }
+                    .into());
+                }
+            }
+            Targets::Values(y) => {
+                nn_core::check_shape("Trainer batch targets", y, nn_core::Shape(classes, b.batch))?;
+                nn_core::check_finite("Trainer batch targets", y)?;
+            }
+        }
         Ok(())
     }
 
-    /// Runs one training step with a batch from `source`. On error the step counter is not
-    /// advanced and the carried state is dropped (the next step starts from zeros); with
-    /// truncated BPTT the windows before the failing one have made their updates.
+    /// Runs one training step with a batch from `source`. All or nothing: on error the
+    /// parameters, the optimizer (state, learning rate and step count) and the step counter are
+    /// those from before the step, also when a later truncated-BPTT window fails after earlier
+    /// ones made their updates; the carried state is dropped (the next step starts from zeros),
+    /// and what the batch source drew from the trainer's [`Rng`] stays drawn.
     pub fn train_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
         let result = self.try_step(source);
         if result.is_err() {
@@ -399,6 +453,8 @@ impl<T: Float> Trainer<T> {
             ws,
             state,
             state_valid,
+            undo_params,
+            undo_optimizer,
             ..
         } = self;
         let (b, steps) = (batch.batch, batch.steps());
@@ -412,67 +468,89 @@ impl<T: Float> Trainer<T> {
             && *state_valid
             && state.as_ref().is_some_and(|s| s.h.ncols() == state_cols);
         let objective = config.objective;
-        let (mut loss_sum, mut weight_sum, mut max_norm, mut updates) = (0.0, 0.0, 0.0f64, 0);
-        let mut t0 = 0;
-        while t0 < steps {
-            let n = window.min(steps - t0);
-            let last = t0 + n == steps;
-            let x: &DMatrix<T> = if n == steps {
-                &batch.x
-            } else {
-                if window_x.shape() != (batch.x.nrows(), n * b) {
-                    *window_x = DMatrix::zeros(batch.x.nrows(), n * b);
-                }
-                window_x.copy_from(&batch.x.columns(t0 * b, n * b));
-                window_x
-            };
-            let w = &mut ws[usize::from(n != window)];
-            let initial = if carry { state.as_ref() } else { None };
-            if objective.last_step_only() && !last {
-                model.rnn.forward(x, b, initial, w.cache_mut())?;
-            } else {
-                let target = match (&batch.targets, objective) {
-                    (Targets::Classes(t), Objective::NextToken) => {
-                        Target::NextToken(&t[t0 * b..(t0 + n) * b])
-                    }
-                    (Targets::Classes(t), _) => Target::LastStepClass(t),
-                    (Targets::Values(y), _) => Target::LastStepMse(y),
-                };
-                model.zero_grad();
-                let loss = model.forward_backward(x, b, initial, target, w)?;
-                if !loss.finite() {
-                    return Err(Error::NonFiniteLoss {
-                        step,
-                        loss: loss.as_f64(),
-                    });
-                }
-                let norm = match config.clip {
-                    Some(Clip::Norm(m)) => clip_grad_norm(model, m),
-                    _ => grad_norm(model),
-                };
-                if !norm.is_finite() {
-                    return Err(Error::NonFiniteGrad {
-                        step,
-                        param: first_non_finite_grad(model).unwrap_or_default(),
-                    });
-                }
-                if let Some(Clip::Value(v)) = config.clip {
-                    clip_grad_value(model, v);
-                }
-                optimizer.step(model)?;
-                let weight = if objective == Objective::NextToken {
-                    n as f64
-                } else {
-                    1.0
-                };
-                loss_sum += loss.as_f64() * weight;
-                weight_sum += weight;
-                max_norm = max_norm.max(norm);
-                updates += 1;
+        // With more than one update (NextToken in truncated windows), a later window whose
+        // forward, loss or gradient fails must not leave the earlier windows' updates: the
+        // parameters and the optimizer are copied first (into buffers kept between steps) and
+        // put back on error. A copy, so valid steps keep their bits.
+        let guard = !objective.last_step_only() && window < steps;
+        if guard {
+            save_params(model, undo_params);
+            match undo_optimizer {
+                Some(u) => u.copy_from(optimizer),
+                None => *undo_optimizer = Some(optimizer.clone()),
             }
-            copy_state(state, w.final_state());
-            carry = true;
-            t0 += n;
+        }
+        let (mut loss_sum, mut weight_sum, mut max_norm, mut updates) = (0.0, 0.0, 0.0f64, 0);
+        let mut windows = || -> Result<()> {
+            let mut t0 = 0;
+            while t0 < steps {
+                let n = window.min(steps - t0);
+                let last = t0 + n == steps;
+                let x: &DMatrix<T> = if n == steps {
+                    &batch.x
+                } else {
+                    if window_x.shape() != (batch.x.nrows(), n * b) {
+                        *window_x = DMatrix::zeros(batch.x.nrows(), n * b);
+                    }
+                    window_x.copy_from(&batch.x.columns(t0 * b, n * b));
+                    window_x
+                };
+                let w = &mut ws[usize::from(n != window)];
+                let initial = if carry { state.as_ref() } else { None };
+                if objective.last_step_only() && !last {
+                    model.rnn.forward(x, b, initial, w.cache_mut())?;
+                } else {
+                    let target = match (&batch.targets, objective) {
+                        (Targets::Classes(t), Objective::NextToken) => {
+                            Target::NextToken(&t[t0 * b..(t0 + n) * b])
+                        }
+                        (Targets::Classes(t), _) => Target::LastStepClass(t),
+                        (Targets::Values(y), _) => Target::LastStepMse(y),
+                    };
+                    model.zero_grad();
+                    let loss = model.forward_backward(x, b, initial, target, w)?;
+                    if !loss.finite() {
+                        return Err(Error::NonFiniteLoss {
+                            step,
+                            loss: loss.as_f64(),
+                        });
+                    }
+                    let norm = match config.clip {
+                        Some(Clip::Norm(m)) => clip_grad_norm(model, m),
+                        _ => grad_norm(model),
+                    };
+                    if !norm.is_finite() {
+                        return Err(Error::NonFiniteGrad {
+                            step,
+                            param: first_non_finite_grad(model).unwrap_or_default(),
+                        });
+                    }
+                    if let Some(Clip::Value(v)) = config.clip {
+                        clip_grad_value(model, v);
+                    }
+                    optimizer.step(model)?;
+                    let weight = if objective == Objective::NextToken {
+                        n as f64
+                    } else {
+                        1.0
+                    };
+                    loss_sum += loss.as_f64() * weight;
+                    weight_sum += weight;
+                    max_norm = max_norm.max(norm);
+                    updates += 1;
+                }
+                copy_state(state, w.final_state());
+                carry = true;
+                t0 += n;
+            }
+            Ok(())
+        };
+        if let Err(e) = windows() {
+            if let (true, Some(u)) = (guard, undo_optimizer.as_ref()) {
+                restore_params(model, undo_params);
+                optimizer.copy_from(u);
+            }
+            return Err(e);
         }
         *state_valid = true;
         self.step = step;
@@ -489,7 +567,9 @@ impl<T: Float> Trainer<T> {
 
     /// Runs `steps` training steps, validating every `validate_every` steps with `validate`
     /// (given the model; returns a loss) and calling `progress` after every step.
-    /// Stops at the first error (see the module docs for what stays in place).
+    /// Stops at the first error (see the module docs for what stays in place). `steps` is capped
+    /// at what the step counter can still count, so `run(u64::MAX, ..)` trains until an error
+    /// or until the counter is full.
     pub fn run<S: BatchSource<T> + ?Sized>(
         &mut self,
         steps: u64,
@@ -498,11 +578,11 @@ impl<T: Float> Trainer<T> {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<TrainReport> {
         let mut report = TrainReport::default();
-        let last_step = self.step + steps;
+        let last_step = self.step.saturating_add(steps);
         let (mut tokens, mut seconds) = (0usize, 0.0f64);
-        for _ in 0..steps {
+        for _ in self.step..last_step {
             let r = self.train_step(source)?;
-            tokens += r.tokens;
+            tokens = tokens.saturating_add(r.tokens);
             seconds += r.seconds;
             report.losses.push(r.loss);
             let mut validation = None;

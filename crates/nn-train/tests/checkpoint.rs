@@ -10,15 +10,8 @@ use nn_train::{
     AdamConfig, Batch, Bptt, Clip, Error, LrSchedule, Objective, Optimizer, SeqModel,
     SeqModelConfig, SgdConfig, Trainer, TrainerConfig, batch_fn,
 };
-use std::path::PathBuf;
 
 const TEXT: [usize; 7] = [0, 1, 2, 3, 4, 2, 1];
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nn-train-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn config() -> SeqModelConfig {
     SeqModelConfig::new(RecurrentConfig::new(CellKind::Lstm, 5, 6), 5)
@@ -59,7 +52,8 @@ fn resumed_training_continues_bit_for_bit() {
     let mut straight = trainer(1);
     straight.run(n, &mut source(), None, &mut |_| {}).unwrap();
 
-    let dir = temp_dir("resume");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("ckpt.safetensors");
     let mut first = trainer(1);
     first.run(n / 2, &mut source(), None, &mut |_| {}).unwrap();
@@ -81,13 +75,13 @@ fn resumed_training_continues_bit_for_bit() {
     assert_eq!(resumed.carried_state(), straight.carried_state());
     assert_eq!(resumed.step(), n);
     // Only the checkpoint is left in the folder (the temporary file was renamed).
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
 }
 
 #[test]
 fn the_file_has_pytorch_names_and_metadata() {
-    let dir = temp_dir("layout");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("c.safetensors");
     let mut t = trainer(2);
     let mut source = batch_fn(|_, rng: &mut Rng, b: &mut Batch<f32>| {
@@ -119,12 +113,12 @@ fn the_file_has_pytorch_names_and_metadata() {
     let model: serde_json::Value = serde_json::from_str(file.metadata("model").unwrap()).unwrap();
     assert_eq!(model["cell"], "lstm");
     assert_eq!(model["hidden"], 6);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn mismatches_are_typed_errors_and_change_nothing() {
-    let dir = temp_dir("mismatch");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("c.safetensors");
     trainer(3).save_checkpoint(&path).unwrap();
 
@@ -181,13 +175,13 @@ fn mismatches_are_typed_errors_and_change_nothing() {
         t.load_checkpoint(dir.join("bad.safetensors")),
         Err(Error::Core(nn_core::Error::Format { .. }))
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn generic_checkpoint_of_any_module_reports_missing_tensors() {
     use nn_train::checkpoint::{CheckpointParts, load, save};
-    let dir = temp_dir("generic");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("d.safetensors");
     let mut rng = Rng::seed_from(5);
     let dense = nn_core::Dense::<f64>::new(3, 2, &mut rng).unwrap();
@@ -229,5 +223,4 @@ fn generic_checkpoint_of_any_module_reports_missing_tensors() {
     assert_eq!(restored.rng, saved_rng);
     assert_eq!(same, dense);
     assert_eq!(opt2.config(), opt.config());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,20 +1,23 @@
 //! Determinism: one seed gives the same parameters bit for bit, run after run, and whatever the
 //! number of threads the matrix products use.
 //!
-//! `nn_core::pool` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
-//! this binary again as child processes (`--exact determinism_child` with `NN_DET_CHILD_OUT`
-//! set) with 1, 2 and 4 threads, on sizes where the threaded path is taken (H = 128, B = 32),
-//! and compares the parameter files they write byte for byte.
+//! `nn_core::kernels::pool` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
+//! this binary again as child processes (`--ignored --exact determinism_child` with
+//! `NN_DET_CHILD_OUT` set, by `nn_testutil::child_test`) with 1, 2 and 4 threads, on sizes where
+//! the threaded path is taken (H = 128, B = 32), and compares the parameter files they write
+//! byte for byte. On its own that ignored child test checks nothing, and without the variable
+//! it fails.
 
 use nalgebra::DMatrix;
+use nn_core::Rng;
 use nn_core::tensor_io::TensorWriter;
-use nn_core::{Module, Param, Rng};
 use nn_recurrent::{CellKind, RecurrentConfig};
+use nn_testutil::{child_env, child_test, param_bits};
 use nn_train::{
     AdamConfig, Batch, Clip, Objective, Optimizer, SeqModel, SeqModelConfig, Targets, Trainer,
     TrainerConfig, batch_fn,
 };
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 const CHILD_ENV: &str = "NN_DET_CHILD_OUT";
 
@@ -41,30 +44,27 @@ fn train(seed: u64, input: usize, hidden: usize, batch: usize, steps: u64) -> Tr
     t
 }
 
-fn bits(m: &impl Module<f32>) -> Vec<u32> {
-    let mut v = Vec::new();
-    m.visit(&mut |_, p: &Param<f32>| v.extend(p.value.iter().map(|x| x.to_bits())));
-    v
-}
-
 #[test]
 fn same_seed_same_bits() {
     let a = train(3, 6, 16, 4, 20);
     let b = train(3, 6, 16, 4, 20);
-    assert_eq!(bits(&a.model), bits(&b.model));
+    assert_eq!(param_bits(&a.model), param_bits(&b.model));
     assert_eq!(a.optimizer, b.optimizer);
     assert_eq!(a.rng, b.rng);
     let c = train(4, 6, 16, 4, 20);
-    assert_ne!(bits(&a.model), bits(&c.model), "the seed must matter");
+    assert_ne!(
+        param_bits(&a.model),
+        param_bits(&c.model),
+        "the seed must matter"
+    );
 }
 
-/// Child mode: train at the large size and write the parameters (and the process's thread
-/// count, to show the threaded path ran) to `NN_DET_CHILD_OUT`. Does nothing without it.
+/// The child process: train at the large size and write the parameters (and the process's
+/// thread count, to show the threaded path ran) to `NN_DET_CHILD_OUT`.
 #[test]
+#[ignore = "child process of thread_count_does_not_change_the_bits; run by it"]
 fn determinism_child() {
-    let Some(out) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
+    let out = child_env(CHILD_ENV, "thread_count_does_not_change_the_bits");
     let t = train(9, 64, 128, 32, 3);
     let threads = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -80,14 +80,12 @@ fn determinism_child() {
 
 #[test]
 fn thread_count_does_not_change_the_bits() {
-    let dir = std::env::temp_dir().join(format!("nn-train-det-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let mut files = Vec::new();
     for threads in [1, 2, 4] {
         let out = dir.join(format!("params-{threads}.safetensors"));
-        let status = Command::new(&exe)
-            .args(["--exact", "determinism_child", "--test-threads=1"])
+        let status = child_test("determinism_child")
             .env(CHILD_ENV, &out)
             .env("MATMUL_NUM_THREADS", threads.to_string())
             .stdout(Stdio::null())
@@ -125,5 +123,4 @@ fn thread_count_does_not_change_the_bits() {
             "parameters differ with {threads} threads"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

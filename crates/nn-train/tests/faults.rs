@@ -54,21 +54,14 @@ fn run(cmd: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Unmounts and removes the folder on drop, so a failing assertion leaves no mount behind.
+/// Unmounts the folder on drop, so a failing assertion leaves no mount behind (the folder
+/// itself is a `tempfile::TempDir`, dropped after this and removed with what it holds).
 struct Mount(PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nn-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn only_file(dir: &Path) -> Vec<String> {
@@ -107,7 +100,8 @@ fn failed_save_keeps_previous(
 
 #[test]
 fn disk_full_keeps_the_previous_checkpoint() {
-    let dir = fresh_dir("full");
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     if !run(
         "mount",
         &[
@@ -119,10 +113,9 @@ fn disk_full_keeps_the_previous_checkpoint() {
             dir.to_str().unwrap(),
         ],
     ) {
-        let _ = std::fs::remove_dir_all(&dir);
         return skip("cannot mount a small tmpfs (needs root) to fill a disk");
     }
-    let _mount = Mount(dir.clone());
+    let _mount = Mount(dir.to_path_buf());
     let path = dir.join("ckpt.safetensors");
     let mut t = trainer();
     step(&mut t);
@@ -151,7 +144,8 @@ fn disk_full_keeps_the_previous_checkpoint() {
 
 #[test]
 fn read_only_folder_keeps_the_previous_checkpoint() {
-    let dir = fresh_dir("ro");
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let path = dir.join("ckpt.safetensors");
     let mut t = trainer();
     step(&mut t);
@@ -161,20 +155,19 @@ fn read_only_folder_keeps_the_previous_checkpoint() {
     // Make the folder read-only: permission bits, or (as root, who ignores them) a read-only
     // bind mount of the folder onto itself.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     let mut _mount = None;
     if std::fs::File::create(dir.join("probe")).is_ok() {
         let _ = std::fs::remove_file(dir.join("probe"));
         let d = dir.to_str().unwrap();
         if run("mount", &["--bind", d, d]) {
-            _mount = Some(Mount(dir.clone()));
+            _mount = Some(Mount(dir.to_path_buf()));
             if !run("mount", &["-o", "remount,ro,bind", d]) {
                 drop(_mount);
                 return skip("cannot remount the folder read-only");
             }
         } else {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             return skip("permission bits do not stop this user and a bind mount is not possible");
         }
     }
@@ -192,8 +185,8 @@ fn read_only_folder_keeps_the_previous_checkpoint() {
     );
 
     if _mount.take().is_none() {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        // Writable again, so that the `TempDir` can remove what it holds.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
 
@@ -201,7 +194,8 @@ fn read_only_folder_keeps_the_previous_checkpoint() {
 /// the next step overflow. It is now a typed error, and the model is left as it was.
 #[test]
 fn full_step_counter_in_a_checkpoint_is_an_error_not_a_panic() {
-    let dir = fresh_dir("counter");
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let path = dir.join("ckpt.safetensors");
     let mut t = trainer();
     step(&mut t);
@@ -230,5 +224,4 @@ fn full_step_counter_in_a_checkpoint_is_an_error_not_a_panic() {
     assert!(resumed.train_step(&mut src).is_err());
     let same = |a: &SeqModel<f32>, b: &SeqModel<f32>| a.head.weight.value == b.head.weight.value;
     assert!(same(&resumed.model, &before));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,20 +3,23 @@
 //! exactly the parameters of an uninterrupted run at its step (nothing lost, nothing torn), and
 //! training must resume from it.
 //!
-//! The child is this test binary run again with `--exact kill_child_trainer` and
-//! `NN_KILL_CHILD_DIR` set. `NN_KILLS=N` sets the number of kills (default 60, about 10 s).
+//! The child is this test binary run again with `--ignored --exact kill_child_trainer` and
+//! `NN_KILL_CHILD_DIR` set (`nn_testutil::child_test`); on its own that ignored test checks
+//! nothing, and without the variable it fails. `NN_KILLS=N` sets the number of kills (default
+//! 60, about 10 s).
 
 mod common;
 
 use common::next_token_batch;
-use nn_core::{Module, Param, Rng};
+use nn_core::Rng;
 use nn_recurrent::{CellKind, RecurrentConfig};
+use nn_testutil::{child_env, child_test, param_bits};
 use nn_train::{
     AdamConfig, Batch, BatchSource, Bptt, Clip, Objective, Optimizer, SeqModel, SeqModelConfig,
     Trainer, TrainerConfig, batch_fn,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const TEXT: [usize; 9] = [0, 1, 2, 3, 4, 2, 1, 3, 0];
@@ -42,19 +45,15 @@ fn source() -> impl BatchSource<f32> {
     })
 }
 
-fn bits(m: &impl Module<f32>) -> Vec<u32> {
-    let mut v = Vec::new();
-    m.visit(&mut |_, p: &Param<f32>| v.extend(p.value.iter().map(|x| x.to_bits())));
-    v
-}
-
-/// Child mode: resume from the checkpoint if there is one, then train and checkpoint after
-/// every step until killed. Without `NN_KILL_CHILD_DIR` this test does nothing.
+/// The child process: resume from the checkpoint in `NN_KILL_CHILD_DIR` if there is one, then
+/// train and checkpoint after every step until killed.
 #[test]
+#[ignore = "child process of sigkill_at_random_moments_never_loses_the_checkpoint; run by it"]
 fn kill_child_trainer() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
+    let dir = child_env(
+        CHILD_ENV,
+        "sigkill_at_random_moments_never_loses_the_checkpoint",
+    );
     let path = PathBuf::from(dir).join(CHECKPOINT);
     let mut t = trainer();
     if path.exists() {
@@ -86,11 +85,9 @@ fn temp_files(dir: &Path) -> usize {
 
 #[test]
 fn sigkill_at_random_moments_never_loses_the_checkpoint() {
-    let dir = std::env::temp_dir().join(format!("nn-train-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp_dir = tempfile::tempdir().unwrap();
+    let dir = tmp_dir.path();
     let path = dir.join(CHECKPOINT);
-    let exe = std::env::current_exe().unwrap();
     let mut delays = Rng::seed_from(2024);
 
     // The uninterrupted run, advanced as far as the checkpoints get.
@@ -100,9 +97,8 @@ fn sigkill_at_random_moments_never_loses_the_checkpoint() {
     let started = Instant::now();
     let n = kills();
     for kill in 0..n {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "kill_child_trainer", "--test-threads=1"])
-            .env(CHILD_ENV, &dir)
+        let mut child = child_test("kill_child_trainer")
+            .env(CHILD_ENV, dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -125,9 +121,9 @@ fn sigkill_at_random_moments_never_loses_the_checkpoint() {
         }
         // A kill inside a write leaves that write's temporary file (never read), not a torn
         // checkpoint; count them and clear them away.
-        let tmp = temp_files(&dir);
+        let tmp = temp_files(dir);
         torn_writes += tmp;
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
             if e.file_name().to_string_lossy().ends_with(".tmp") {
                 std::fs::remove_file(e.path()).unwrap();
             }
@@ -144,8 +140,8 @@ fn sigkill_at_random_moments_never_loses_the_checkpoint() {
             reference.train_step(&mut reference_source).unwrap();
         }
         assert_eq!(
-            bits(&resumed.model),
-            bits(&reference.model),
+            param_bits(&resumed.model),
+            param_bits(&reference.model),
             "kill {kill}: checkpoint at step {step} differs from the uninterrupted run"
         );
         assert_eq!(resumed.rng, reference.rng);
@@ -160,5 +156,4 @@ fn sigkill_at_random_moments_never_loses_the_checkpoint() {
         n - before_first_save,
     );
     assert!(last_step > 0, "no checkpoint was ever written");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,22 +5,15 @@
 //!
 //! 256 cases per property by default (seconds in the dev profile); `PROPTEST_CASES=N` runs more.
 
-use nalgebra::DMatrix;
-use nn_core::{Module, Param, Rng};
+use nn_core::{Module, Rng};
 use nn_recurrent::{CellKind, RecurrentConfig};
+use nn_testutil::{all_finite, cycled, grads_finite, param_values, proptest_cases};
 use nn_train::{
-    AdagradConfig, AdamConfig, Batch, Objective, Optimizer, OptimizerConfig, RmsPropConfig,
+    AdagradConfig, AdamConfig, Batch, Error, Objective, Optimizer, OptimizerConfig, RmsPropConfig,
     SampleConfig, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target, Targets, Trainer,
     TrainerConfig, batch_fn, clip_grad_norm, clip_grad_value, grad_norm, sample, sample_logits,
 };
 use proptest::prelude::*;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
 
 fn value() -> impl Strategy<Value = f64> {
     prop_oneof![
@@ -42,26 +35,6 @@ fn setting() -> impl Strategy<Value = f64> {
         1 => Just(f64::NAN),
         1 => Just(f64::INFINITY),
     ]
-}
-
-fn fill(rows: usize, cols: usize, v: &[f64]) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |i, j| v[(i * cols + j) % v.len().max(1)])
-}
-
-fn finite(m: &DMatrix<f64>) -> bool {
-    m.iter().all(|v| v.is_finite())
-}
-
-fn params(m: &impl Module<f64>) -> Vec<DMatrix<f64>> {
-    let mut v = Vec::new();
-    m.visit(&mut |_, p: &Param<f64>| v.push(p.value.clone()));
-    v
-}
-
-fn grads_finite(m: &impl Module<f64>) -> bool {
-    let mut ok = true;
-    m.visit(&mut |_, p: &Param<f64>| ok &= finite(&p.grad));
-    ok
 }
 
 fn model(cell: usize, i: usize, h: usize, o: usize, seed: u64) -> Option<SeqModel<f64>> {
@@ -99,7 +72,7 @@ fn optimizer_config(kind: usize, a: f64, b: f64, flag: bool) -> OptimizerConfig 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(256)))]
 
     /// Every objective, with targets in range, out of range, of the wrong length.
     #[test]
@@ -115,42 +88,34 @@ proptest! {
             prop_assert!(i == 0 || h == 0 || o == 0);
             return Ok(());
         };
-        let mut x = fill(i, t * b, &values);
+        let mut x = cycled(i, t * b, &values);
         if clean {
             x = x.map(|v| if v.is_finite() { v } else { 0.25 });
         }
-        let mse = fill(o, b, &values);
+        let mse = cycled(o, b, &values);
         let target = match objective {
             0 => Target::NextToken(&targets),
             1 => Target::LastStepClass(&targets),
             _ => Target::LastStepMse(&mse),
         };
         let mut ws = SeqWorkspace::new();
-        let before = params(&m);
+        let before = param_values(&m);
         m.zero_grad();
-        match m.forward_backward(&x, b, None, target, &mut ws) {
-            Ok(loss) if loss.is_finite() => {
-                prop_assert!(loss >= 0.0);
-                prop_assert!(finite(&x) && b > 0 && t > 0);
-                prop_assert!(grads_finite(&m));
-            }
-            Ok(loss) => {
-                // Documented: a non-finite forward gives a NaN loss and leaves the gradients.
-                prop_assert!(loss.is_nan());
-                let mut zero = true;
-                m.visit(&mut |_, p: &Param<f64>| zero &= p.grad.iter().all(|&g| g == 0.0));
-                prop_assert!(zero);
-            }
-            Err(_) => {}
+        // Documented: the loss is finite, or the result is an error.
+        if let Ok(loss) = m.forward_backward(&x, b, None, target, &mut ws) {
+            prop_assert!(loss.is_finite() && loss >= 0.0);
+            prop_assert!(all_finite(&x) && b > 0 && t > 0);
+            prop_assert!(grads_finite(&m));
         }
-        prop_assert_eq!(params(&m), before, "forward_backward changed parameters");
+        prop_assert_eq!(param_values(&m), before, "forward_backward changed parameters");
         if let Ok(loss) = m.loss(&x, b, None, target, &mut ws) {
-            prop_assert!(loss.is_finite() || loss.is_nan());
+            prop_assert!(loss.is_finite());
         }
     }
 
     /// Optimizers and clipping with any settings and gradients (NaN and infinity included):
-    /// a typed error for bad settings; with finite gradients and settings, finite parameters.
+    /// a typed error for bad settings; every step either gives finite parameters or is refused
+    /// with nothing changed; with finite gradients and settings, every step is taken.
     #[test]
     fn optimizers_and_clipping(
         kind in 0usize..4,
@@ -176,12 +141,18 @@ proptest! {
         let Ok(mut opt) = Optimizer::<f64>::new(config) else {
             return Ok(());
         };
-        for _ in 0..steps {
-            prop_assert!(opt.step(&mut m).is_ok());
-        }
         let sane = grads_ok && clip.is_finite() && clip > 0.0 && lr < 10.0 && other.abs() < 10.0;
-        if sane {
-            prop_assert!(params(&m).iter().all(finite), "{:?}", config);
+        for _ in 0..steps {
+            let (before, before_opt) = (param_values(&m), opt.clone());
+            match opt.step(&mut m) {
+                Ok(()) => prop_assert!(param_values(&m).iter().all(all_finite), "{:?}", config),
+                Err(e) => {
+                    prop_assert!(matches!(e, Error::NonFiniteUpdate { .. }), "{}", e);
+                    prop_assert!(!sane, "{:?}: {}", config, e);
+                    prop_assert_eq!(param_values(&m), before);
+                    prop_assert_eq!(&opt, &before_opt);
+                }
+            }
         }
     }
 
@@ -234,22 +205,22 @@ proptest! {
         let opt = Optimizer::new(AdamConfig::new(0.01)).unwrap();
         let mut trainer = Trainer::new(m, opt, Rng::seed_from(seed), TrainerConfig::new(objective)).unwrap();
         let mut source = batch_fn(|_, _: &mut Rng, batch: &mut Batch<f64>| {
-            batch.x = fill(i, t * b, &values);
+            batch.x = cycled(i, t * b, &values);
             batch.batch = b;
             batch.targets = match objective {
-                Objective::LastStepMse => Targets::Values(fill(o, b, &values)),
+                Objective::LastStepMse => Targets::Values(cycled(o, b, &values)),
                 _ => Targets::Classes(targets.clone()),
             };
             Ok(())
         });
         for _ in 0..2 {
-            let before = params(&trainer.model);
+            let before = param_values(&trainer.model);
             match trainer.train_step(&mut source) {
                 Ok(report) => {
                     prop_assert!(report.loss.is_finite() && report.loss >= 0.0);
-                    prop_assert!(params(&trainer.model).iter().all(finite));
+                    prop_assert!(param_values(&trainer.model).iter().all(all_finite));
                 }
-                Err(_) => prop_assert_eq!(params(&trainer.model), before),
+                Err(_) => prop_assert_eq!(param_values(&trainer.model), before),
             }
         }
     }

@@ -78,9 +78,8 @@ mod tests {
 
     #[test]
     fn writes_an_svg() {
-        let dir = std::env::temp_dir().join(format!("xtask-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("loss.svg");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loss.svg");
         let train = [(1.0, 4.0), (2.0, 3.0), (3.0, f64::NAN), (4.0, 2.0)];
         let val = [(2.0, 3.5), (4.0, 2.5)];
         svg(
@@ -104,6 +103,5 @@ mod tests {
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("<svg") && text.contains("validation"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -39,7 +39,7 @@ pub(crate) fn forward<T: Float>(
     let (r, rest) = gates[..3 * n].split_at_mut(n);
     let (z, nn) = rest.split_at_mut(n);
     let (hr, hz, whn) = (&hidden[..n], &hidden[n..2 * n], &hidden[2 * n..3 * n]);
-    nn_core::simd::dispatch(
+    nn_core::kernels::simd::dispatch(
         #[inline(always)]
         || {
             forward_lanes(
@@ -95,7 +95,7 @@ pub(crate) fn backward<T: Float>(dg: &mut [T], hn: &[T], h_prev: &[T], dh: &mut 
     let (dxn, rest) = dg[..4 * n].split_at_mut(n);
     let (r, rest) = rest.split_at_mut(n);
     let (z, nn) = rest.split_at_mut(n);
-    nn_core::simd::dispatch(
+    nn_core::kernels::simd::dispatch(
         #[inline(always)]
         || backward_lanes([r, z, nn], hn, h_prev, dh, dy, dxn),
     );

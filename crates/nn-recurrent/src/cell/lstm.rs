@@ -36,7 +36,7 @@ pub(crate) fn forward<T: Float>(
         &bias[2 * n..3 * n],
         &bias[3 * n..4 * n],
     );
-    nn_core::simd::dispatch(
+    nn_core::kernels::simd::dispatch(
         #[inline(always)]
         || forward_lanes(i, f, g, o, [bi, bf, bg, bo], c_prev, c, h),
     );
@@ -86,7 +86,7 @@ pub(crate) fn backward<T: Float>(
     let (i, rest) = gates[..4 * n].split_at_mut(n);
     let (f, rest) = rest.split_at_mut(n);
     let (g, o) = rest.split_at_mut(n);
-    nn_core::simd::dispatch(
+    nn_core::kernels::simd::dispatch(
         #[inline(always)]
         || backward_lanes([i, f, g, o], c_prev, c, dh, dy, dc),
     );

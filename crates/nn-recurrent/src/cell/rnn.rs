@@ -11,7 +11,7 @@ use nn_core::Float;
 #[inline]
 pub(crate) fn forward<T: Float>(act: Nonlinearity, pre: &[T], bias: &[T], h: &mut [T]) {
     match act {
-        Nonlinearity::Tanh => nn_core::simd::dispatch(
+        Nonlinearity::Tanh => nn_core::kernels::simd::dispatch(
             #[inline(always)]
             || {
                 for ((h, &a), &b) in h.iter_mut().zip(pre).zip(bias) {

@@ -84,6 +84,7 @@ impl AdagradConfig {
     }
 
     /// One update of `p` given `g`, at step `t` (1-based), with learning rate `lr`.
+    #[cfg(test)]
     pub(crate) fn update<T: Float>(
         &self,
         lr: f64,
@@ -92,6 +93,20 @@ impl AdagradConfig {
         g: &[T],
         state: &mut [DMatrix<T>],
     ) {
+        self.apply::<T, true>(lr, t, p, g, state);
+    }
+
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. With `WRITE`
+    /// it writes the new `p` and state (and returns `true`); without, it changes nothing and
+    /// returns whether every new value would be finite: the same arithmetic, so the same bits.
+    pub(crate) fn apply<T: Float, const WRITE: bool>(
+        &self,
+        lr: f64,
+        t: u64,
+        p: &mut [T],
+        g: &[T],
+        state: &mut [DMatrix<T>],
+    ) -> bool {
         let [sum] = state else {
             unreachable!("Adagrad has one buffer")
         };
@@ -99,11 +114,18 @@ impl AdagradConfig {
         let eps: T = lit(self.eps);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
+        let mut finite = true;
         for ((p, &g), s) in p.iter_mut().zip(g).zip(sum.as_mut_slice()) {
             let g = if decay { g + wd * *p } else { g };
-            *s += g * g;
-            *p -= clr * (g / (s.sqrt() + eps));
+            let sn = *s + g * g;
+            let pn = *p - clr * (g / (sn.sqrt() + eps));
+            if WRITE {
+                (*p, *s) = (pn, sn);
+            } else {
+                finite &= pn.finite() & sn.finite();
+            }
         }
+        finite
     }
 }
 

@@ -108,6 +108,7 @@ impl AdamConfig {
     }
 
     /// One update of `p` given `g`, at step `t` (1-based), with learning rate `lr`.
+    #[cfg(test)]
     pub(crate) fn update<T: Float>(
         &self,
         lr: f64,
@@ -116,6 +117,20 @@ impl AdamConfig {
         g: &[T],
         state: &mut [DMatrix<T>],
     ) {
+        self.apply::<T, true>(lr, t, p, g, state);
+    }
+
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. With `WRITE`
+    /// it writes the new `p` and state (and returns `true`); without, it changes nothing and
+    /// returns whether every new value would be finite: the same arithmetic, so the same bits.
+    pub(crate) fn apply<T: Float, const WRITE: bool>(
+        &self,
+        lr: f64,
+        t: u64,
+        p: &mut [T],
+        g: &[T],
+        state: &mut [DMatrix<T>],
+    ) -> bool {
         let [m, v] = state else {
             unreachable!("Adam has two buffers")
         };
@@ -132,21 +147,29 @@ impl AdamConfig {
         let wd: T = lit(self.weight_decay);
         let shrink: T = lit(1.0 - lr * self.weight_decay);
         let decoupled = self.weight_decay != 0.0 && self.decoupled_weight_decay;
+        let mut finite = true;
         for (((p, &g), m), v) in p
             .iter_mut()
             .zip(g)
             .zip(m.as_mut_slice())
             .zip(v.as_mut_slice())
         {
+            let mut pn = *p;
             if decoupled {
-                *p *= shrink;
+                pn *= shrink;
             }
-            let g = if coupled { g + wd * *p } else { g };
-            *m = b1t * *m + k1 * g;
-            *v = b2t * *v + k2 * g * g;
-            let denom = v.sqrt() / bc2_sqrt + eps;
-            *p -= step_size * (*m / denom);
+            let g = if coupled { g + wd * pn } else { g };
+            let mn = b1t * *m + k1 * g;
+            let vn = b2t * *v + k2 * g * g;
+            let denom = vn.sqrt() / bc2_sqrt + eps;
+            pn -= step_size * (mn / denom);
+            if WRITE {
+                (*p, *m, *v) = (pn, mn, vn);
+            } else {
+                finite &= pn.finite() & mn.finite() & vn.finite();
+            }
         }
+        finite
     }
 }
 

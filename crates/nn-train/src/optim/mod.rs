@@ -122,6 +122,52 @@ impl OptimizerConfig {
         }
     }
 
+    /// [`OptimizerConfig::validate`], and that the settings work in `T`: each is a finite `T`
+    /// (an `f32` cannot hold 1e39), and the `eps` that keeps a denominator away from zero is not
+    /// 0 in `T` (Adam, RMSprop; Adagrad unless its accumulator starts above 0), since a
+    /// parameter whose gradient is 0 would otherwise get `0 / 0`.
+    pub fn validate_for<T: Float>(&self) -> Result<()> {
+        self.validate()?;
+        let kind = self.kind();
+        if let Some(v) = self.to_values().into_iter().find(|&v| !T::cast(v).finite()) {
+            return Err(invalid(format!(
+                "{kind}: setting {v} is not a finite {}",
+                T::NAME
+            )));
+        }
+        let (eps, floor) = match self {
+            OptimizerConfig::Sgd(_) => return Ok(()),
+            OptimizerConfig::Adagrad(c) => (c.eps, c.initial_accumulator_value),
+            OptimizerConfig::RmsProp(c) => (c.eps, 0.0),
+            OptimizerConfig::Adam(c) => (c.eps, 0.0),
+        };
+        if T::cast(eps) == T::zero() && T::cast(floor) == T::zero() {
+            return Err(invalid(format!(
+                "{kind}: eps {eps} is 0 in {} (a zero gradient would give 0 / 0)",
+                T::NAME
+            )));
+        }
+        Ok(())
+    }
+
+    /// The update of one parameter (see [`SgdConfig::apply`] and the others): with `WRITE`,
+    /// applied; without, only whether its results would all be finite.
+    fn apply<T: Float, const WRITE: bool>(
+        &self,
+        lr: f64,
+        t: u64,
+        p: &mut Param<T>,
+        bufs: &mut [DMatrix<T>],
+    ) -> bool {
+        let (v, g) = (p.value.as_mut_slice(), p.grad.as_slice());
+        match self {
+            OptimizerConfig::Sgd(c) => c.apply::<T, WRITE>(lr, t, v, g, bufs),
+            OptimizerConfig::Adagrad(c) => c.apply::<T, WRITE>(lr, t, v, g, bufs),
+            OptimizerConfig::RmsProp(c) => c.apply::<T, WRITE>(lr, v, g, bufs),
+            OptimizerConfig::Adam(c) => c.apply::<T, WRITE>(lr, t, v, g, bufs),
+        }
+    }
+
     /// Names of the per-parameter state buffers, in order.
     pub fn buffer_names(&self) -> &'static [&'static str] {
         match self {
@@ -360,10 +406,11 @@ fn describe<T: Float>(name: &str, p: &Param<T>) -> String {
 }
 
 impl<T: Float> Optimizer<T> {
-    /// A new optimizer (no state yet; the first step creates it). Invalid settings are errors.
+    /// A new optimizer (no state yet; the first step creates it). Invalid settings, and settings
+    /// unusable in `T` ([`OptimizerConfig::validate_for`]), are errors.
     pub fn new(config: impl Into<OptimizerConfig>) -> Result<Self> {
         let config = config.into();
-        config.validate()?;
+        config.validate_for::<T>()?;
         Ok(Optimizer {
             lr: config.lr(),
             config,
@@ -395,6 +442,34 @@ impl<T: Float> Optimizer<T> {
     /// The per-parameter state in visiting order (empty before the first step).
     pub fn state(&self) -> &[ParamState<T>] {
         &self.state
+    }
+
+    /// Makes `self` equal to `other`, reusing `self`'s buffers where the shapes allow (how the
+    /// trainer keeps a copy to undo a step without allocating every step).
+    pub(crate) fn copy_from(&mut self, other: &Optimizer<T>) {
+        self.config = other.config;
+        self.lr = other.lr;
+        self.step = other.step;
+        self.state.truncate(other.state.len());
+        for (i, s) in other.state.iter().enumerate() {
+            match self.state.get_mut(i) {
+                Some(d)
+                    if d.buffers.len() == s.buffers.len()
+                        && d.buffers
+                            .iter()
+                            .zip(&s.buffers)
+                            .all(|(a, b)| a.shape() == b.shape()) =>
+                {
+                    for (a, b) in d.buffers.iter_mut().zip(&s.buffers) {
+                        a.copy_from(b);
+                    }
+                    d.name.clone_from(&s.name);
+                    d.shape.clone_from(&s.shape);
+                }
+                Some(d) => *d = s.clone(),
+                None => self.state.push(s.clone()),
+            }
+        }
     }
 
     /// Forgets the state and the step count (as a freshly built optimizer); keeps the settings and lr.
@@ -460,33 +535,51 @@ impl<T: Float> Optimizer<T> {
 
     /// One update of every parameter of `model` from its gradient (the gradients are read, not
     /// cleared). The first step creates the state; later steps check it still fits the model.
+    ///
+    /// All or nothing: a step that would make any parameter or state value NaN or infinite is
+    /// [`Error::NonFiniteUpdate`] naming the first such parameter, and leaves the parameters,
+    /// the state and the step count as they were. (Every update is first computed without being
+    /// written and checked, then computed again and written: the same arithmetic, so the same
+    /// bits, and no buffer to copy or allocate.)
     pub fn step<M: Module<T> + ?Sized>(&mut self, model: &mut M) -> Result<()> {
         // A step count restored from a file may be anything; running out is an error, not a wrap.
         let t = self
             .step
             .checked_add(1)
             .ok_or_else(|| invalid(format!("optimizer step count {} cannot grow", self.step)))?;
-        if self.state.is_empty() {
+        let fresh = self.state.is_empty();
+        if fresh {
             self.init_state(model);
         } else {
             self.check_model(model)?;
         }
-        self.step = t;
         let (lr, config) = (self.lr, self.config);
+        let mut bad = None;
+        let mut i = 0;
+        let state = &mut self.state;
+        model.visit_mut(&mut |name, p| {
+            if bad.is_none() && !config.apply::<T, false>(lr, t, p, &mut state[i].buffers) {
+                bad = Some(name.to_string());
+            }
+            i += 1;
+        });
+        if let Some(param) = bad {
+            if fresh {
+                self.state.clear();
+            }
+            return Err(Error::NonFiniteUpdate {
+                optimizer: config.kind(),
+                step: t,
+                param,
+            });
+        }
         let mut i = 0;
         let state = &mut self.state;
         model.visit_mut(&mut |_, p| {
-            let bufs = &mut state[i].buffers;
+            config.apply::<T, true>(lr, t, p, &mut state[i].buffers);
             i += 1;
-            let g = p.grad.as_slice();
-            let v = p.value.as_mut_slice();
-            match &config {
-                OptimizerConfig::Sgd(c) => c.update(lr, t, v, g, bufs),
-                OptimizerConfig::Adagrad(c) => c.update(lr, t, v, g, bufs),
-                OptimizerConfig::RmsProp(c) => c.update(lr, v, g, bufs),
-                OptimizerConfig::Adam(c) => c.update(lr, t, v, g, bufs),
-            }
         });
+        self.step = t;
         Ok(())
     }
 
@@ -507,7 +600,10 @@ impl<T: Float> Optimizer<T> {
 
     /// Reads an optimizer of kind `kind` written by [`Optimizer::write_state`] for `model`'s
     /// parameters. The file's settings and learning rate replace this optimizer's (as PyTorch's
-    /// `load_state_dict` does); a different kind is an error. Nothing changes on error.
+    /// `load_state_dict` does); a different kind, settings unusable in `T`
+    /// ([`OptimizerConfig::validate_for`]), a state value that is not finite, and a negative
+    /// second moment (`exp_avg_sq`, `sum`, `square_avg`, whose square root a step takes) are
+    /// errors. Nothing changes on error.
     pub fn read_state<M: Module<T> + ?Sized>(
         &mut self,
         file: &TensorFile,
@@ -516,11 +612,12 @@ impl<T: Float> Optimizer<T> {
     ) -> Result<()> {
         let hp = file.values::<f64>(&format!("{prefix}.hparams"))?;
         let config = OptimizerConfig::from_values(self.config.kind(), &hp)?;
+        config.validate_for::<T>()?;
         let lr = file.values::<f64>(&format!("{prefix}.lr"))?;
         let [lr] = lr[..] else {
             return Err(invalid(format!("{prefix}.lr must hold one value")));
         };
-        if !(lr.is_finite() && lr >= 0.0) {
+        if !(lr.is_finite() && lr >= 0.0 && T::cast(lr).finite()) {
             return Err(invalid(format!("{prefix}.lr is {lr}, not a learning rate")));
         }
         let step = file.integers(&format!("{prefix}.step"))?;
@@ -538,10 +635,17 @@ impl<T: Float> Optimizer<T> {
                 let shape = p.torch_shape();
                 let mut buffers = Vec::new();
                 for b in config.buffer_names() {
-                    match file.matrix::<T>(&format!("{prefix}.{name}.{b}"), &shape) {
-                        Ok(m) => buffers.push(m),
+                    let key = format!("{prefix}.{name}.{b}");
+                    match file.matrix::<T>(&key, &shape) {
+                        Ok(m) => match check_buffer(&key, b, &m) {
+                            Ok(()) => buffers.push(m),
+                            Err(e) => {
+                                err = Some(e);
+                                return;
+                            }
+                        },
                         Err(e) => {
-                            err = Some(e);
+                            err = Some(e.into());
                             return;
                         }
                     }
@@ -553,7 +657,7 @@ impl<T: Float> Optimizer<T> {
                 });
             });
             if let Some(e) = err {
-                return Err(e.into());
+                return Err(e);
             }
         }
         *self = Optimizer {
@@ -563,6 +667,25 @@ impl<T: Float> Optimizer<T> {
             state,
         };
         Ok(())
+    }
+}
+
+/// A state buffer read from a file: finite, and not negative when it is a second moment (a step
+/// takes its square root).
+fn check_buffer<T: Float>(key: &str, buffer: &str, m: &DMatrix<T>) -> Result<()> {
+    let second_moment = matches!(buffer, "exp_avg_sq" | "sum" | "square_avg");
+    let bad = |v: T| !v.finite() || (second_moment && v < T::zero());
+    match m.iter().position(|&v| bad(v)) {
+        None => Ok(()),
+        Some(i) => Err(invalid(format!(
+            "`{key}` holds {} at element {i}: optimizer state must be finite{}",
+            m.as_slice()[i].as_f64(),
+            if second_moment {
+                ", and this second moment not negative"
+            } else {
+                ""
+            }
+        ))),
     }
 }
 

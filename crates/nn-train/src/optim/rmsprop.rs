@@ -107,7 +107,21 @@ impl RmsPropConfig {
     }
 
     /// One update of `p` given `g`, with learning rate `lr` (RMSprop does not use the step count).
+    #[cfg(test)]
     pub(crate) fn update<T: Float>(&self, lr: f64, p: &mut [T], g: &[T], state: &mut [DMatrix<T>]) {
+        self.apply::<T, true>(lr, p, g, state);
+    }
+
+    /// The update of `p` given `g`, with learning rate `lr`. With `WRITE` it writes the new `p`
+    /// and state (and returns `true`); without, it changes nothing and returns whether every new
+    /// value would be finite: the same arithmetic, so the same bits.
+    pub(crate) fn apply<T: Float, const WRITE: bool>(
+        &self,
+        lr: f64,
+        p: &mut [T],
+        g: &[T],
+        state: &mut [DMatrix<T>],
+    ) -> bool {
         let (sq, rest) = state
             .split_first_mut()
             .expect("RMSprop has a square_avg buffer");
@@ -129,25 +143,42 @@ impl RmsPropConfig {
         let mom: T = lit(self.momentum);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
+        let mut finite = true;
         for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
             let g = if decay { g + wd * *p } else { g };
             let s = &mut sq.as_mut_slice()[i];
-            *s = alpha * *s + k * g * g;
+            let sn = alpha * *s + k * g * g;
             let avg = match g_avg.as_deref_mut() {
                 Some(ga) => {
-                    ga[i] = alpha * ga[i] + k * g;
-                    (*s - ga[i] * ga[i]).sqrt() + eps
+                    let gan = alpha * ga[i] + k * g;
+                    if WRITE {
+                        ga[i] = gan;
+                    } else {
+                        finite &= gan.finite();
+                    }
+                    (sn - gan * gan).sqrt() + eps
                 }
-                None => s.sqrt() + eps,
+                None => sn.sqrt() + eps,
             };
-            match buf.as_deref_mut() {
+            let pn = match buf.as_deref_mut() {
                 Some(b) => {
-                    b[i] = mom * b[i] + g / avg;
-                    *p -= lr * b[i];
+                    let bn = mom * b[i] + g / avg;
+                    if WRITE {
+                        b[i] = bn;
+                    } else {
+                        finite &= bn.finite();
+                    }
+                    *p - lr * bn
                 }
-                None => *p -= lr * (g / avg),
+                None => *p - lr * (g / avg),
+            };
+            if WRITE {
+                (*p, *s) = (pn, sn);
+            } else {
+                finite &= pn.finite() & sn.finite();
             }
         }
+        finite
     }
 }
 

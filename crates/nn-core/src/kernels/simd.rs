@@ -13,10 +13,9 @@
 //!
 //! Why AVX-512 where the CPU has it: the cells' activations are chains of dependent operations
 //! (`exp_f32`'s range reduction and polynomial, a division), and a 16-lane register carries twice
-//! the lanes per chain in flight. On the project's Zen 4 machine a sigmoid pass ran at about 15
-//! cycles per 8 lanes against 23 with AVX2, a `tanh` pass at 19 against 34 (PERF.md). The matrix
+//! the lanes per chain in flight (figures in PERF.md). The matrix
 //! kernels: matrixmultiply picks its own (also AVX-512 when present); ours
-//! ([`packed`](crate::packed)) picks among the same copies (`best_isa`) through its own
+//! ([`packed`](crate::kernels::packed)) picks among the same copies (`best_isa`) through its own
 //! `target_feature` wrappers, and on AVX-512 a 16-row `f32` panel fills one 512-bit register.
 
 /// `true` when this CPU has AVX2 and FMA (x86_64 only), detected once.

@@ -14,32 +14,29 @@
 //! sums start from zero and are then added to `C`, which is how matrixmultiply sums (its `k`
 //! blocks are 256 on AVX-512), so on those machines both give the same bits. The loops keep a
 //! block's 16 rows of `A` (16 KiB) in L2 or L1 across the `B` tiles, and `B`'s block
-//! (`n x 256`) in L2 across the rows of `A`; that is why `n` is limited ([`MAX_COLS`]).
+//! (`n x 256`) in L2 across the rows of `A`; that is why `n` is limited ([`ADD_A_BT_MAX_COLS`]).
 //!
 //! [`add_a_bt_row_sums`] also adds `A`'s row sums (a layer's bias gradient, `db += Σ_k dG`)
 //! in the same pass: the first tile of each 16 rows adds `A`'s column into one more register
 //! as it loads it, in the order of `k`, so the sums have [`add_row_sums`]' bits and `dG` is
-//! not read once more for them (`lstm-m` steps about 2–3% faster, PERF.md).
+//! not read once more for them (figures in PERF.md).
 //!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
-//! [`MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large products
-//! are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
-//! helper, which changes no sum. Measured (PERF.md): a recurrent layer's two weight gradients on
-//! `lstm-m`'s shapes 2–8% faster than matrixmultiply's (scratch program, both threads), whole
-//! `lstm-m` steps about 1.5% faster, `rnn-m` 7% (one run), `gru-m` 1–3%; `lstm-l`'s `n = 512`
-//! was slower.
+//! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large
+//! products are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
+//! helper, which changes no sum. Faster than matrixmultiply on the medium layers' weight
+//! gradients because `dG` is not packed twice; figures in PERF.md.
 
 use crate::Float;
-use crate::gemm::{Accum, PARALLEL_PRODUCT_MACS, Trans, add_row_sums, matmul};
+use crate::gemm::matmul;
+use crate::kernels::row_sums::add_row_sums;
+use crate::kernels::thresholds::{ADD_A_BT_MAX_COLS, PARALLEL_MIN_MACS};
+use crate::{Accum, Trans};
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
 
 /// The `k` block: each element's sum runs from zero over at most this many terms, then is added
 /// to `C` (matrixmultiply's `k` block on AVX-512, so the two give the same bits there).
 pub const KC: usize = 256;
-
-/// Largest `n` (columns of `C`) on the fast path: `B`'s block of `n x KC` `f32` (384 KiB) then
-/// stays in a 1 MiB L2 beside the rest. `lstm-l`'s 512 was slower than matrixmultiply.
-pub const MAX_COLS: usize = 384;
 
 /// `C += A · Bᵀ` (`A` `(m, k)`, `B` `(n, k)`, `C` `(m, n)`).
 ///
@@ -110,10 +107,10 @@ fn product<T, SC, SA, SB>(
         b.shape()
     );
     let fast = T::BYTES == 4
-        && crate::simd::has_avx512()
+        && crate::kernels::simd::has_avx512()
         && m % 16 == 0
         && n % 16 == 0
-        && n <= MAX_COLS
+        && n <= ADD_A_BT_MAX_COLS
         && k > 0
         && a.strides().0 == 1
         && b.strides().0 == 1
@@ -136,13 +133,13 @@ fn product<T, SC, SA, SB>(
         k,
         sums: sums.map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut f32),
     };
-    let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_PRODUCT_MACS;
-    if big && m >= 32 && crate::pool::threads_allowed() {
+    let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+    if big && m >= 32 && crate::kernels::pool::threads_allowed() {
         let mid = (m / 32) * 16;
         let p = &problem;
         // SAFETY: `fast` checked AVX-512 and the layout `Problem::rows` needs; the halves write
         // rows `0..mid` and `mid..m` of `C` (and of `sums`), disjoint.
-        crate::pool::join(|| unsafe { p.rows(0, mid) }, || unsafe { p.rows(mid, m) });
+        crate::kernels::pool::join(|| unsafe { p.rows(0, mid) }, || unsafe { p.rows(mid, m) });
     } else {
         // SAFETY: as above, one thread.
         unsafe { problem.rows(0, m) };
@@ -274,7 +271,7 @@ mod tests {
     use nalgebra::{DMatrix, DMatrixView};
 
     fn rand(r: usize, c: usize, seed: u64) -> DMatrix<f32> {
-        crate::packed::tests::rand_mat(r, c, seed)
+        crate::kernels::packed::tests::rand_mat(r, c, seed)
     }
 
     /// The documented order: per block of `KC` terms, a chain of fused multiply-adds from zero,
@@ -331,8 +328,8 @@ mod tests {
                     );
                 }
             }
-            let fast = m % 16 == 0 && n % 16 == 0 && n <= MAX_COLS;
-            if fast && crate::simd::has_avx512() {
+            let fast = m % 16 == 0 && n % 16 == 0 && n <= ADD_A_BT_MAX_COLS;
+            if fast && crate::kernels::simd::has_avx512() {
                 let mut r = c0.clone();
                 blocked_reference(&mut r, &a, &b);
                 assert_eq!(c, r, "{m}x{n}x{k}: not the blocked sums' bits");
@@ -351,15 +348,17 @@ mod tests {
         }
     }
 
-    /// Large enough to be cut in two halves: the same bits as on one thread.
+    /// Large enough to be cut in two halves: the same bits as on one thread. Without AVX-512
+    /// both sides would be the same `matmul` call (whose own split is tested in `gemm`), so
+    /// there is nothing to compare: ignored on such CPUs.
     #[test]
+    #[cfg_attr(not(host_avx512), ignore = "needs AVX-512 on this CPU")]
     fn halves_give_the_bits_of_one_thread() {
-        // Without AVX-512 both sides would be the same `matmul` call (whose own split is tested
-        // in `gemm`), so there is nothing to compare.
-        if !crate::simd::has_avx512() {
-            return;
-        }
-        let (m, n, k) = (96, 64, PARALLEL_PRODUCT_MACS / (96 * 64) + 1);
+        assert!(
+            crate::kernels::simd::has_avx512(),
+            "built on a CPU with AVX-512, run on one without"
+        );
+        let (m, n, k) = (96, 64, PARALLEL_MIN_MACS / (96 * 64) + 1);
         let (a, b) = (rand(m, k, 4), rand(n, k, 5));
         let mut whole = DMatrix::zeros(m, n);
         let problem = Problem {

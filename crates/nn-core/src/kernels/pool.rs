@@ -3,13 +3,13 @@
 //!
 //! # Why not a thread per call, or matrixmultiply's pool
 //!
-//! A training step forks about ten times (each large matrix product, each time loop) with gaps
-//! of 0.1–1 ms of serial work between. Spawning a thread per fork costs about 50 µs, and a
+//! A training step forks about ten times (each large matrix product, each time loop) with short
+//! gaps of serial work between. Spawning a thread per fork costs tens of microseconds, and a
 //! helper that sleeps between forks must be woken through the kernel, which on a virtual
-//! machine takes tens of microseconds and sometimes far more: with matrixmultiply's own pool
-//! (which sleeps, and forks once per `kc` block) the calling thread spent about 12% of its time
-//! yielding while it waited for its helper. Here the helper **spins** for [`SPIN`] after each
-//! job before it sleeps, so forks during a training step reach it at once.
+//! machine takes as long and sometimes far longer: with matrixmultiply's own pool (which sleeps,
+//! and forks once per `kc` block) the calling thread spent a large share of its time yielding
+//! while it waited for its helper (figures in PERF.md). Here the helper **spins** for [`SPIN`]
+//! after each job before it sleeps, so forks during a training step reach it at once.
 //!
 //! # Contract
 //!
@@ -31,13 +31,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Elementwise passes over at least this many values (1 MiB of `f32`) are cut in two on the
-/// pool: the bias-gradient sums, the softmax cross-entropy, the finiteness checks (and packings
-/// from half this size, `packed.rs`). A fork costs microseconds, such a pass tens of them.
-/// Under Miri 512, so that its runs of the tests reach the split paths at sizes it can
-/// interpret (the same code, only taken earlier; see RELIABILITY.md).
-pub const SPLIT_MIN_VALUES: usize = if cfg!(miri) { 1 << 9 } else { 1 << 18 };
 
 /// How long the helper spins waiting for the next job before it sleeps.
 pub const SPIN: Duration = Duration::from_millis(2);

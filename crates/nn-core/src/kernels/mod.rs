@@ -1,0 +1,41 @@
+//! The compute kernels under [`gemm`](mod@crate::gemm), the layers and the losses. Internal
+//! machinery, public for the crates above (`nn-recurrent`'s time loops, benchmarks); none of it
+//! is re-exported at the crate root. Shapes are column-major; `op(X)` is `X` or `Xᵀ`
+//! ([`Trans`](crate::Trans)).
+//!
+//! - [`packed`]: `C (=|+=) op(A)·B` with `op(A)` (`m x k`) packed once into zero-padded row
+//!   panels ([`PackedMatrix`](packed::PackedMatrix)) and `B` (`k x n`) read in place; a
+//!   register-blocked micro-kernel allocating nothing, for the recurrent time loops (one product
+//!   per step with the same weight). [`packed_matmul_pair`](packed::packed_matmul_pair) runs
+//!   `op(A1)·B1 + op(A2)·B2` as one chain of multiply-adds per element.
+//! - [`wgrad`]: `C += A·Bᵀ` (`A` `m x k`, `B` `n x k`, `C` `m x n`) read in place, for weight
+//!   gradients `dW += dG·Xᵀ`, optionally with `A`'s row sums (the bias gradient) in the same
+//!   pass.
+//! - [`row_sums`]: `db[i] += Σ_j M[i, j]`, the bias gradient of a product.
+//! - [`simd`]: runs elementwise loops compiled for AVX-512 or AVX2 + FMA when the CPU has them,
+//!   with the same bits on every path.
+//! - [`pool`]: two-way fork-join on one persistent helper thread, which the kernels split large
+//!   work with (always into parts whose results do not depend on the thread that runs them).
+//! - [`thresholds`]: the one table of sizes from which work is split or sent to another kernel.
+//!
+//! Every kernel gives the same bits whatever the thread count or the split, and the fused copies
+//! (AVX2 + FMA, AVX-512) give the same bits as each other.
+
+pub mod packed;
+pub mod pool;
+pub mod row_sums;
+pub mod simd;
+pub mod thresholds;
+pub mod wgrad;
+
+/// Where a split product is cut: a multiple of this many rows (or columns). matrixmultiply's
+/// cache blocks (`mc` = 64 rows) and register tiles (8 rows or columns) then fall on the same
+/// elements in each half as in the whole product, so every element is the same sum computed by
+/// the same kernel: the results are bit-identical whether the halves run on one thread or two.
+pub(crate) const SPLIT_ALIGN: usize = 64;
+
+/// Where `len` rows or columns (at least `2 * SPLIT_ALIGN`) are cut in two: the multiple of
+/// `SPLIT_ALIGN` nearest the middle.
+pub(crate) fn split_point(len: usize) -> usize {
+    (len / 2 + SPLIT_ALIGN / 2) / SPLIT_ALIGN * SPLIT_ALIGN
+}

@@ -1,0 +1,507 @@
+//! The stacked, optionally bidirectional recurrent layer: the [`Recurrent`] type, the checks of
+//! its inputs, and forward and BPTT over a sequence batch, layer by layer.
+//!
+//! Shapes (key in [`crate::config`]): input `X` `(I, T*B)`, column `t*B + b` = step `t` of
+//! sequence `b`; output `Y` `(D*H, T*B)`, rows `0..H` the forward direction and `H..2H` the
+//! reverse one; states `(H, L*D*B)`, column `(l*D + d)*B + b`. Layer `l > 0` reads layer `l-1`'s
+//! output, so its input size is `D*H`.
+//!
+//! Forward runs the layers bottom up, each direction over the whole sequence ([`forward`]: the
+//! input product `W_ih · X`, then the time loop of step products `W_hh · h_{t-1}` and cells).
+//! Backward runs them top down ([`backward`]: the time loop of cells and `W_hhᵀ · dG_t`, then the
+//! weight, bias and input gradients over the whole sequence); both directions of a layer add into
+//! the layer below's output gradient. The running `dh` (`dc`) of each layer-direction lives in the
+//! cache's `d_initial`: it starts as `∂L/∂(h_n, c_n)` and ends as `∂L/∂(h0, c0)`.
+//!
+//! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
+//!
+//! Files: `forward` and `backward` (one layer-direction), `split` (the time loops, on one thread
+//! or split between two; all their `unsafe`), `handoff` (the split loops' one hand-off),
+//! `products` (the step products and bias column, shared with [`Recurrent::step`]), `tests`.
+
+mod backward;
+mod forward;
+mod handoff;
+mod products;
+mod split;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use products::{bias_column, input_in_loop, step_products};
+
+use crate::cache::{LayerCache, Saved};
+use crate::weights::DirectionWeights;
+use crate::{RecurrentCache, RecurrentConfig, RecurrentState};
+use nalgebra::DMatrix;
+use nn_core::{Accum, Error, Float, Result, Shape, check_finite, check_shape};
+
+/// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
+///
+/// With input `x_t` and, per layer and direction, `h_{t-1}` (`c_{t-1}`) the state of the
+/// previous step in that direction's order (step `t+1` for the reverse direction):
+/// - RNN: `h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`, `act` = tanh or ReLU;
+/// - LSTM: `[i, f, g, o] = [σ, σ, tanh, σ](W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`,
+///   `c_t = f ⊙ c_{t-1} + i ⊙ g`, `h_t = o ⊙ tanh(c_t)`;
+/// - GRU: `[r, z] = σ(W_i[rz] x_t + b_i[rz] + W_h[rz] h_{t-1} + b_h[rz])`,
+///   `n = tanh(W_in x_t + b_in + r ⊙ (W_hn h_{t-1} + b_hn))`, `h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}`.
+///
+/// Shapes: `x` `(I, T*B)` (column `t*B + b`), output `(D*H, T*B)` (forward direction in rows
+/// `0..H`, reverse in `H..2H`), states `h`, `c` `(H, L*D*B)` (column `(l*D + d)*B + b`),
+/// `weight_ih_l{k}` `(G*H, I or D*H)`, `weight_hh_l{k}` `(G*H, H)`, biases `[G*H]`.
+///
+/// ```
+/// use nn_core::{Module, Rng};
+/// use nn_recurrent::{CellKind, RecurrentCache, RecurrentConfig};
+/// use nalgebra::DMatrix;
+///
+/// let (input, hidden, steps, batch) = (3, 4, 5, 2);
+/// for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn(nn_recurrent::Nonlinearity::Tanh)] {
+///     let config = RecurrentConfig::new(cell, input, hidden).with_num_layers(2).with_bidirectional(true);
+///     let mut layer = config.init::<f64>(&mut Rng::seed_from(0)).unwrap();
+///     let x = DMatrix::from_fn(input, steps * batch, |i, j| ((i + 2 * j) as f64).sin());
+///     let mut cache = RecurrentCache::new();
+///     layer.forward(&x, batch, None, &mut cache).unwrap();
+///     assert_eq!(cache.output().shape(), (2 * hidden, steps * batch));
+///     assert_eq!(cache.final_state().h.shape(), (hidden, 2 * 2 * batch));
+///
+///     // L = sum of the outputs: dL/dY is all ones.
+///     let d_output = DMatrix::from_element(2 * hidden, steps * batch, 1.0);
+///     let mut d_x = DMatrix::zeros(input, steps * batch);
+///     layer.zero_grad();
+///     layer.backward(&x, &mut cache, &d_output, None, Some(&mut d_x)).unwrap();
+///     assert!(d_x.iter().all(|v| v.is_finite()));
+///     assert_eq!(cache.d_initial().h.shape(), (hidden, 2 * 2 * batch));
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Recurrent<T: Float> {
+    config: RecurrentConfig,
+    /// Layer `l`, direction `d` at `l*D + d`.
+    directions: Vec<DirectionWeights<T>>,
+}
+
+/// The sizes one layer-direction pass works with.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    hidden: usize,
+    steps: usize,
+    batch: usize,
+    /// 0 forward, 1 reverse.
+    dir: usize,
+    /// `l*D + d`: the block of columns of this layer-direction in a state.
+    slot: usize,
+}
+
+impl Dims {
+    /// The step processed `s`-th (forward order for `dir = 0`, reversed for `dir = 1`).
+    fn step(&self, s: usize) -> usize {
+        if self.dir == 0 { s } else { self.steps - 1 - s }
+    }
+
+    /// The step whose state feeds step `t`, or `None` when it is the initial state.
+    fn prev(&self, t: usize) -> Option<usize> {
+        if self.dir == 0 {
+            t.checked_sub(1)
+        } else {
+            (t + 1 < self.steps).then_some(t + 1)
+        }
+    }
+
+    /// The step whose state is the final one.
+    fn last(&self) -> usize {
+        self.step(self.steps - 1)
+    }
+}
+
+/// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.
+fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T] {
+    let n = dims.hidden * dims.batch;
+    m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
+}
+
+impl<T: Float> Recurrent<T> {
+    pub(crate) fn from_parts(
+        config: RecurrentConfig,
+        directions: Vec<DirectionWeights<T>>,
+    ) -> Self {
+        Recurrent { config, directions }
+    }
+
+    pub(crate) fn directions(&self) -> &[DirectionWeights<T>] {
+        &self.directions
+    }
+
+    pub(crate) fn directions_mut(&mut self) -> &mut [DirectionWeights<T>] {
+        &mut self.directions
+    }
+
+    /// The settings it was built with.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// `D * H`, the output features.
+    pub fn output_size(&self) -> usize {
+        self.config.num_directions() * self.config.hidden_size
+    }
+
+    /// The tensors of layer `layer`, direction `direction` (0 forward, 1 reverse), if they exist.
+    pub fn weights(&self, layer: usize, direction: usize) -> Option<&DirectionWeights<T>> {
+        let d = self.config.num_directions();
+        (layer < self.config.num_layers && direction < d)
+            .then(|| &self.directions[layer * d + direction])
+    }
+
+    /// Mutable counterpart of [`Recurrent::weights`].
+    pub fn weights_mut(
+        &mut self,
+        layer: usize,
+        direction: usize,
+    ) -> Option<&mut DirectionWeights<T>> {
+        let d = self.config.num_directions();
+        (layer < self.config.num_layers && direction < d)
+            .then(|| &mut self.directions[layer * d + direction])
+    }
+
+    /// A zero state for batch `B`: `h` (and `c` for the LSTM) `(H, L*D*B)`.
+    ///
+    /// # Panics
+    /// When the state cannot be allocated (a batch no machine holds); [`try_zero_state`]
+    /// returns an error instead.
+    ///
+    /// [`try_zero_state`]: Self::try_zero_state
+    pub fn zero_state(&self, batch: usize) -> RecurrentState<T> {
+        match self.try_zero_state(batch) {
+            Ok(state) => state,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`zero_state`](Self::zero_state), or [`Error::TooLarge`](nn_core::Error::TooLarge) when
+    /// `L*D*B` columns cannot be allocated.
+    pub fn try_zero_state(&self, batch: usize) -> Result<RecurrentState<T>> {
+        let c = &self.config;
+        RecurrentState::try_zeros(
+            c.hidden_size,
+            c.num_layers * c.num_directions(),
+            batch,
+            c.cell.has_cell_state(),
+        )
+    }
+
+    /// Checks a sequence batch and returns `T`.
+    fn check_sequence(&self, op: &'static str, x: &DMatrix<T>, batch: usize) -> Result<usize> {
+        let input = self.config.input_size;
+        if x.nrows() != input {
+            return Err(Error::ShapeMismatch {
+                op,
+                expected: Shape(input, x.ncols()),
+                got: Shape::from(x),
+            });
+        }
+        if batch == 0 {
+            return Err(Error::Empty { op, what: "batch" });
+        }
+        if x.ncols() == 0 {
+            return Err(Error::Empty { op, what: "steps" });
+        }
+        if !x.ncols().is_multiple_of(batch) {
+            return Err(Error::LengthMismatch {
+                op: "Recurrent::forward input columns (T*B, a multiple of the batch)",
+                expected: x.ncols().next_multiple_of(batch),
+                got: x.ncols(),
+            });
+        }
+        check_finite(op, x)?;
+        Ok(x.ncols() / batch)
+    }
+
+    /// Checks a state for batch `batch`: `h` `(H, L*D*B)`, `c` the same for the LSTM (where
+    /// `None` means zeros) and absent for the other cells; finite when `finite`.
+    fn check_state(
+        &self,
+        op: &'static str,
+        s: &RecurrentState<T>,
+        batch: usize,
+        slots: usize,
+        finite: bool,
+    ) -> Result<()> {
+        let expected = Shape(self.config.hidden_size, slots * batch);
+        check_shape(op, &s.h, expected)?;
+        if finite {
+            check_finite(op, &s.h)?;
+        }
+        match &s.c {
+            Some(c) if self.config.cell.has_cell_state() => {
+                check_shape(op, c, expected)?;
+                if finite {
+                    check_finite(op, c)?;
+                }
+                Ok(())
+            }
+            Some(_) => Err(Error::InvalidConfig(format!(
+                "{op}: only an LSTM has a cell state `c`, this layer is {:?}",
+                self.config.cell
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that every parameter still has its shape (they are reachable mutably through
+    /// [`nn_core::Module::visit_mut`] and [`Recurrent::weights_mut`]).
+    pub(crate) fn check_weights(&self, op: &'static str) -> Result<()> {
+        let (cell, h, d) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+        );
+        let gh = cell.gate_count() * h;
+        for (k, w) in self.directions.iter().enumerate() {
+            let input = if k < d { self.config.input_size } else { d * h };
+            check_shape(op, &w.weight_ih.value, Shape(gh, input))?;
+            check_shape(op, &w.weight_hh.value, Shape(gh, h))?;
+            check_shape(op, &w.bias_ih.value, Shape(gh, 1))?;
+            check_shape(op, &w.bias_hh.value, Shape(gh, 1))?;
+            for p in [&w.weight_ih, &w.weight_hh, &w.bias_ih, &w.bias_hh] {
+                check_shape(op, &p.grad, Shape::from(&p.value))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn slots(&self) -> usize {
+        self.config.num_layers * self.config.num_directions()
+    }
+
+    /// Runs the whole sequence batch `x` `(I, T*B)` from `initial` (zeros when `None`);
+    /// results in `cache.output()` and `cache.final_state()`.
+    ///
+    /// `batch` is `B`; `T = x.ncols() / B`. `initial` is `(H, L*D*B)` (an LSTM's `c: None` means
+    /// zeros). Errors: wrong input rows, columns not a multiple of `B`, `B = 0` or `T = 0`, a
+    /// NaN or infinite input or initial state, an initial state of the wrong shape, an output
+    /// that overflowed to infinity.
+    pub fn forward(
+        &self,
+        x: &DMatrix<T>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        cache: &mut RecurrentCache<T>,
+    ) -> Result<()> {
+        cache.saved = Saved::Nothing;
+        self.check_weights("Recurrent::forward parameter")?;
+        let steps = self.check_sequence("Recurrent::forward input", x, batch)?;
+        if let Some(s) = initial {
+            self.check_state(
+                "Recurrent::forward initial state",
+                s,
+                batch,
+                self.slots(),
+                true,
+            )?;
+        }
+        cache.prepare(&self.config, steps, batch)?;
+        match initial {
+            Some(s) => {
+                cache.initial.h.copy_from(&s.h);
+                if let Some(c) = &mut cache.initial.c {
+                    match &s.c {
+                        Some(src) => c.copy_from(src),
+                        None => c.fill(T::zero()),
+                    }
+                }
+            }
+            None => cache.initial.fill_zero(),
+        }
+        let (cell, hidden, dirs) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+        );
+        let RecurrentCache {
+            layers,
+            initial,
+            final_state,
+            ..
+        } = cache;
+        for l in 0..self.config.num_layers {
+            let (below, rest) = layers.split_at_mut(l);
+            let LayerCache {
+                output, directions, ..
+            } = &mut rest[0];
+            let input = match below.last() {
+                None => x.columns(0, x.ncols()),
+                Some(prev) => prev.output.columns(0, prev.output.ncols()),
+            };
+            for (d, dc) in directions.iter_mut().enumerate() {
+                let dims = Dims {
+                    hidden,
+                    steps,
+                    batch,
+                    dir: d,
+                    slot: l * dirs + d,
+                };
+                let w = &self.directions[dims.slot];
+                forward::forward_direction(cell, w, &input, dims, initial, output, dc, final_state);
+            }
+        }
+        // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any
+        // size): such a result is refused, and the cache stays unusable for backward.
+        if let Some(top) = layers.last() {
+            check_finite("Recurrent::forward output (overflow)", &top.output)?;
+        }
+        check_finite("Recurrent::forward final h (overflow)", &final_state.h)?;
+        if let Some(c) = &final_state.c {
+            check_finite("Recurrent::forward final c (overflow)", c)?;
+        }
+        cache.saved = Saved::Forward;
+        Ok(())
+    }
+
+    /// BPTT for the last forward on `x`: adds into every parameter's gradient, writes the input
+    /// gradient into `d_input` `(I, T*B)` when given, and `cache.d_initial()`.
+    /// `d_output` is `(D*H, T*B)`; `d_final` the gradient of `h_n`/`c_n` (zeros when `None`;
+    /// an LSTM's `c: None` means zeros too).
+    ///
+    /// One backward per forward, as in PyTorch without `retain_graph`: backward writes the gate
+    /// gradients over the gates the forward saved (one `(G·H, T·B)` buffer fewer per
+    /// layer-direction), so a second backward needs a new forward. `cache.output()` and
+    /// `cache.final_state()` stay.
+    ///
+    /// Errors: a cache without a forward of a layer with these settings, or whose forward a
+    /// backward has already used, an `x`, `d_output`,
+    /// `d_final` or `d_input` of the wrong shape, a NaN or infinite `d_output` or `d_final`, a
+    /// gradient that overflowed to infinity (the gradients are then already partly added).
+    pub fn backward(
+        &mut self,
+        x: &DMatrix<T>,
+        cache: &mut RecurrentCache<T>,
+        d_output: &DMatrix<T>,
+        d_final: Option<&RecurrentState<T>>,
+        mut d_input: Option<&mut DMatrix<T>>,
+    ) -> Result<()> {
+        let (steps, batch) = match cache.forward_shape() {
+            Some((c, t, b)) if *c == self.config => (t, b),
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "Recurrent::backward: the cache holds no forward pass of a layer with these \
+                     settings; run forward first"
+                        .into(),
+                ));
+            }
+        };
+        if cache.saved == Saved::Used {
+            return Err(Error::InvalidConfig(
+                "Recurrent::backward: a backward has already used this forward pass (it \
+                 overwrites the gates the forward saved); run forward again"
+                    .into(),
+            ));
+        }
+        self.check_weights("Recurrent::backward parameter")?;
+        let cols = steps * batch;
+        let input = self.config.input_size;
+        check_shape(
+            "Recurrent::backward input (must be the forward's)",
+            x,
+            Shape(input, cols),
+        )?;
+        check_shape(
+            "Recurrent::backward d_output",
+            d_output,
+            Shape(self.output_size(), cols),
+        )?;
+        check_finite("Recurrent::backward d_output", d_output)?;
+        if let Some(s) = d_final {
+            self.check_state("Recurrent::backward d_final", s, batch, self.slots(), true)?;
+        }
+        if let Some(dx) = &d_input {
+            check_shape("Recurrent::backward d_input", *dx, Shape(input, cols))?;
+        }
+        // From here on the saved gates are overwritten, whatever the outcome.
+        cache.saved = Saved::Used;
+        let RecurrentCache {
+            layers,
+            initial,
+            d_initial,
+            ..
+        } = cache;
+        // The running gradients dh (and dc) of each layer-direction live in `d_initial`: they
+        // start as ∂L/∂h_n and end, after step 0 (forward order), as ∂L/∂h0.
+        match d_final {
+            Some(s) => {
+                d_initial.h.copy_from(&s.h);
+                if let Some(dc) = &mut d_initial.c {
+                    match &s.c {
+                        Some(src) => dc.copy_from(src),
+                        None => dc.fill(T::zero()),
+                    }
+                }
+            }
+            None => d_initial.fill_zero(),
+        }
+        let (cell, hidden, dirs, num_layers) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+            self.config.num_layers,
+        );
+        for l in (0..num_layers).rev() {
+            let (below, rest) = layers.split_at_mut(l);
+            let LayerCache {
+                output,
+                d_output: d_out_here,
+                directions,
+            } = &mut rest[0];
+            let dy: &DMatrix<T> = if l + 1 == num_layers {
+                d_output
+            } else {
+                d_out_here
+            };
+            let (x_in, mut d_x) = match below.last_mut() {
+                None => (x.columns(0, cols), d_input.as_deref_mut()),
+                Some(LayerCache {
+                    output: prev_out,
+                    d_output: prev_d,
+                    ..
+                }) => (prev_out.columns(0, cols), Some(prev_d)),
+            };
+            for (d, dc) in directions.iter_mut().enumerate() {
+                let dims = Dims {
+                    hidden,
+                    steps,
+                    batch,
+                    dir: d,
+                    slot: l * dirs + d,
+                };
+                // Both directions feed the same input: the first writes dX, the second adds.
+                let accum = if d == 0 { Accum::Replace } else { Accum::Add };
+                backward::backward_direction(
+                    cell,
+                    &mut self.directions[dims.slot],
+                    &x_in,
+                    dims,
+                    initial,
+                    output,
+                    dy,
+                    dc,
+                    d_initial,
+                    d_x.as_deref_mut().map(|m| (m, accum)),
+                );
+            }
+        }
+        // Finite upstream gradients can still overflow (huge inputs times huge gradients).
+        let op = "Recurrent::backward gradient (overflow)";
+        if let Some(dx) = &d_input {
+            check_finite(op, *dx)?;
+        }
+        check_finite(op, &d_initial.h)?;
+        if let Some(c) = &d_initial.c {
+            check_finite(op, c)?;
+        }
+        for w in &self.directions {
+            for p in [&w.weight_ih, &w.weight_hh, &w.bias_ih, &w.bias_hh] {
+                check_finite(op, &p.grad)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,457 @@
+//! The time loops of one layer-direction, on the calling thread or split between it and the
+//! pool's helper thread, with at most one hand-off between the two halves ([`super::handoff`]).
+//!
+//! The forward loop goes through the steps in the direction's order: the gates
+//! `G_t (+)= W_ih x_t + W_hh h_{t-1}` ([`step_products`]; `(G·H, B)` columns `t*B + b` of the gate
+//! buffer), then each sequence's cell writes `h_t` into the output (and `c_t`). The backward loop
+//! goes the other way: each sequence's cell turns `dh_t` (the upstream `dY` column plus what step
+//! `t+1` sent back) into `dG_t`, written over the gates, then `dh_{t-1} = W_hhᵀ · dG_t`
+//! ([`step_product`]).
+//!
+//! Threads: when a step has enough work ([`split_point`]: `B ≥ 8`, `G·H·H·B` ≥ 2^17
+//! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
+//! calling thread and `B/2..B` on the helper thread of `nn_core`'s pool. The sequences are
+//! independent, so the halves do not meet at each step, and every column is computed by the same
+//! operations: results are bit-identical to the serial loop. The side that finishes first takes
+//! over half of the other side's remaining sequences once ([`super::handoff`]), so a core slowed
+//! by the machine costs less waiting.
+//!
+//! Both halves write the same buffers, each only the columns of its own sequences: a
+//! [`SharedCols`] holds a buffer's unique borrow and hands out columns. All the `unsafe` of the
+//! split loops is in this file; callers build a [`ForwardLoop`] or [`BackwardLoop`] from their
+//! buffers and give it to [`run_forward`] or [`run_backward`], which are safe.
+
+use super::Dims;
+use super::handoff::{Handoff, Poll};
+use super::products::{step_product, step_products};
+use crate::CellKind;
+use crate::cell::{gru, lstm, rnn};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
+use nn_core::kernels::packed::PackedMatrix;
+use nn_core::kernels::pool;
+use nn_core::{Accum, Float};
+
+/// Runs the forward time loop of `lp` over all its sequences and steps: on this thread, or
+/// split between it and the pool's helper when [`split_point`] says so.
+pub(super) fn run_forward<T: Float>(lp: ForwardLoop<'_, T>) {
+    let (cell, h, batch) = (lp.cell, lp.dims.hidden, lp.dims.batch);
+    match split_point(cell, h, batch) {
+        // SAFETY: `lp` was moved in, so nothing else touches its buffers during the call.
+        None => unsafe { forward_steps(&lp, 0..batch, 0, None) },
+        Some(mid) => {
+            let lp = &lp;
+            let hand = &Handoff::new();
+            // SAFETY (both steps closures): the two sides touch the columns `t*B + b` of
+            // sequences `b < mid` and `b >= mid` respectively (see `forward_steps`): disjoint
+            // sets, a side running sequences the other handed over only from the step it stopped
+            // at, after the hand-off ([`Handoff::run_side`]); `out`, `gates`, ... are borrowed
+            // mutably by `lp`, which this call owns, until `join` has returned from both.
+            let steps = |bs, first, poll: Poll<'_>| unsafe { forward_steps(lp, bs, first, poll) };
+            pool::join(
+                || hand.run_side(0, 0..mid, steps),
+                move || hand.run_side(1, mid..batch, steps),
+            );
+        }
+    }
+}
+
+/// Runs the backward time loop of `lp` over all its sequences and steps: on this thread, or
+/// split between it and the pool's helper when [`split_point`] says so.
+pub(super) fn run_backward<T: Float>(lp: BackwardLoop<'_, T>) {
+    let (cell, h, batch) = (lp.cell, lp.dims.hidden, lp.dims.batch);
+    match split_point(cell, h, batch) {
+        // SAFETY: `lp` was moved in, so nothing else touches its buffers during the call.
+        None => unsafe { backward_steps(&lp, 0..batch, 0, None) },
+        Some(mid) => {
+            let lp = &lp;
+            let hand = &Handoff::new();
+            // SAFETY (both steps closures): the two sides write the columns `t*B + b` of
+            // `d_gates`, and columns `b` of `dh` and `dc`, of sequences `b < mid` and `b >= mid`
+            // respectively (disjoint), a side running sequences the other handed over only from
+            // the step it stopped at ([`Handoff::run_side`]); all are borrowed mutably by `lp`
+            // (which this call owns) until `join` has returned from both.
+            let steps = |bs, first, poll: Poll<'_>| unsafe { backward_steps(lp, bs, first, poll) };
+            pool::join(
+                || hand.run_side(0, 0..mid, steps),
+                move || hand.run_side(1, mid..batch, steps),
+            );
+        }
+    }
+}
+
+/// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
+/// batch between the calling thread and the pool's helper thread (see [`split_point`]).
+///
+/// Below it a step is too small for running half of it on the helper to pay for the fork
+/// (figures in PERF.md). Under Miri 1024, as `nn_core::kernels::thresholds::SPLIT_MIN_VALUES`.
+const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
+
+/// The smallest batch whose time loops are split: each half then has at least four columns
+/// for the micro-kernel's tiles; with two per half a split was slower (figures in PERF.md).
+const SPLIT_MIN_BATCH: usize = 8;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: `Some(true)` forces the split time loops (for `B ≥ 2`), `Some(false)` the serial ones.
+    static FORCE_SPLIT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tests: side `k - 1` of every split time loop sleeps after each step while this is `k > 0`,
+/// so that the other side finishes first and takes over part of its work.
+#[cfg(test)]
+pub(super) static SLOW_SIDE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(test)]
+fn slow_down(side: usize) {
+    if SLOW_SIDE.load(std::sync::atomic::Ordering::Relaxed) == side + 1 {
+        // Under Miri a step takes about a quarter of a second to interpret, so the slow side
+        // must sleep that long to be slower.
+        let us = if cfg!(miri) { 250_000 } else { 300 };
+        std::thread::sleep(std::time::Duration::from_micros(us));
+    }
+}
+
+/// Tests: forces (`Some`) or stops forcing (`None`) the split time loops on this thread.
+#[cfg(test)]
+pub(super) fn force_split(on: Option<bool>) {
+    FORCE_SPLIT.with(|f| f.set(on));
+}
+
+/// Where a layer-direction's time loops split the batch: `Some(mid)` runs sequences `mid..B` on
+/// a second thread and `0..mid` on the calling one; `None` runs them all on the calling thread.
+///
+/// The sequences of a batch are independent, so the halves need no synchronization per step (one
+/// hand-off at most, [`super::handoff`]), and each column is computed by exactly the same
+/// operations either way, whichever thread runs it: the results are
+/// bit-identical. Splitting pays only when a step has enough work to outweigh handing half of it
+/// to the helper thread, so small layers stay serial.
+fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
+    if batch < 2 {
+        return None;
+    }
+    #[cfg(test)]
+    if let Some(on) = FORCE_SPLIT.with(std::cell::Cell::get) {
+        return on.then_some(batch / 2);
+    }
+    let macs = (cell.gate_count() * hidden)
+        .saturating_mul(hidden)
+        .saturating_mul(batch);
+    (macs >= SPLIT_MIN_MACS && batch >= SPLIT_MIN_BATCH && pool::threads_allowed())
+        .then_some(batch / 2)
+}
+
+/// A column-major buffer whose columns are written by the threads of a split time loop, each
+/// only its own columns (those of its sequences). Holds the buffer's unique borrow.
+#[derive(Debug)]
+pub(super) struct SharedCols<'a, T> {
+    ptr: *mut T,
+    rows: usize,
+    cols: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the pointer comes from a unique borrow held for `'a`; every access goes through the
+// unsafe `cols`/`cols_mut`, whose callers guarantee that no column is written by one thread
+// while another reads or writes it.
+unsafe impl<T: Send> Send for SharedCols<'_, T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T: Send + Sync> Sync for SharedCols<'_, T> {}
+
+impl<'a, T> SharedCols<'a, T> {
+    pub(super) fn new(m: &'a mut DMatrix<T>) -> Self {
+        SharedCols {
+            ptr: m.as_mut_ptr(),
+            rows: m.nrows(),
+            cols: m.ncols(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// A `rows`-row column-major buffer held as a slice (its length a multiple of `rows`; an
+    /// empty slice for a buffer that does not exist, such as `dc` without a cell state).
+    pub(super) fn from_slice(s: &'a mut [T], rows: usize) -> Self {
+        SharedCols {
+            ptr: s.as_mut_ptr(),
+            rows,
+            cols: s.len().checked_div(rows).unwrap_or(0),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// Columns `c..c+n`, read-only.
+    ///
+    /// # Safety
+    /// No thread writes these columns while the slice lives.
+    unsafe fn cols(&self, c: usize, n: usize) -> &[T] {
+        assert!(c + n <= self.cols, "SharedCols: columns out of range");
+        // SAFETY: in bounds (just checked; the buffer holds `rows * cols` values); no
+        // concurrent writer (from the caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(c * self.rows), n * self.rows) }
+    }
+
+    /// Columns `c..c+n`, mutable.
+    ///
+    /// # Safety
+    /// Nothing else (thread or slice) accesses these columns while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn cols_mut(&self, c: usize, n: usize) -> &mut [T] {
+        assert!(c + n <= self.cols, "SharedCols: columns out of range");
+        // SAFETY: in bounds (just checked); exclusive (from the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(c * self.rows), n * self.rows) }
+    }
+}
+
+/// What the forward time loop of one layer-direction works on, shared by the threads of a split
+/// loop: the buffers it writes column by column, and read-only inputs.
+#[derive(Debug)]
+pub(super) struct ForwardLoop<'a, T: Float> {
+    pub(super) cell: CellKind,
+    pub(super) dims: Dims,
+    pub(super) gh: usize,
+    pub(super) rows_out: usize,
+    pub(super) r0: usize,
+    pub(super) out: SharedCols<'a, T>,
+    pub(super) gates: SharedCols<'a, T>,
+    /// The first row of the forward's gates in each column of `gates` (a GRU's `H`, else 0;
+    /// [`GateLayout::hidden_first_row`](crate::gates::GateLayout::hidden_first_row)).
+    pub(super) gate_row: usize,
+    /// GRU only `(3H, B)`: the step product `W_hh h_{t-1}`, column `b` for sequence `b`.
+    pub(super) hidden_gates: SharedCols<'a, T>,
+    /// GRU only `(H, T*B)`: `ĝ_n = W_hn h_{t-1} + b_hn`, kept for backward.
+    pub(super) hidden_n: SharedCols<'a, T>,
+    pub(super) cells: SharedCols<'a, T>,
+    /// This slot's initial `h` (and `c`, or empty), `(H, B)`.
+    pub(super) h0: &'a [T],
+    /// Whether `h0` is all zeros, so that the first step skips `W_hh h0` ([`step_products`]).
+    pub(super) h0_zero: bool,
+    pub(super) c0: &'a [T],
+    pub(super) b_hn: &'a [T],
+    pub(super) bias: &'a [T],
+    pub(super) packed: &'a PackedMatrix<T>,
+    /// The layer's input `X` `(I, T*B)` and `W_ih` packed, for the steps' `W_ih x_t` when they
+    /// compute it (else unused: the gate buffer already holds `W_ih X`).
+    pub(super) x: DMatrixView<'a, T>,
+    pub(super) packed_ih: &'a PackedMatrix<T>,
+    /// Whether the steps compute `W_ih x_t` ([`input_in_loop`](super::products::input_in_loop)).
+    pub(super) input_in_loop: bool,
+}
+
+/// The forward time loop for the sequences `bs`, from step index `first` (in the direction's
+/// order) to the end. With `handoff` (the split loops), it may give the second half of its
+/// sequences to the other side at a step boundary ([`Handoff::poll`]) and go on with the rest.
+///
+/// # Safety
+/// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
+/// `out`, `gates`, `hidden_n`, `cells`, nor the columns `b` of `hidden_gates`,
+/// except those of sequences given away, from the step they were given on (and the other side
+/// reads the given sequences' columns of earlier steps only after the hand-off); those are the
+/// only columns it touches. Columns of steps before `first` of `bs` hold that sequence's earlier
+/// steps.
+unsafe fn forward_steps<T: Float>(
+    lp: &ForwardLoop<'_, T>,
+    bs: std::ops::Range<usize>,
+    first: usize,
+    handoff: Poll<'_>,
+) {
+    let ForwardLoop {
+        cell,
+        dims,
+        gh,
+        rows_out,
+        r0,
+        ..
+    } = *lp;
+    let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
+    let mut bs = bs;
+    for s in first..steps {
+        let (b0, nb) = (bs.start, bs.len());
+        let t = dims.step(s);
+        let prev = dims.prev(t);
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` (or
+        // `b`, of the GRU's step scratch `hidden_gates`) with `b` in `bs`, this call's own (from
+        // the caller); `tp != t`, so a shared slice of step `tp` never overlaps a mutable one of
+        // step `t`, and each mutable slice is dropped before another one of the same columns is
+        // made.
+        {
+            let h_prev = match prev {
+                Some(tp) => {
+                    let block = unsafe { lp.out.cols(tp * batch + b0, nb) };
+                    Some(DMatrixView::from_slice_with_strides_generic(
+                        &block[r0..],
+                        Dyn(h),
+                        Dyn(nb),
+                        U1,
+                        Dyn(rows_out),
+                    ))
+                }
+                None if lp.h0_zero => None,
+                None => Some(DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb)),
+            };
+            let x_t = lp.x.columns(t * batch + b0, nb);
+            // The step's gate rows (a GRU's from `gate_row`, columns `4H` apart) and the GRU's
+            // scratch for `W_hh h_{t-1}`.
+            let rows = lp.gates.rows;
+            let cols = unsafe { lp.gates.cols_mut(t * batch + b0, nb) };
+            let mut g_t = DMatrixViewMut::from_slice_with_strides_generic(
+                &mut cols[lp.gate_row..],
+                Dyn(gh),
+                Dyn(nb),
+                U1,
+                Dyn(rows),
+            );
+            let mut hidden = (cell == CellKind::Gru).then(|| {
+                DMatrixViewMut::from_slice(unsafe { lp.hidden_gates.cols_mut(b0, nb) }, gh, nb)
+            });
+            let input = lp.input_in_loop.then_some((lp.packed_ih, &x_t));
+            step_products(&mut g_t, hidden.as_mut(), lp.packed, h_prev.as_ref(), input);
+        }
+        for b in bs.clone() {
+            let col = t * batch + b;
+            let h_prev = match prev {
+                Some(tp) => unsafe { &lp.out.cols(tp * batch + b, 1)[r0..r0 + h] },
+                None => &lp.h0[b * h..][..h],
+            };
+            let h_new = unsafe { &mut lp.out.cols_mut(col, 1)[r0..r0 + h] };
+            let g = unsafe { lp.gates.cols_mut(col, 1) };
+            match cell {
+                CellKind::Rnn(act) => rnn::forward(act, g, lp.bias, h_new),
+                CellKind::Lstm => {
+                    let c_prev = match prev {
+                        Some(tp) => unsafe { lp.cells.cols(tp * batch + b, 1) },
+                        None => &lp.c0[b * h..][..h],
+                    };
+                    let c_new = unsafe { lp.cells.cols_mut(col, 1) };
+                    lstm::forward(g, lp.bias, c_prev, c_new, h_new);
+                }
+                CellKind::Gru => {
+                    let hg = unsafe { lp.hidden_gates.cols(b, 1) };
+                    let hn = unsafe { lp.hidden_n.cols_mut(col, 1) };
+                    let g = &mut g[lp.gate_row..];
+                    gru::forward(g, lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
+                }
+            }
+        }
+        if let Some((hand, side)) = handoff {
+            #[cfg(test)]
+            slow_down(side);
+            bs = hand.poll(side, bs, s, steps);
+        }
+    }
+}
+
+/// What the backward time loop of one layer-direction works on, shared by the threads of a
+/// split loop: the forward's results (read-only) and the gate gradients it writes.
+#[derive(Debug)]
+pub(super) struct BackwardLoop<'a, T: Float> {
+    pub(super) cell: CellKind,
+    pub(super) dims: Dims,
+    pub(super) gh: usize,
+    pub(super) rows_out: usize,
+    pub(super) r0: usize,
+    pub(super) h0: &'a [T],
+    pub(super) c0: &'a [T],
+    pub(super) out: &'a [T],
+    pub(super) dy: &'a [T],
+    pub(super) hidden_n: &'a [T],
+    pub(super) cells: &'a [T],
+    /// Rows per column of the gate buffer (`G·H`, a GRU's `4H`), and the first of its hidden
+    /// side ([`GateLayout`](crate::gates::GateLayout)).
+    pub(super) d_rows: usize,
+    pub(super) hidden_row: usize,
+    /// The forward's gates, which the cells turn into the gate gradients `dG` step by step.
+    pub(super) d_gates: SharedCols<'a, T>,
+    /// The running `dh` (and `dc`, empty without a cell state) of every sequence, `(H, B)`: this
+    /// slot's columns of the state gradient, turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`.
+    pub(super) dh: SharedCols<'a, T>,
+    pub(super) dc: SharedCols<'a, T>,
+    pub(super) packed: &'a PackedMatrix<T>,
+}
+
+/// The backward time loop for the sequences `bs`, from step index `first` (of the backward's
+/// order) to the end, carrying their running `dh`, `dc` (columns `b` of `lp.dh`, `lp.dc`). With
+/// `handoff`, it may give the second half of its sequences to the other side at a step boundary
+/// ([`Handoff::poll`]).
+///
+/// # Safety
+/// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
+/// `d_gates` nor the columns `b` of `dh` and `dc`, except those of sequences given away, from
+/// the step they were given on; those are the only columns of theirs it touches.
+unsafe fn backward_steps<T: Float>(
+    lp: &BackwardLoop<'_, T>,
+    bs: std::ops::Range<usize>,
+    first: usize,
+    handoff: Poll<'_>,
+) {
+    let BackwardLoop {
+        cell,
+        dims,
+        gh,
+        rows_out,
+        r0,
+        ..
+    } = *lp;
+    let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
+    let mut bs = bs;
+    for s in first..steps {
+        let (b0, nb) = (bs.start, bs.len());
+        // Steps in the reverse of the forward's order.
+        let t = dims.step(steps - 1 - s);
+        let prev = dims.prev(t);
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` (or `b` of `dh`,
+        // `dc`) with `b` in `bs`, this call's own (from the caller), and each slice is dropped
+        // before another one of the same columns is made.
+        for b in bs.clone() {
+            let col = t * batch + b;
+            let dh = unsafe { lp.dh.cols_mut(b, 1) };
+            let dy_col = &lp.dy[col * rows_out + r0..][..h];
+            let h_prev = match prev {
+                Some(tp) => &lp.out[(tp * batch + b) * rows_out + r0..][..h],
+                None => &lp.h0[b * h..][..h],
+            };
+            let dg = unsafe { lp.d_gates.cols_mut(col, 1) };
+            match cell {
+                CellKind::Rnn(act) => {
+                    let h_t = &lp.out[col * rows_out + r0..][..h];
+                    rnn::backward(act, h_t, dh, dy_col, dg);
+                }
+                CellKind::Lstm => {
+                    let c_prev = match prev {
+                        Some(tp) => &lp.cells[(tp * batch + b) * h..][..h],
+                        None => &lp.c0[b * h..][..h],
+                    };
+                    // `dg` holds this step's gates until the cell turns them into `dG_t`.
+                    lstm::backward(dg, c_prev, &lp.cells[col * h..][..h], dh, dy_col, unsafe {
+                        lp.dc.cols_mut(b, 1)
+                    });
+                }
+                CellKind::Gru => {
+                    gru::backward(dg, &lp.hidden_n[col * h..][..h], h_prev, dh, dy_col)
+                }
+            }
+        }
+        // dh_{t-1} = W_hhᵀ dG_t (the GRU adds it to the direct part `dh ⊙ z`).
+        let accum = match cell {
+            CellKind::Gru => Accum::Add,
+            _ => Accum::Replace,
+        };
+        let d_g = unsafe { lp.d_gates.cols(t * batch + b0, nb) };
+        step_product(
+            &mut DMatrixViewMut::from_slice(unsafe { lp.dh.cols_mut(b0, nb) }, h, nb),
+            accum,
+            lp.packed,
+            &DMatrixView::from_slice_with_strides_generic(
+                &d_g[lp.hidden_row..],
+                Dyn(gh),
+                Dyn(nb),
+                U1,
+                Dyn(lp.d_rows),
+            ),
+        );
+        if let Some((hand, side)) = handoff {
+            #[cfg(test)]
+            slow_down(side);
+            bs = hand.poll(side, bs, s, steps);
+        }
+    }
+}
