@@ -16,7 +16,10 @@ use nn_core::{Float, lit};
 
 /// Settings of `torch.optim.Adagrad`; defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default = "super::torch_defaults::adagrad", deny_unknown_fields)]
+#[serde(
+    default = "super::config::torch_defaults::adagrad",
+    deny_unknown_fields
+)]
 pub struct AdagradConfig {
     /// Learning rate (default 1e-2).
     pub lr: f64,

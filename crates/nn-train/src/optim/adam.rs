@@ -17,7 +17,7 @@ use nn_core::{Float, lit};
 /// Settings of `torch.optim.Adam` ([`AdamConfig::new`]) or `torch.optim.AdamW`
 /// ([`AdamConfig::adamw`]); defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default = "super::torch_defaults::adam", deny_unknown_fields)]
+#[serde(default = "super::config::torch_defaults::adam", deny_unknown_fields)]
 pub struct AdamConfig {
     /// Learning rate (default 1e-3).
     pub lr: f64,

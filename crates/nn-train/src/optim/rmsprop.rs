@@ -18,7 +18,10 @@ use nn_core::{Float, lit};
 
 /// Settings of `torch.optim.RMSprop`; defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default = "super::torch_defaults::rmsprop", deny_unknown_fields)]
+#[serde(
+    default = "super::config::torch_defaults::rmsprop",
+    deny_unknown_fields
+)]
 pub struct RmsPropConfig {
     /// Learning rate (default 1e-2).
     pub lr: f64,
