@@ -50,16 +50,18 @@ pub enum Error {
         /// What the model has there, or `nothing`.
         got: String,
     },
-    /// An optimizer step would have made a parameter or its optimizer state NaN or infinite (a
-    /// huge gradient, learning rate or weight decay, a denominator of 0); the step was refused
-    /// and no parameter, state or step count was changed.
-    #[error("{optimizer} step {step}: the update of `{param}` is not finite; nothing was changed")]
+    /// An optimizer step made a parameter or its optimizer state NaN or infinite (an overflow
+    /// from a huge gradient or parameter). The update was applied: the model is no longer
+    /// usable, and the trainer stops before it writes a checkpoint.
+    #[error(
+        "{optimizer} step {step}: the update of `{param}` is not finite; the model is no longer usable"
+    )]
     NonFiniteUpdate {
         /// The optimizer kind (`"adam"`, `"sgd"`, ...).
         optimizer: &'static str,
-        /// The optimizer step (1-based) that was refused.
+        /// The optimizer step (1-based) that overflowed.
         step: u64,
-        /// The first parameter whose new value or state would not be finite.
+        /// The first parameter whose new value or state is not finite.
         param: String,
     },
     /// A checkpoint made for another model, optimizer or scalar type.

@@ -20,9 +20,13 @@
 //! anyway (an overflow), the earlier windows' updates are undone from a copy of the parameters
 //! and optimizer taken before the first. A NaN or infinite input, loss or gradient stops
 //! training with [`Error::NonFiniteInput`], [`Error::NonFiniteLoss`] or [`Error::NonFiniteGrad`]
-//! naming the step (a forward or loss that overflows, with `nn_core`'s `NonFinite`; an update
-//! that would overflow, with [`Error::NonFiniteUpdate`]), and the parameters, the optimizer
-//! (state and step count) and the trainer's step count stay those of the last good step.
+//! naming the step (a forward or loss that overflows, with `nn_core`'s `NonFinite`), and the
+//! parameters, the optimizer (state and step count) and the trainer's step count stay those of
+//! the last good step. An update that overflows from finite gradients is
+//! [`Error::NonFiniteUpdate`]: with truncated BPTT the step is undone from that copy; with one
+//! update per step the model then holds the overflowed values (checking every update before
+//! writing any cost a second pass over the parameters), and training stops before any
+//! checkpoint is written.
 //!
 //! The trainer owns the model, the optimizer and the [`Rng`] the batch source draws from, so a
 //! checkpoint ([`Trainer::save_checkpoint`]) captures everything a resumed run needs to continue
