@@ -9,7 +9,7 @@
 //! After 5 warm-up steps, steps are timed one by one until `--seconds` have passed (and at least
 //! 5 ran); the median step time gives `tokens_per_s = B*T / median` (`min_step_ms` is the fastest
 //! step, steadier than the median on a noisy machine). One JSON line per workload,
-//! in the PyTorch script's form, plus `peak_rss_mib`: the process's peak resident memory so far
+//! in the PyTorch script's form, plus `cpu` (the model name, so every figure names its CPU) and `peak_rss_mib`: the process's peak resident memory so far
 //! (meaningful per workload when run alone with `--only`).
 //!
 //! Threads: `--threads 1` runs everything on one thread; any other value lets large products
@@ -54,7 +54,7 @@ pub fn peak_rss_mib() -> Option<f64> {
     name = "bench",
     bin_name = "cargo xtask bench",
     after_help = "Runs the training-step workloads of benches/workloads.json and prints one JSON line each:
-{\"name\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}."
+{\"name\",\"cpu\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}."
 )]
 pub struct Args {
     /// Only these workloads (names from the file, comma-separated).
@@ -66,6 +66,20 @@ pub struct Args {
     /// 1: one thread; more: the calling thread and one helper [default: the number of cores].
     #[arg(long, value_name = "N", value_parser = cli::positive_usize)]
     pub threads: Option<usize>,
+}
+
+/// The CPU's model name (`model name` of `/proc/cpuinfo`), or the architecture where the OS does
+/// not tell: every figure names the CPU it was measured on.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 /// The command.
@@ -81,6 +95,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
     if let Some(unknown) = only.iter().find(|n| !all.iter().any(|w| &&w.name == *n)) {
         return Err(format!("--only: no workload named `{unknown}`"));
     }
+    let cpu = cpu_model();
     for w in all
         .iter()
         .filter(|w| only.is_empty() || only.contains(&&w.name))
@@ -91,6 +106,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
             "{}",
             json!({
                 "name": w.name,
+                "cpu": cpu,
                 "threads": nn_core::kernels::pool::threads(),
                 "tokens_per_s": tokens / median,
                 "step_ms": median * 1e3,
@@ -125,5 +141,11 @@ mod tests {
         assert!(last < first, "{first} -> {last}");
         assert!(Workload::parse_all("{}").is_err());
         assert!(Workload::parse_all(r#"{"workloads":[{"name":"x"}]}"#).is_err());
+    }
+
+    #[test]
+    fn figures_name_the_cpu() {
+        let cpu = cpu_model();
+        assert!(!cpu.is_empty() && !cpu.contains('\n'), "{cpu:?}");
     }
 }
