@@ -8,9 +8,10 @@
 //!
 //! After 5 warm-up steps, steps are timed one by one until `--seconds` have passed (and at least
 //! 5 ran); the median step time gives `tokens_per_s = B*T / median` (`min_step_ms` is the fastest
-//! step, steadier than the median on a noisy machine). One JSON line per workload,
-//! in the PyTorch script's form, plus `cpu` (the model name, so every figure names its CPU) and `peak_rss_mib`: the process's peak resident memory so far
-//! (meaningful per workload when run alone with `--only`).
+//! step, steadier than the median on a noisy machine). One JSON line per workload, in the
+//! PyTorch script's form, plus `cpu` (the model name, so every figure names its CPU) and
+//! `peak_rss_mib`: the process's peak resident memory so far (meaningful per workload when run
+//! alone with `--only`).
 //!
 //! Threads: `--threads 1` runs everything on one thread; any other value lets large products
 //! and time loops use the calling thread and the helper of `nn_core::kernels::pool` (at most two
