@@ -275,6 +275,15 @@ pub fn mse<T: Float>(pred: &DMatrix<T>, target: &DMatrix<T>) -> Result<T> {
     finite_loss("mse loss (overflow)", s / T::cast(pred.len() as f64))
 }
 
+/// `(loss, ∂L/∂pred)` of the mean squared error, allocating the gradient (the bits of [`mse`]
+/// and [`mse_backward`]).
+pub fn mse_with_grad<T: Float>(pred: &DMatrix<T>, target: &DMatrix<T>) -> Result<(T, DMatrix<T>)> {
+    let loss = mse(pred, target)?;
+    let mut d = crate::try_zeros("mse gradient", pred.nrows(), pred.ncols())?;
+    mse_backward(pred, target, &mut d)?;
+    Ok((loss, d))
+}
+
 /// Writes `∂L/∂pred = 2 (pred − target) / numel`; an overflow is [`Error::NonFinite`].
 pub fn mse_backward<T: Float>(
     pred: &DMatrix<T>,
@@ -362,6 +371,10 @@ mod tests {
 
         mse_backward(&z, &t, &mut d).unwrap();
         assert_check("mse", &z, &d, |z| mse(z, &t));
+        // The allocating form gives the same loss and gradient, bit for bit.
+        let (loss, d2) = mse_with_grad(&z, &t).unwrap();
+        assert_eq!((loss, &d2), (mse(&z, &t).unwrap(), &d));
+        assert!(mse_with_grad(&z, &t.columns(0, 2).into_owned()).is_err());
 
         bce_with_logits_backward(&z, &t, &mut d).unwrap();
         assert_check("bce", &z, &d, |z| bce_with_logits(z, &t));

@@ -51,9 +51,14 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// A uniform index in `0..n` (`n > 0`), by Lemire's multiply-shift (bias below 2^-32 for the
-    /// sizes used here).
+    /// A uniform index in `0..n`, by Lemire's multiply-shift (bias below 2^-32 for the sizes used
+    /// here).
+    ///
+    /// # Panics
+    ///
+    /// When `n == 0`: the empty range has no index (like `rand`'s `random_range(0..0)`).
     pub fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "Rng::below(0): the empty range 0..0 has no index");
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 }
@@ -87,6 +92,12 @@ impl RngCore for Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "Rng::below(0)")]
+    fn below_zero_panics_as_documented() {
+        Rng::seed_from(0).below(0);
+    }
 
     #[test]
     fn same_seed_same_stream_and_state_resumes() {

@@ -51,13 +51,24 @@ impl<T: Float> RecurrentState<T> {
     }
 
     /// The `(H, B)` hidden state of slot `slot = l*D + d`.
+    ///
+    /// # Panics
+    ///
+    /// When the state has no such slot (`(slot + 1) * batch` columns beyond its `L*D*B`), like
+    /// indexing a slice out of range.
     pub fn h_slot(&self, slot: usize, batch: usize) -> DMatrixView<'_, T> {
-        self.h.columns(slot * batch, batch)
+        self.h
+            .columns(slot_first_column(slot, batch, self.h.ncols()), batch)
     }
 
     /// The `(H, B)` cell state of slot `slot = l*D + d` (LSTM only).
+    ///
+    /// # Panics
+    ///
+    /// As [`RecurrentState::h_slot`], when the state has no such slot.
     pub fn c_slot(&self, slot: usize, batch: usize) -> Option<DMatrixView<'_, T>> {
-        self.c.as_ref().map(|c| c.columns(slot * batch, batch))
+        let first = slot_first_column(slot, batch, self.h.ncols());
+        self.c.as_ref().map(|c| c.columns(first, batch))
     }
 
     /// Sets every value to zero.
@@ -66,5 +77,35 @@ impl<T: Float> RecurrentState<T> {
         if let Some(c) = &mut self.c {
             c.fill(T::zero());
         }
+    }
+}
+
+/// The first column of slot `slot` of `batch` columns in a state of `cols` columns; panics with
+/// the slot, batch and column count when the slot is not there.
+fn slot_first_column(slot: usize, batch: usize, cols: usize) -> usize {
+    match slot.checked_add(1).and_then(|n| n.checked_mul(batch)) {
+        Some(end) if end <= cols => slot * batch,
+        _ => panic!(
+            "RecurrentState: no slot {slot} of {batch} columns in a state of {cols} columns (L*D*B)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_in_range_are_views() {
+        let s = RecurrentState::<f32>::zeros(3, 2, 4, true);
+        assert_eq!(s.h_slot(1, 4).shape(), (3, 4));
+        assert_eq!(s.c_slot(1, 4).map(|c| c.shape()), Some((3, 4)));
+    }
+
+    #[test]
+    #[should_panic(expected = "no slot 5 of 2 columns in a state of 2 columns")]
+    fn a_slot_beyond_the_state_panics_naming_it() {
+        let s = RecurrentState::<f32>::zeros(8, 1, 2, false);
+        let _ = s.h_slot(5, 2);
     }
 }
