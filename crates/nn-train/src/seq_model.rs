@@ -221,7 +221,7 @@ impl<T: Float> SeqModel<T> {
         }
         if !x.ncols().is_multiple_of(batch) || x.nrows() != self.input_size() {
             return Err(nn_core::Error::ShapeMismatch {
-                op: "SeqModel input",
+                op: "SeqModel input (rows: I features; columns: T*B, step t of sequence b at t*B + b)",
                 expected: Shape(self.input_size(), x.ncols().div_ceil(batch) * batch),
                 got: Shape::from(x),
             }

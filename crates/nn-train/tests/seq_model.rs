@@ -143,3 +143,28 @@ fn logits_too_large_to_allocate_are_an_error() {
     let x = DMatrix::<f32>::zeros(1, 2);
     assert!(model.forward(&x, 1, None, true, &mut ws).is_ok());
 }
+
+#[test]
+fn a_transposed_batch_names_what_rows_and_columns_mean() {
+    let mut rng = Rng::seed_from(3);
+    let model: SeqModel<f64> = SeqModelConfig::new(RecurrentConfig::new(CellKind::Lstm, I, H), O)
+        .init(&mut rng)
+        .unwrap();
+    // `(T*B, I)` instead of `(I, T*B)`, as a `[T*B, F]` array read row by row would give.
+    let x = DMatrix::<f64>::zeros(T * B, I);
+    let targets = vec![0; T * B];
+    let mut ws = SeqWorkspace::new();
+    let err = model
+        .loss(&x, B, None, Target::NextToken(&targets), &mut ws)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("rows: I features") && msg.contains("T*B"),
+        "{msg}"
+    );
+    let mut rnn = model.rnn.clone();
+    let err = rnn
+        .forward(&x, B, None, &mut nn_recurrent::RecurrentCache::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("rows: I features"), "{err}");
+}

@@ -289,7 +289,7 @@ impl<T: Float> Recurrent<T> {
     ) -> Result<()> {
         cache.saved = Saved::Nothing;
         self.check_weights("Recurrent::forward parameter")?;
-        let steps = self.check_sequence("Recurrent::forward input", x, batch)?;
+        let steps = self.check_sequence("Recurrent::forward input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", x, batch)?;
         if let Some(s) = initial {
             self.check_state(
                 "Recurrent::forward initial state",
