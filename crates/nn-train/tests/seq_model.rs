@@ -162,7 +162,7 @@ fn a_transposed_batch_names_what_rows_and_columns_mean() {
         msg.contains("rows: I features") && msg.contains("T*B"),
         "{msg}"
     );
-    let mut rnn = model.rnn.clone();
+    let rnn = model.rnn.clone();
     let err = rnn
         .forward(&x, B, None, &mut nn_recurrent::RecurrentCache::new())
         .unwrap_err();
