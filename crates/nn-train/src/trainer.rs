@@ -573,7 +573,8 @@ impl<T: Float> Trainer<T> {
     /// (given the model; returns a loss) and calling `progress` after every step.
     /// Stops at the first error (see the module docs for what stays in place). `steps` is capped
     /// at what the step counter can still count, so `run(u64::MAX, ..)` trains until an error
-    /// or until the counter is full.
+    /// or until the counter is full. A `validate` with no interval (`validate_every` 0, the
+    /// default) is an error, not a validation that never runs.
     pub fn run<S: BatchSource<T> + ?Sized>(
         &mut self,
         steps: u64,
@@ -581,6 +582,12 @@ impl<T: Float> Trainer<T> {
         mut validate: Option<Validate<'_, T>>,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<TrainReport> {
+        if validate.is_some() && self.config.validate_every == 0 {
+            return Err(invalid(
+                "Trainer::run: a validation was given but validate_every is 0 \
+                 (set TrainerConfig::with_validate_every)",
+            ));
+        }
         let mut report = TrainReport::default();
         let last_step = self.step.saturating_add(steps);
         let (mut tokens, mut seconds) = (0usize, 0.0f64);

@@ -320,3 +320,21 @@ fn bad_batches_are_errors() {
     assert!(trainer.train_step(&mut wrong_kind).is_err());
     assert_eq!(trainer.step(), 0);
 }
+
+#[test]
+fn a_validation_without_an_interval_is_an_error() {
+    let m = model(CellKind::Lstm, 4, 6, 8);
+    let opt = Optimizer::new(SgdConfig::new(0.1)).unwrap();
+    let config = TrainerConfig::new(Objective::NextToken); // validate_every left at 0
+    let mut trainer = Trainer::new(m, opt, Rng::seed_from(1), config).unwrap();
+    let mut source = batch_fn(|_, rng: &mut Rng, b: &mut Batch<f64>| {
+        next_token_batch(&TEXT, 4, 5, 2, rng, b);
+        Ok(())
+    });
+    let mut validate = |m: &SeqModel<f64>| Ok(m.head.bias.value[0]);
+    let err = trainer
+        .run(3, &mut source, Some(&mut validate), &mut |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("validate_every is 0"), "{err}");
+    assert_eq!(trainer.step(), 0, "no step ran");
+}
