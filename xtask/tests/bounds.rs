@@ -11,6 +11,7 @@ use nn_core::Rng;
 use nn_core::tensor_io::TensorWriter;
 use nn_recurrent::{CellKind, RecurrentConfig};
 use serde_json::json;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,16 @@ fn run_limited(args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Exit status 2 and one line `error: …` on stderr, containing `want`.
+fn assert_one_line_error(out: &Output, args: &[&str], want: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.lines().count() == 1 && stderr.contains(want),
+        "{args:?}: {stderr}"
+    );
 }
 
 /// A fixture file of `case` metadata and a 2 MB padding tensor, so the metadata's sizes pass
@@ -111,4 +122,79 @@ fn fixture_runner_memory_is_bounded_by_the_file_size() {
     for r in xtask::fixtures::check_dir(&shared).unwrap() {
         assert!(r.passed(), "{}: {:?}", r.path.display(), r.result);
     }
+}
+
+#[test]
+fn huge_size_flags_and_vocabularies_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every char value once: a vocabulary of 1 112 064, whose one-hot batches and head would
+    // take tens of GB at the default sizes.
+    let every_char: String = (0..=char::MAX as u32).filter_map(char::from_u32).collect();
+    let wide = dir.path().join("wide.txt");
+    std::fs::write(&wide, every_char.repeat(2)).unwrap();
+    let wide = wide.to_str().unwrap();
+    let big = "1000000000";
+    let huge = "2305843009213693952"; // 2^61
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["adding", "--batch", big],
+        vec!["adding", "--batch", huge],
+        vec!["adding", "--len", "100000000"],
+        vec!["adding", "--hidden", big],
+        vec!["adding", "--hidden", huge],
+        vec!["reber", "--batch", big],
+        vec!["reber", "--batch", huge],
+        vec!["reber", "--hidden", huge],
+        vec!["charlm", "--batch", big],
+        vec!["charlm", "--batch", huge],
+        vec!["charlm", "--hidden", big],
+        vec!["charlm", "--layers", big],
+        vec!["charlm", "--layers", huge],
+        vec!["charlm", "--sample", "1000000000000000"],
+        vec!["charlm", "--seq", huge],
+        vec!["charlm", "--seq", "18446744073709551615", "--carry"],
+        vec!["charlm", "--text", wide],
+    ];
+    for flags in cases {
+        let mut args = vec!["demo"];
+        args.extend(&flags);
+        args.extend(["--steps", "1"]);
+        let started = Instant::now();
+        let out = run_limited(&args);
+        let want = if flags.contains(&"--seq") {
+            "too short"
+        } else {
+            "memory budget"
+        };
+        assert_one_line_error(&out, &args, want);
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?}");
+    }
+}
+
+#[test]
+fn text_must_be_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // Sparse: one byte over the limit, without writing 256 MiB.
+    let large = dir.path().join("large.txt");
+    let f = std::fs::File::create(&large).unwrap();
+    f.set_len(xtask::demo::text::MAX_TEXT_BYTES + 1).unwrap();
+    drop(f);
+    let name = |p: &Path| p.to_str().unwrap().to_string();
+    for (path, want) in [
+        ("/dev/zero".to_string(), "not a regular file"),
+        (name(&fifo), "not a regular file"),
+        (name(dir.path()), "not a regular file"),
+        (name(&large), "at most 268435456 (256 MiB)"),
+    ] {
+        let args = ["demo", "charlm", "--text", &path, "--steps", "1"];
+        let out = run_limited(&args);
+        assert_one_line_error(&out, &args, want);
+    }
+    let help = Command::new(EXE)
+        .args(["demo", "charlm", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("at most 256 MiB"));
 }
