@@ -198,3 +198,34 @@ fn text_must_be_a_regular_file_of_bounded_size() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("at most 256 MiB"));
 }
+
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let fixtures = xtask::project_root().join("tests/fixtures");
+    let fixtures = fixtures.to_str().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["demo", "charlm", "--help"],
+        vec!["demo", "hello", "--steps", "1"],
+        vec!["check-fixtures", fixtures],
+    ] {
+        // The pipe's reading end is closed before the child starts: every write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(EXE)
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(2),
+            "{args:?}: {code:?} {stderr}"
+        );
+        assert!(stderr.lines().count() <= 1, "{args:?}: {stderr}");
+    }
+}
