@@ -4,8 +4,8 @@
 //! `--help` lines. [`parse`] turns clap's several-line errors into the one line the commands
 //! return (`Err(String)`, printed as `error: …` with exit status 2) and prints `--help` itself.
 //!
-//! Output goes through [`print`], never `print!`: `print!` panics when stdout is closed (the
-//! reader of a pipe gone, as in `cargo xtask --help | head -0`); [`print`] returns the error, and
+//! Output goes through [`print()`], never `print!`: `print!` panics when stdout is closed (the
+//! reader of a pipe gone, as in `cargo xtask --help | head -0`); [`print()`] returns the error, and
 //! `--help` written to a closed stdout is simply not shown.
 
 use clap::Parser;
