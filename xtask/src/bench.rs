@@ -103,8 +103,8 @@ pub fn run(args: &Args) -> Result<bool, String> {
     {
         let (median, fastest, runs) = measure(w, args.seconds)?;
         let tokens = (w.batch * w.steps) as f64;
-        println!(
-            "{}",
+        cli::print(format_args!(
+            "{}\n",
             json!({
                 "name": w.name,
                 "cpu": cpu,
@@ -116,7 +116,7 @@ pub fn run(args: &Args) -> Result<bool, String> {
                 "gflops": w.flops_per_token() * tokens / median / 1e9,
                 "peak_rss_mib": peak_rss_mib(),
             })
-        );
+        ))?;
     }
     Ok(true)
 }

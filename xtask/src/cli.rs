@@ -3,9 +3,23 @@
 //! Every command declares its flags once, as a `clap` derive whose doc comments are the
 //! `--help` lines. [`parse`] turns clap's several-line errors into the one line the commands
 //! return (`Err(String)`, printed as `error: …` with exit status 2) and prints `--help` itself.
+//!
+//! Output goes through [`print()`], never `print!`: `print!` panics when stdout is closed (the
+//! reader of a pipe gone, as in `cargo xtask --help | head -0`); [`print()`] returns the error, and
+//! `--help` written to a closed stdout is simply not shown.
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use std::fmt::Display;
+use std::io::Write;
+
+/// Writes `text` to stdout and flushes; a failed write (a closed stdout) is a one-line error.
+pub fn print(text: impl Display) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing to stdout: {e}"))
+}
 
 /// Parses `args` (without the program name) as `P`. `Ok(None)` when `--help` was printed.
 pub fn parse<P: Parser>(name: &str, args: &[String]) -> Result<Option<P>, String> {
@@ -13,7 +27,8 @@ pub fn parse<P: Parser>(name: &str, args: &[String]) -> Result<Option<P>, String
     match P::try_parse_from(all) {
         Ok(p) => Ok(Some(p)),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            print!("{e}");
+            // Help nobody reads (stdout closed) is not an error.
+            let _ = print(&e);
             Ok(None)
         }
         Err(e) => Err(one_line(&e)),

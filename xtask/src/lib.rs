@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod fixtures;
+pub mod memory;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: see the library docs (`xtask/src/lib.rs`) for the commands.
 
 use clap::{CommandFactory, Parser};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ enum Command {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        eprint!("{}", Command::command().render_help());
+        let _ = write!(std::io::stderr(), "{}", Command::command().render_help());
         return ExitCode::from(2);
     }
     let outcome = xtask::cli::parse::<Command>("xtask", &args).and_then(|command| match command {
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            // Not `eprintln!`, which panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             ExitCode::from(2)
         }
     }

@@ -13,6 +13,7 @@
 
 use super::adding;
 use super::json::JsonLine;
+use super::limits;
 use super::options::{self, OptimizerName, Output, err};
 use super::progress::{Bar, Budget};
 use crate::cli;
@@ -175,6 +176,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         return Err("--len must be at least 2 (one marker in each half)".into());
     }
     let (len, batch) = (options.len, options.batch);
+    limits::adding(options.cell, options.hidden, len, batch, TEST_SIZE)?;
     let mut rng = Rng::seed_from(options.seed);
     let mut test_rng = Rng::seed_from(options.seed ^ 0x07e5_75e7);
     let test: Vec<_> = (0..TEST_SIZE / 250)

@@ -29,10 +29,11 @@
 //! for bit (`--steps N` is then the total step count; `--seconds S` is S more seconds).
 
 use super::json::JsonLine;
+use super::limits;
 use super::options::{self, OptimizerName, Output, err};
 use super::plot::{self, Series};
 use super::progress::{Bar, Budget};
-use super::text::{Corpus, DEFAULT_CORPUS, one_hot_windows};
+use super::text::{Corpus, DEFAULT_CORPUS, one_hot_windows, read_text_file};
 use crate::cli;
 use clap::Parser;
 use nalgebra::DMatrix;
@@ -53,7 +54,8 @@ use std::path::PathBuf;
     after_help = "The last 10% of the text is validation; the loss is in nats per character."
 )]
 pub struct Args {
-    /// Text file, UTF-8 [default: this project's own sources, built in].
+    /// Text file, UTF-8, a regular file of at most 256 MiB [default: this project's own
+    /// sources, built in].
     #[arg(long, value_name = "PATH")]
     pub text: Option<PathBuf>,
     /// lstm, gru, rnn (tanh) or rnn_relu.
@@ -227,8 +229,8 @@ fn load_text(options: &Options) -> Result<(Corpus, String), String> {
             "the project's own sources (built in)".to_string(),
         ),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("--text {}: {e}", path.display()))?;
+            let text =
+                read_text_file(path).map_err(|e| format!("--text {}: {e}", path.display()))?;
             if text.is_empty() {
                 return Err(format!("--text {}: the file is empty", path.display()));
             }
@@ -297,8 +299,19 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     let (corpus, text_name) = load_text(options)?;
     let (v, seq, batch) = (corpus.vocab_size(), options.seq, options.batch);
     let split = corpus.split;
+    limits::charlm(
+        options.cell,
+        v,
+        options.hidden,
+        options.layers,
+        seq,
+        batch,
+        VAL_CHUNK,
+        corpus.ids.len(),
+        options.sample,
+    )?;
     let stream_len = split / batch;
-    if options.carry && stream_len < seq + 1 {
+    if options.carry && stream_len <= seq {
         return Err(format!(
             "--carry: the training text ({split} characters) is too short for {batch} streams of --seq {seq}"
         ));

@@ -10,13 +10,15 @@
 //! them in-process at tiny sizes. Flags are declared once per demo with `clap` ([`DemoArgs`]);
 //! bad flags, values or files are one-line `Err(String)`s.
 //! Shared parts: [`progress`] (bar and budget), [`json`] (the last line), [`plot`] (SVG loss
-//! curves), [`options`] (optimizer names, budget, output); data: [`text`], [`adding`], [`reber`].
+//! curves), [`options`] (optimizer names, budget, output), [`limits`] (the memory budget the
+//! size flags are checked against); data: [`text`], [`adding`], [`reber`].
 
 pub mod adding;
 pub mod adding_demo;
 pub mod charlm;
 pub mod hello;
 pub mod json;
+pub mod limits;
 pub mod options;
 pub mod plot;
 pub mod progress;

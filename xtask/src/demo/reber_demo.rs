@@ -17,6 +17,7 @@
 //! budget ends. `train_s` is the wall time of the whole loop, checks included. f32 throughout.
 
 use super::json::JsonLine;
+use super::limits;
 use super::options::{self, Output, err};
 use super::progress::{Bar, Budget};
 use super::reber::{self, SYMBOLS};
@@ -74,6 +75,8 @@ pub const TEST_SIZE: usize = 256;
 /// Steps between checks.
 pub const CHECK_EVERY: u64 = 50;
 const E: usize = 6;
+/// The length the memory estimate assumes for a batch's longest string (most are under 30).
+const STEPS_ESTIMATE: usize = 64;
 
 /// Settings of the Reber demo.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,6 +192,13 @@ impl TestSet {
 
 /// Runs the demo, writing its text and JSON line to `out`.
 pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
+    limits::reber(
+        options.cell,
+        options.hidden,
+        options.batch,
+        TEST_SIZE,
+        STEPS_ESTIMATE,
+    )?;
     let mut rng = Rng::seed_from(options.seed);
     let test = TestSet::new(&mut Rng::seed_from(options.seed ^ 0x05eb_e12e));
     let v = SYMBOLS.len();

@@ -5,9 +5,44 @@
 //! (by characters) is validation. A batch of `B` windows of `T` characters is the one-hot
 //! `(V, T*B)` matrix with column `t*B + b` = character `t` of window `b`, and the targets are
 //! the next characters at the same positions.
+//!
+//! A text file is read only when it is a regular file of at most [`MAX_TEXT_BYTES`]
+//! ([`read_text_file`]), so `/dev/zero` or a FIFO is an error rather than an endless read.
 
 use nalgebra::DMatrix;
 use nn_core::Float;
+use std::io::Read;
+use std::path::Path;
+
+/// The largest text file read: 256 MiB (its character indices take up to 8 bytes a byte).
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// Reads a UTF-8 text from `path`, a regular file of at most [`MAX_TEXT_BYTES`]: a device, a
+/// FIFO or a folder is refused before reading, and at most one byte past the limit is read
+/// (a file that grows meanwhile is refused too). Errors are one line, without the path.
+pub fn read_text_file(path: &Path) -> Result<String, String> {
+    let too_large = |len: u64| {
+        format!(
+            "the file has {len} bytes or more; a text may have at most {MAX_TEXT_BYTES} (256 MiB)"
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_TEXT_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {}", e.utf8_error()))
+}
 
 /// The default corpus: this project's own sources, embedded at build time.
 pub const DEFAULT_CORPUS: &str = include_str!(concat!(env!("OUT_DIR"), "/corpus.txt"));
@@ -27,23 +62,33 @@ impl Corpus {
     /// Builds the vocabulary and the split. Needs at least two distinct characters and enough
     /// text for a window of `seq + 1` characters in each part.
     pub fn new(text: &str, seq: usize) -> Result<Corpus, String> {
-        let chars: Vec<char> = text.chars().collect();
-        let mut vocab = chars.clone();
-        vocab.sort_unstable();
-        vocab.dedup();
+        // The vocabulary from a table over every char value, so that no copy of the text's
+        // characters is made: memory is the indices alone.
+        const CHARS: usize = char::MAX as usize + 1;
+        let mut index = vec![usize::MAX; CHARS];
+        for c in text.chars() {
+            index[c as usize] = 0;
+        }
+        let mut vocab = Vec::new();
+        for (code, slot) in index.iter_mut().enumerate() {
+            if *slot == 0
+                && let Some(c) = char::from_u32(code as u32)
+            {
+                *slot = vocab.len();
+                vocab.push(c);
+            }
+        }
         if vocab.len() < 2 {
             return Err("the text needs at least two distinct characters".into());
         }
-        let ids = chars
-            .iter()
-            .map(|c| vocab.binary_search(c).unwrap_or(0))
-            .collect::<Vec<_>>();
+        let ids = text.chars().map(|c| index[c as usize]).collect::<Vec<_>>();
         let split = ids.len() - ids.len() / 10;
-        if ids.len() - split < seq + 1 || split < seq + 1 {
+        // `<= seq`, not `< seq + 1`: `--seq` may be as large as usize allows.
+        if ids.len() - split <= seq || split <= seq {
             return Err(format!(
                 "the text ({} characters) is too short for --seq {seq}: each of the training (90%) and validation (10%) parts needs {} characters",
                 ids.len(),
-                seq + 1
+                seq as u128 + 1
             ));
         }
         Ok(Corpus { vocab, ids, split })
