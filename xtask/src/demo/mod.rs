@@ -10,11 +10,13 @@
 //! them in-process at tiny sizes. Flags are declared once per demo with `clap` ([`DemoArgs`]);
 //! bad flags, values or files are one-line `Err(String)`s.
 //! Shared parts: [`progress`] (bar and budget), [`json`] (the last line), [`plot`] (SVG loss
-//! curves), [`options`] (optimizer names, budget, output); data: [`text`], [`adding`], [`reber`].
+//! curves), [`options`] (optimizer names, budget, output), [`checkpoint`] (the checkpoint path
+//! and the vocabulary kept in it); data: [`text`], [`adding`], [`reber`].
 
 pub mod adding;
 pub mod adding_demo;
 pub mod charlm;
+pub mod checkpoint;
 pub mod hello;
 pub mod json;
 pub mod options;
