@@ -3,7 +3,7 @@
 //! Every public function that takes user data checks it and returns one of these instead of
 //! panicking: a shape that does not fit, a class index out of range, an empty batch, a NaN or
 //! infinite value, a bad setting, a size too large to allocate, or a weight file that is missing,
-//! corrupt or does not match.
+//! corrupt (including data that fails its checksum) or does not match.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -109,6 +109,19 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A tensor file whose data does not match the checksum in its header: it was damaged
+    /// after it was written (a flipped bit on disk, a bad copy).
+    #[error(
+        "{path}: corrupt tensor file: its data's checksum is {computed}, its header says {stored}"
+    )]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The checksum in the header.
+        stored: String,
+        /// The checksum of the data read.
+        computed: String,
     },
     /// A tensor the model needs is not in the file.
     #[error("tensor `{name}` is missing")]

@@ -8,15 +8,21 @@
 //!
 //! A file is read whole, its header is validated by the `safetensors` crate (offsets, sizes,
 //! overflow) before any tensor is touched, and every failure is an [`Error`] naming the file or
-//! the tensor. Writes go to a temporary file in the same folder, are flushed to disk and then
-//! renamed over the target ([`write_atomic`]), so a crash leaves the old file or the new one.
+//! the tensor. Every file written here holds a checksum of its data ([`checksum`]), checked
+//! when it is read. Writes go to a temporary file in the same folder, are flushed to disk and
+//! then renamed over the target ([`write_atomic`]), so a crash leaves the old file or the new one,
+//! and nothing but a regular file is ever replaced.
+
+mod atomic;
+pub mod checksum;
+
+pub use atomic::{DEAD_GRACE, STALE_AFTER, check_writable, write_atomic};
 
 use crate::{Error, Float, Module, Param, Result};
 use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -54,15 +60,27 @@ impl TensorFile {
         Self::from_bytes(bytes, path)
     }
 
-    /// Validates `bytes` as a safetensors file; `path` is only used in error messages.
+    /// Validates `bytes` as a safetensors file, and its data against the checksum in its header
+    /// when it has one ([`checksum`]); `path` is only used in error messages.
     pub fn from_bytes(bytes: Vec<u8>, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let format = |reason: String| Error::Format {
             path: path.clone(),
             reason,
         };
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+        let (n, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
         let metadata = meta.metadata().clone().unwrap_or_default();
+        if let Some(stored) = metadata.get(checksum::KEY) {
+            let data = bytes.get(8 + n..).unwrap_or_default();
+            let computed = checksum::fnv1a64(data);
+            if checksum::from_hex(stored) != Some(computed) {
+                return Err(Error::Checksum {
+                    path,
+                    stored: stored.clone(),
+                    computed: checksum::to_hex(computed),
+                });
+            }
+        }
         let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
         let base = bytes.as_ptr() as usize;
         let entries = st
@@ -124,15 +142,30 @@ impl TensorFile {
     }
 
     /// The values of a floating-point tensor, in file (row-major) order, converted to `T`.
-    /// `F32` and `F64` tensors are read; other dtypes are an error.
+    /// `F32` and `F64` tensors are read; other dtypes are an error, and so is a finite `F64`
+    /// value beyond the range of `T` (it would become infinite in `f32`).
     pub fn values<T: Float>(&self, name: &str) -> Result<Vec<T>> {
         let e = self.entry(name)?;
         let data = &self.bytes[e.bytes.clone()];
         match e.dtype {
-            Dtype::F64 => Ok(data
+            Dtype::F64 => data
                 .chunks_exact(8)
-                .map(|b| T::cast(f64::read_le(b)))
-                .collect()),
+                .map(|b| {
+                    let x = f64::read_le(b);
+                    let v = T::cast(x);
+                    if v.finite() || !x.is_finite() {
+                        Ok(v)
+                    } else {
+                        Err(Error::Format {
+                            path: self.path.clone(),
+                            reason: format!(
+                                "tensor `{name}` holds {x:e}, beyond the range of {}",
+                                T::NAME
+                            ),
+                        })
+                    }
+                })
+                .collect(),
             Dtype::F32 => Ok(data
                 .chunks_exact(4)
                 .map(|b| T::cast_f32(f32::read_le(b)))
@@ -286,10 +319,14 @@ impl View for &Owned {
 }
 
 /// Collects named tensors and metadata, then writes one safetensors file atomically.
+///
+/// The bytes depend only on the tensors and metadata given, not on the order they were added
+/// in: tensors are laid out as `safetensors` orders them (by alignment, then name), the metadata
+/// is written sorted by key, and the data's checksum is added under [`checksum::KEY`].
 #[derive(Debug, Default)]
 pub struct TensorWriter {
     tensors: Vec<(String, Owned)>,
-    metadata: HashMap<String, String>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl TensorWriter {
@@ -357,60 +394,42 @@ impl TensorWriter {
 
     /// The file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        safetensors::serialize(self.tensors.iter().map(|(n, t)| (n.as_str(), t)), meta).map_err(
-            |e| Error::Format {
-                path: PathBuf::from("<writing>"),
-                reason: e.to_string(),
-            },
-        )
+        let format = |reason: String| Error::Format {
+            path: PathBuf::from("<writing>"),
+            reason,
+        };
+        // `safetensors` lays out the tensors and writes their header `{"name":{...},...}`; the
+        // metadata is put in front of them here, sorted (its own would be in hash order).
+        let plain = safetensors::serialize(self.tensors.iter().map(|(n, t)| (n.as_str(), t)), None)
+            .map_err(|e| format(e.to_string()))?;
+        let (n, _) = SafeTensors::read_metadata(&plain).map_err(|e| format(e.to_string()))?;
+        let (header, data) = (&plain[8..8 + n], &plain[8 + n..]);
+        let tensors = std::str::from_utf8(header)
+            .ok()
+            .and_then(|h| h.trim_end().strip_prefix('{'))
+            .ok_or_else(|| format("unexpected header from safetensors".to_string()))?;
+        let mut metadata = self.metadata.clone();
+        metadata.insert(
+            checksum::KEY.to_string(),
+            checksum::to_hex(checksum::fnv1a64(data)),
+        );
+        let metadata = serde_json::to_string(&metadata).map_err(|e| format(e.to_string()))?;
+        let comma = if tensors == "}" { "" } else { "," };
+        let mut text = format!(r#"{{"__metadata__":{metadata}{comma}{tensors}"#);
+        while !text.len().is_multiple_of(8) {
+            text.push(' ');
+        }
+        let mut out = Vec::with_capacity(8 + text.len() + data.len());
+        out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(data);
+        Ok(out)
     }
 
     /// Writes the file atomically (see [`write_atomic`]).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         write_atomic(path.as_ref(), &self.to_bytes()?)
     }
-}
-
-/// Writes `bytes` to `path` so that a crash at any moment leaves either the old file or the new
-/// one: write a temporary file in the same folder, flush it to disk, rename it over `path`, then
-/// flush the folder. On error the temporary file is removed and `path` is untouched; the error
-/// names `path` (the file the caller asked for, not the temporary one).
-///
-/// A process killed during the write leaves its temporary file `.<name>.<pid>.tmp` behind (never
-/// read; the next write of another process uses its own name).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io(std::io::Error::other("not a file path")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    // Make the rename itself durable; a folder that cannot be opened for sync is not an error.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -64,8 +64,9 @@ pub enum Error {
         /// The first parameter whose new value or state is not finite.
         param: String,
     },
-    /// A checkpoint made for another model, optimizer or scalar type.
-    #[error("checkpoint {path}: {what} is {got}, expected {expected}")]
+    /// A checkpoint made for another model, optimizer or scalar type. For the model config,
+    /// `got` and `expected` list only the settings that differ (`hidden 8` and `hidden 9`).
+    #[error("checkpoint {path}: {what} differs: the checkpoint has {got}, this run has {expected}")]
     CheckpointMismatch {
         /// The checkpoint file.
         path: std::path::PathBuf,

@@ -24,10 +24,14 @@
 //! character), `loss.svg` (training and validation loss) in `--out`, and the JSON line
 //! `{"demo":"charlm","steps":…,"train_s":…,"tokens_per_s":…,"train_loss":…,"val_loss":…}`.
 //!
-//! Checkpoints: with `--checkpoint PATH`, the model, optimizer, step, RNG and carried state are
-//! saved every `--checkpoint-every` steps and at the end; `--resume` continues from the file bit
-//! for bit (`--steps N` is then the total step count; `--seconds S` is S more seconds).
+//! Checkpoints: with `--checkpoint PATH` (checked to be writable before training starts), the
+//! model, optimizer, step, RNG, carried state and the text's vocabulary are saved every
+//! `--checkpoint-every` steps and at the end; `--resume` continues from the file bit for bit
+//! (`--steps N` is then the total step count; `--seconds S` is S more seconds). A resumed run
+//! keeps the checkpoint's optimizer settings (the banner shows them, and says when `--lr` is
+//! not used), and refuses a text whose vocabulary is not the checkpoint's.
 
+use super::checkpoint::{self, VOCAB_KEY};
 use super::json::JsonLine;
 use super::limits;
 use super::options::{self, OptimizerName, Output, err};
@@ -38,6 +42,7 @@ use crate::cli;
 use clap::Parser;
 use nalgebra::DMatrix;
 use nn_core::Rng;
+use nn_core::tensor_io::TensorFile;
 use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::{
     Batch, Clip, Objective, Optimizer, OptimizerConfig, SampleConfig, SeqModel, SeqModelConfig,
@@ -322,6 +327,12 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     {
         return Err(format!("--resume: {} does not exist", path.display()));
     }
+    // The checkpoint may go into --out: make that first.
+    std::fs::create_dir_all(&options.out)
+        .map_err(|e| format!("--out {}: {e}", options.out.display()))?;
+    if let Some(path) = &options.checkpoint {
+        checkpoint::check_path(path)?;
+    }
 
     let mut rng = Rng::seed_from(options.seed);
     let rnn = RecurrentConfig::new(options.cell, v, options.hidden).with_num_layers(options.layers);
@@ -336,12 +347,14 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     if options.resume
         && let Some(path) = &options.checkpoint
     {
+        let file = TensorFile::open(path).map_err(|e| format!("--resume: {e}"))?;
+        checkpoint::check_vocab(&file, &corpus.vocab)?;
         trainer
-            .load_checkpoint(path)
+            .load_checkpoint_file(&file)
             .map_err(|e| format!("--resume: {e}"))?;
     }
-    std::fs::create_dir_all(&options.out)
-        .map_err(|e| format!("--out {}: {e}", options.out.display()))?;
+    let vocab = checkpoint::vocab_text(&corpus.vocab);
+    let save_metadata = [(VOCAB_KEY, vocab.as_str())];
 
     let ids = corpus.ids.clone();
     let carry = options.carry;
@@ -386,8 +399,9 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         options.layers,
         options.hidden,
         format_args!("{:#}", options.cell),
-        options.optimizer.kind(),
-        options.optimizer.lr(),
+        // The settings in force: a resumed run's are the checkpoint's.
+        trainer.optimizer.config().kind(),
+        trainer.optimizer.lr(),
         options.clip,
         if carry { ", streams with carried state" } else { ", random windows from a zero state" }
     ))?;
@@ -400,6 +414,13 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
                 .map_or(String::new(), |p| p.display().to_string()),
             trainer.step()
         ))?;
+        let saved_lr = trainer.optimizer.config().lr();
+        if options.optimizer.lr() != saved_lr {
+            out.line(format_args!(
+                "--lr {} is not used: a resumed run continues with the checkpoint's lr {saved_lr}",
+                options.optimizer.lr()
+            ))?;
+        }
     }
 
     let mut ws = SeqWorkspace::new();
@@ -434,7 +455,9 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         if let Some(path) = &options.checkpoint
             && r.step % options.checkpoint_every == 0
         {
-            trainer.save_checkpoint(path).map_err(err)?;
+            trainer
+                .save_checkpoint_with(path, &save_metadata)
+                .map_err(err)?;
         }
         bar.update(
             options.budget.fraction(trainer.step(), train_s),
@@ -446,7 +469,9 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     }
     bar.finish();
     if let Some(path) = &options.checkpoint {
-        trainer.save_checkpoint(path).map_err(err)?;
+        trainer
+            .save_checkpoint_with(path, &save_metadata)
+            .map_err(err)?;
     }
 
     let steps = trainer.step();

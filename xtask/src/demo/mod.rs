@@ -11,11 +11,13 @@
 //! bad flags, values or files are one-line `Err(String)`s.
 //! Shared parts: [`progress`] (bar and budget), [`json`] (the last line), [`plot`] (SVG loss
 //! curves), [`options`] (optimizer names, budget, output), [`limits`] (the memory budget the
-//! size flags are checked against); data: [`text`], [`adding`], [`reber`].
+//! size flags are checked against), [`checkpoint`] (the checkpoint path and the vocabulary kept
+//! in it); data: [`text`], [`adding`], [`reber`].
 
 pub mod adding;
 pub mod adding_demo;
 pub mod charlm;
+pub mod checkpoint;
 pub mod hello;
 pub mod json;
 pub mod limits;

@@ -1,0 +1,179 @@
+//! The charlm demo's checkpoint paths: a bad `--checkpoint` fails before training, the
+//! vocabulary is kept in the checkpoint and a text with another one is refused on resume, and a
+//! resumed run's banner shows the optimizer settings in force.
+
+use nn_train::AdamConfig;
+use std::path::Path;
+use std::process::Command;
+use xtask::demo::progress::Budget;
+use xtask::demo::{Output, charlm};
+
+/// Runs `f` with a quiet [`Output`]; its result and the text it wrote.
+fn capture<R>(f: impl FnOnce(&mut Output<'_>) -> Result<R, String>) -> (Result<R, String>, String) {
+    let mut buf = Vec::new();
+    let result = {
+        let mut out = Output {
+            text: &mut buf,
+            progress: false,
+        };
+        f(&mut out)
+    };
+    (result, String::from_utf8(buf).unwrap())
+}
+
+fn tiny(dir: &Path, steps: u64) -> charlm::Options {
+    charlm::Options {
+        hidden: 8,
+        layers: 1,
+        seq: 8,
+        batch: 4,
+        optimizer: AdamConfig::new(0.01).into(),
+        budget: Budget {
+            steps: Some(steps),
+            seconds: None,
+        },
+        val_every: 2,
+        sample: 0,
+        checkpoint: Some(dir.join("ckpt.safetensors")),
+        checkpoint_every: 2,
+        out: dir.to_path_buf(),
+        ..charlm::Options::default()
+    }
+}
+
+#[test]
+fn charlm_checks_the_checkpoint_path_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, what) in [
+        (dir.to_path_buf(), "a folder"),
+        (fifo.clone(), "a FIFO"),
+        (dir.join("missing/ckpt.safetensors"), "missing"),
+        (Path::new("/dev/null").to_path_buf(), "a character device"),
+    ] {
+        let out = dir.join("out");
+        let options = charlm::Options {
+            checkpoint: Some(path.clone()),
+            out: out.clone(),
+            ..tiny(dir, 2)
+        };
+        let (result, text) = capture(|out| charlm::run(&options, out));
+        let e = result.unwrap_err();
+        assert!(
+            e.starts_with("--checkpoint ") && e.contains(what) && !e.contains('\n'),
+            "{path:?}: {e}"
+        );
+        // Refused before anything ran or was written.
+        assert!(text.is_empty(), "{text}");
+        assert!(!out.join("loss.svg").exists());
+    }
+    // Through the binary: the one-line `error:` and exit 2.
+    let exe = env!("CARGO_BIN_EXE_xtask");
+    let out = Command::new(exe)
+        .args(["demo", "charlm", "--steps", "1", "--checkpoint"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: --checkpoint ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn charlm_stores_its_vocabulary_and_refuses_to_resume_on_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body.repeat(40)).unwrap();
+        Some(p)
+    };
+    let first = charlm::Options {
+        text: text("a.txt", "the cat sat on the mat. "),
+        ..tiny(dir, 2)
+    };
+    capture(|out| charlm::run(&first, out)).0.unwrap();
+    let ckpt = dir.join("ckpt.safetensors");
+    let vocab = nn_train::checkpoint::read_metadata(&ckpt, "vocab").unwrap();
+    assert_eq!(vocab.as_deref(), Some(" .acehmnost"));
+
+    for (name, body) in [
+        // The same number of characters (11), one of them different.
+        ("same_size.txt", "the cat sat on the pat. "),
+        // Another number of characters.
+        ("bigger.txt", "the dog sat on the mat. "),
+    ] {
+        let resumed = charlm::Options {
+            text: text(name, body),
+            resume: true,
+            ..tiny(dir, 4)
+        };
+        let (result, _) = capture(|out| charlm::run(&resumed, out));
+        let e = result.unwrap_err();
+        assert!(
+            e.starts_with("--resume: ") && e.contains("another vocabulary") && !e.contains('\n'),
+            "{name}: {e}"
+        );
+    }
+    // The same text resumes.
+    let resumed = charlm::Options {
+        resume: true,
+        budget: Budget {
+            steps: Some(4),
+            seconds: None,
+        },
+        ..first
+    };
+    let (report, _) = capture(|out| charlm::run(&resumed, out));
+    assert_eq!(report.unwrap().steps, 4);
+}
+
+#[test]
+fn charlm_resumed_banner_shows_the_saved_lr_in_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    capture(|out| charlm::run(&tiny(dir, 2), out)).0.unwrap();
+    let resumed = charlm::Options {
+        optimizer: AdamConfig::new(0.5).into(),
+        resume: true,
+        ..tiny(dir, 4)
+    };
+    let (result, text) = capture(|out| charlm::run(&resumed, out));
+    assert_eq!(result.unwrap().steps, 4);
+    let model_line = text.lines().find(|l| l.starts_with("model:")).unwrap();
+    assert!(model_line.contains("adam lr 0.01,"), "{model_line}");
+    assert!(!model_line.contains("0.5"), "{model_line}");
+    assert!(
+        text.contains(
+            "--lr 0.5 is not used: a resumed run continues with the checkpoint's lr 0.01"
+        ),
+        "{text}"
+    );
+    // The run continued with lr 0.01: the same as resuming with the flag left at 0.01.
+    let again = tempfile::tempdir().unwrap();
+    capture(|out| charlm::run(&tiny(again.path(), 2), out))
+        .0
+        .unwrap();
+    let same = charlm::Options {
+        resume: true,
+        ..tiny(again.path(), 4)
+    };
+    let (result, text) = capture(|out| charlm::run(&same, out));
+    assert!(!text.contains("is not used"), "{text}");
+    assert_eq!(
+        std::fs::read(dir.join("ckpt.safetensors")).unwrap(),
+        std::fs::read(again.path().join("ckpt.safetensors")).unwrap()
+    );
+    assert_eq!(result.unwrap().steps, 4);
+}
