@@ -82,8 +82,12 @@ impl<T: Float> Dense<T> {
         Ok(())
     }
 
-    /// `y = W x + b` into a new matrix `(out, N)`.
-    pub fn forward(&self, x: &DMatrix<T>) -> Result<DMatrix<T>> {
+    /// `y = W x + b` into a new matrix `(out, N)`. `x` may be a matrix or a view (a time step's
+    /// columns of a sequence batch, say: `x.columns(t * b, b)`), with no copy.
+    pub fn forward<SX: RawStorage<T, Dyn, Dyn>>(
+        &self,
+        x: &Matrix<T, Dyn, Dyn, SX>,
+    ) -> Result<DMatrix<T>> {
         self.check_input(x)?;
         let mut y = try_zeros("Dense output", self.output_size(), x.ncols())?;
         self.forward_to(x, &mut y)?;
@@ -272,6 +276,19 @@ mod tests {
                 .is_err()
         );
         assert!(Dense::<f32>::new(0, 2, &mut rng).is_err());
+    }
+
+    #[test]
+    fn forward_takes_a_view_with_the_bits_of_a_copy() {
+        let mut rng = Rng::seed_from(5);
+        let dense = Dense::<f32>::new(3, 2, &mut rng).unwrap();
+        let seq = Init::Normal { std: 1.0 }
+            .matrix::<f32>(3, 12, &mut rng)
+            .unwrap();
+        let view = seq.columns(4, 4);
+        let from_view = dense.forward(&view).unwrap();
+        assert_eq!(from_view, dense.forward(&view.into_owned()).unwrap());
+        assert!(dense.forward(&seq.rows(0, 2)).is_err());
     }
 
     #[test]
