@@ -15,7 +15,7 @@ use crate::cell::{gru, lstm, rnn};
 use crate::gates::GateLayout;
 use crate::layer::{bias_column, input_in_loop, step_products};
 use crate::{CellKind, Recurrent, RecurrentState};
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 use nn_core::kernels::packed::{PackedMatrix, packed_matmul_threaded};
 use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape};
 
@@ -95,12 +95,17 @@ impl<T: Float> Recurrent<T> {
     /// forward's final state. Errors: a bidirectional layer, wrong shapes, `B = 0`, a NaN or
     /// infinite input or state, an overflow to infinity (then the layers below the one that
     /// overflowed have already stepped).
-    pub fn step<'s>(
+    ///
+    /// `x_t` is a matrix (`&x`) or a view (`x.columns(t * b, b)`, a step of a sequence batch,
+    /// with no copy).
+    pub fn step<'s, 'x>(
         &self,
-        x_t: &DMatrix<T>,
+        x_t: impl Into<DMatrixView<'x, T>>,
         state: &mut RecurrentState<T>,
         scratch: &'s mut StepScratch<T>,
     ) -> Result<&'s DMatrix<T>> {
+        let x_t: DMatrixView<'x, T> = x_t.into();
+        let x_t = &x_t;
         let op = "Recurrent::step";
         let config = self.config();
         if config.bidirectional {
