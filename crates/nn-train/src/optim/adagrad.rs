@@ -86,9 +86,8 @@ impl AdagradConfig {
         &["sum"]
     }
 
-    /// One update of `p` given `g`, at step `t` (1-based), with learning rate `lr`.
-    #[cfg(test)]
-    pub(crate) fn update<T: Float>(
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. It writes the new `p` and state.
+    pub(crate) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
@@ -96,20 +95,6 @@ impl AdagradConfig {
         g: &[T],
         state: &mut [DMatrix<T>],
     ) {
-        self.apply::<T, true>(lr, t, p, g, state);
-    }
-
-    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. With `WRITE`
-    /// it writes the new `p` and state (and returns `true`); without, it changes nothing and
-    /// returns whether every new value would be finite: the same arithmetic, so the same bits.
-    pub(crate) fn apply<T: Float, const WRITE: bool>(
-        &self,
-        lr: f64,
-        t: u64,
-        p: &mut [T],
-        g: &[T],
-        state: &mut [DMatrix<T>],
-    ) -> bool {
         let [sum] = state else {
             unreachable!("Adagrad has one buffer")
         };
@@ -117,18 +102,12 @@ impl AdagradConfig {
         let eps: T = lit(self.eps);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
-        let mut finite = true;
         for ((p, &g), s) in p.iter_mut().zip(g).zip(sum.as_mut_slice()) {
             let g = if decay { g + wd * *p } else { g };
             let sn = *s + g * g;
             let pn = *p - clr * (g / (sn.sqrt() + eps));
-            if WRITE {
-                (*p, *s) = (pn, sn);
-            } else {
-                finite &= pn.finite() & sn.finite();
-            }
+            (*p, *s) = (pn, sn);
         }
-        finite
     }
 }
 
@@ -148,10 +127,10 @@ mod tests {
             .with_eps(0.0);
         let mut p = [2.0];
         let mut st = vec![DMatrix::from_element(1, 1, 1.0)];
-        cfg.update(0.1, 1, &mut p, &[0.0], &mut st);
+        cfg.apply(0.1, 1, &mut p, &[0.0], &mut st);
         let p1 = 2.0 - 0.1 / 2f64.sqrt();
         assert!((p[0] - p1).abs() < 1e-15);
-        cfg.update(0.1, 2, &mut p, &[1.0], &mut st);
+        cfg.apply(0.1, 2, &mut p, &[1.0], &mut st);
         let g = 1.0 + 0.5 * p1;
         let want = p1 - (0.1 / 1.5) * (g / (2.0 + g * g).sqrt());
         assert!((p[0] - want).abs() < 1e-15, "{} vs {want}", p[0]);

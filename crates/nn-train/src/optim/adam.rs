@@ -107,9 +107,8 @@ impl AdamConfig {
         &["exp_avg", "exp_avg_sq"]
     }
 
-    /// One update of `p` given `g`, at step `t` (1-based), with learning rate `lr`.
-    #[cfg(test)]
-    pub(crate) fn update<T: Float>(
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. It writes the new `p` and state.
+    pub(crate) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
@@ -117,20 +116,6 @@ impl AdamConfig {
         g: &[T],
         state: &mut [DMatrix<T>],
     ) {
-        self.apply::<T, true>(lr, t, p, g, state);
-    }
-
-    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. With `WRITE`
-    /// it writes the new `p` and state (and returns `true`); without, it changes nothing and
-    /// returns whether every new value would be finite: the same arithmetic, so the same bits.
-    pub(crate) fn apply<T: Float, const WRITE: bool>(
-        &self,
-        lr: f64,
-        t: u64,
-        p: &mut [T],
-        g: &[T],
-        state: &mut [DMatrix<T>],
-    ) -> bool {
         let [m, v] = state else {
             unreachable!("Adam has two buffers")
         };
@@ -147,7 +132,6 @@ impl AdamConfig {
         let wd: T = lit(self.weight_decay);
         let shrink: T = lit(1.0 - lr * self.weight_decay);
         let decoupled = self.weight_decay != 0.0 && self.decoupled_weight_decay;
-        let mut finite = true;
         for (((p, &g), m), v) in p
             .iter_mut()
             .zip(g)
@@ -163,13 +147,8 @@ impl AdamConfig {
             let vn = b2t * *v + k2 * g * g;
             let denom = vn.sqrt() / bc2_sqrt + eps;
             pn -= step_size * (mn / denom);
-            if WRITE {
-                (*p, *m, *v) = (pn, mn, vn);
-            } else {
-                finite &= pn.finite() & mn.finite() & vn.finite();
-            }
+            (*p, *m, *v) = (pn, mn, vn);
         }
-        finite
     }
 }
 
@@ -180,7 +159,7 @@ mod tests {
     fn run(cfg: AdamConfig, p: &mut [f64], grads: &[f64]) {
         let mut st = vec![DMatrix::zeros(p.len(), 1), DMatrix::zeros(p.len(), 1)];
         for (i, &g) in grads.iter().enumerate() {
-            cfg.update(cfg.lr, i as u64 + 1, p, &[g], &mut st);
+            cfg.apply(cfg.lr, i as u64 + 1, p, &[g], &mut st);
         }
     }
 

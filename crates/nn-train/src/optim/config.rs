@@ -131,21 +131,20 @@ impl OptimizerConfig {
         Ok(())
     }
 
-    /// The update of one parameter (see [`SgdConfig::apply`] and the others): with `WRITE`,
-    /// applied; without, only whether its results would all be finite.
-    pub(super) fn apply<T: Float, const WRITE: bool>(
+    /// The update of one parameter, written in place (see [`SgdConfig::apply`] and the others).
+    pub(super) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
         p: &mut Param<T>,
         bufs: &mut [DMatrix<T>],
-    ) -> bool {
+    ) {
         let (v, g) = (p.value.as_mut_slice(), p.grad.as_slice());
         match self {
-            OptimizerConfig::Sgd(c) => c.apply::<T, WRITE>(lr, t, v, g, bufs),
-            OptimizerConfig::Adagrad(c) => c.apply::<T, WRITE>(lr, t, v, g, bufs),
-            OptimizerConfig::RmsProp(c) => c.apply::<T, WRITE>(lr, v, g, bufs),
-            OptimizerConfig::Adam(c) => c.apply::<T, WRITE>(lr, t, v, g, bufs),
+            OptimizerConfig::Sgd(c) => c.apply(lr, t, v, g, bufs),
+            OptimizerConfig::Adagrad(c) => c.apply(lr, t, v, g, bufs),
+            OptimizerConfig::RmsProp(c) => c.apply(lr, v, g, bufs),
+            OptimizerConfig::Adam(c) => c.apply(lr, t, v, g, bufs),
         }
     }
 

@@ -208,7 +208,7 @@ impl<T: Float> Optimizer<T> {
         let state = &mut self.state;
         model.visit_mut(&mut |name, p| {
             let buffers = &mut state[i].buffers;
-            config.apply::<T, true>(lr, t, p, buffers);
+            config.apply(lr, t, p, buffers);
             // A vectorized scan of what was just written, while it is still in cache.
             let finite = |m: &DMatrix<T>| nn_core::check_finite("", m).is_ok();
             if bad.is_none() && !(finite(&p.value) && buffers.iter().all(finite)) {

@@ -109,22 +109,8 @@ impl RmsPropConfig {
         }
     }
 
-    /// One update of `p` given `g`, with learning rate `lr` (RMSprop does not use the step count).
-    #[cfg(test)]
-    pub(crate) fn update<T: Float>(&self, lr: f64, p: &mut [T], g: &[T], state: &mut [DMatrix<T>]) {
-        self.apply::<T, true>(lr, p, g, state);
-    }
-
-    /// The update of `p` given `g`, with learning rate `lr`. With `WRITE` it writes the new `p`
-    /// and state (and returns `true`); without, it changes nothing and returns whether every new
-    /// value would be finite: the same arithmetic, so the same bits.
-    pub(crate) fn apply<T: Float, const WRITE: bool>(
-        &self,
-        lr: f64,
-        p: &mut [T],
-        g: &[T],
-        state: &mut [DMatrix<T>],
-    ) -> bool {
+    /// The update of `p` given `g`, with learning rate `lr`. It writes the new `p` and state.
+    pub(crate) fn apply<T: Float>(&self, lr: f64, p: &mut [T], g: &[T], state: &mut [DMatrix<T>]) {
         let (sq, rest) = state
             .split_first_mut()
             .expect("RMSprop has a square_avg buffer");
@@ -146,7 +132,6 @@ impl RmsPropConfig {
         let mom: T = lit(self.momentum);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
-        let mut finite = true;
         for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
             let g = if decay { g + wd * *p } else { g };
             let s = &mut sq.as_mut_slice()[i];
@@ -154,11 +139,7 @@ impl RmsPropConfig {
             let avg = match g_avg.as_deref_mut() {
                 Some(ga) => {
                     let gan = alpha * ga[i] + k * g;
-                    if WRITE {
-                        ga[i] = gan;
-                    } else {
-                        finite &= gan.finite();
-                    }
+                    ga[i] = gan;
                     (sn - gan * gan).sqrt() + eps
                 }
                 None => sn.sqrt() + eps,
@@ -166,22 +147,13 @@ impl RmsPropConfig {
             let pn = match buf.as_deref_mut() {
                 Some(b) => {
                     let bn = mom * b[i] + g / avg;
-                    if WRITE {
-                        b[i] = bn;
-                    } else {
-                        finite &= bn.finite();
-                    }
+                    b[i] = bn;
                     *p - lr * bn
                 }
                 None => *p - lr * (g / avg),
             };
-            if WRITE {
-                (*p, *s) = (pn, sn);
-            } else {
-                finite &= pn.finite() & sn.finite();
-            }
+            (*p, *s) = (pn, sn);
         }
-        finite
     }
 }
 
@@ -193,7 +165,7 @@ mod tests {
         let mut st: Vec<DMatrix<f64>> =
             cfg.buffers().iter().map(|_| DMatrix::zeros(1, 1)).collect();
         for &g in grads {
-            cfg.update(cfg.lr, p, &[g], &mut st);
+            cfg.apply(cfg.lr, p, &[g], &mut st);
         }
     }
 

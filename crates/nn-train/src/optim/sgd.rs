@@ -104,9 +104,8 @@ impl SgdConfig {
         }
     }
 
-    /// One update of `p` given `g`, at step `t` (1-based), with learning rate `lr`.
-    #[cfg(test)]
-    pub(crate) fn update<T: Float>(
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. It writes the new `p` and state.
+    pub(crate) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
@@ -114,35 +113,16 @@ impl SgdConfig {
         g: &[T],
         state: &mut [DMatrix<T>],
     ) {
-        self.apply::<T, true>(lr, t, p, g, state);
-    }
-
-    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. With `WRITE`
-    /// it writes the new `p` and state (and returns `true`); without, it changes nothing and
-    /// returns whether every new value would be finite: the same arithmetic, so the same bits.
-    pub(crate) fn apply<T: Float, const WRITE: bool>(
-        &self,
-        lr: f64,
-        t: u64,
-        p: &mut [T],
-        g: &[T],
-        state: &mut [DMatrix<T>],
-    ) -> bool {
         let lr: T = lit(lr);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
-        let mut finite = true;
         if self.momentum == 0.0 {
             for (p, &g) in p.iter_mut().zip(g) {
                 let d = if decay { g + wd * *p } else { g };
                 let pn = *p - lr * d;
-                if WRITE {
-                    *p = pn;
-                } else {
-                    finite &= pn.finite();
-                }
+                *p = pn;
             }
-            return finite;
+            return;
         }
         let mom: T = lit(self.momentum);
         let keep: T = lit(1.0 - self.dampening);
@@ -154,13 +134,8 @@ impl SgdConfig {
             let bn = if t == 1 { d } else { *b * mom + keep * d };
             let d = if self.nesterov { d + mom * bn } else { bn };
             let pn = *p - lr * d;
-            if WRITE {
-                (*p, *b) = (pn, bn);
-            } else {
-                finite &= pn.finite() & bn.finite();
-            }
+            (*p, *b) = (pn, bn);
         }
-        finite
     }
 }
 
@@ -175,7 +150,7 @@ mod tests {
             .map(|_| DMatrix::zeros(p.len(), 1))
             .collect();
         for (i, g) in grads.iter().enumerate() {
-            cfg.update(cfg.lr, i as u64 + 1, p, g, &mut st);
+            cfg.apply(cfg.lr, i as u64 + 1, p, g, &mut st);
         }
     }
 
