@@ -410,11 +410,12 @@ pub fn gemm_naive<T: Float>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use nalgebra::DMatrix;
 
-    fn rand_mat(r: usize, c: usize, seed: u64) -> DMatrix<f64> {
+    /// A seeded matrix of values in `[-0.5, 0.5)` (also used by `kernels::row_sums`' tests).
+    pub(crate) fn rand_mat(r: usize, c: usize, seed: u64) -> DMatrix<f64> {
         let mut s = seed;
         DMatrix::from_fn(r, c, |_, _| {
             s = s

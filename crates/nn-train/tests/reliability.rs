@@ -8,20 +8,14 @@
 
 use nalgebra::DMatrix;
 use nn_core::tensor_io::{TensorFile, TensorWriter};
-use nn_core::{Dense, Module, Param, Rng};
+use nn_core::{Dense, Module, Rng};
 use nn_recurrent::{CellKind, Nonlinearity, RecurrentConfig};
+use nn_testutil::param_values;
 use nn_train::{
     AdagradConfig, AdamConfig, Batch, Bptt, Error, Objective, Optimizer, OptimizerConfig,
     RmsPropConfig, SampleConfig, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target,
     Targets, Trainer, TrainerConfig, batch_fn, sample,
 };
-
-/// The parameters' values (not their gradients).
-fn params<T: nn_core::Float>(m: &impl Module<T>) -> Vec<DMatrix<T>> {
-    let mut v = Vec::new();
-    m.visit(&mut |_, p: &Param<T>| v.push(p.value.clone()));
-    v
-}
 
 fn invalid(r: Result<impl std::fmt::Debug, Error>) -> String {
     match r {
@@ -192,7 +186,7 @@ fn a_training_step_is_all_or_nothing_with_truncated_bptt() {
         b.targets = Targets::Classes(t);
         Ok(())
     });
-    let (good, good_opt) = (params(&trainer.model), trainer.optimizer.clone());
+    let (good, good_opt) = (param_values(&trainer.model), trainer.optimizer.clone());
     let err = trainer.train_step(&mut bad_target).unwrap_err();
     assert!(
         matches!(
@@ -206,7 +200,7 @@ fn a_training_step_is_all_or_nothing_with_truncated_bptt() {
         ),
         "{err}"
     );
-    assert_eq!(params(&trainer.model), good);
+    assert_eq!(param_values(&trainer.model), good);
     assert_eq!(trainer.optimizer, good_opt);
     assert_eq!(trainer.optimizer.steps(), 0);
     assert_eq!(trainer.step(), 0);
@@ -217,7 +211,7 @@ fn a_training_step_is_all_or_nothing_with_truncated_bptt() {
     let config =
         TrainerConfig::new(Objective::LastStepMse).with_bptt(Bptt::Truncated { window: 2 });
     let mut trainer = Trainer::new(gru(4, 3), opt, Rng::seed_from(4), config).unwrap();
-    let good = params(&trainer.model);
+    let good = param_values(&trainer.model);
     for (shape, bad) in [((4, 2), f64::NAN), ((4, 3), 0.0), ((3, 2), 0.0)] {
         let mut source = batch_fn(|_, _: &mut Rng, b: &mut Batch<f64>| {
             b.x = DMatrix::from_element(4, 8, 0.5);
@@ -243,7 +237,7 @@ fn a_training_step_is_all_or_nothing_with_truncated_bptt() {
             ),
             "{err}"
         );
-        assert_eq!(params(&trainer.model), good);
+        assert_eq!(param_values(&trainer.model), good);
         assert_eq!(trainer.optimizer.steps(), 0);
         assert_eq!(trainer.step(), 0);
     }
@@ -276,13 +270,13 @@ fn a_training_step_is_all_or_nothing_with_truncated_bptt() {
         b.targets = Targets::Classes((0..8).map(|j| (j + 1) % 4).collect());
         Ok(())
     });
-    let (good, good_opt) = (params(&trainer.model), trainer.optimizer.clone());
+    let (good, good_opt) = (param_values(&trainer.model), trainer.optimizer.clone());
     let err = trainer.train_step(&mut overflow).unwrap_err();
     assert!(
         matches!(err, Error::Core(nn_core::Error::NonFinite { .. })),
         "{err}"
     );
-    assert_eq!(params(&trainer.model), good);
+    assert_eq!(param_values(&trainer.model), good);
     assert_eq!(trainer.optimizer, good_opt);
     assert_eq!(trainer.optimizer.steps(), 0);
     assert_eq!(trainer.step(), 0);

@@ -93,17 +93,8 @@ pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::tests::rand_mat;
     use nalgebra::DMatrix;
-
-    fn rand_mat(r: usize, c: usize, seed: u64) -> DMatrix<f64> {
-        let mut s = seed;
-        DMatrix::from_fn(r, c, |_, _| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-        })
-    }
 
     #[test]
     fn row_sums_add_each_row_in_column_order() {
