@@ -123,11 +123,28 @@ pub enum Error {
         /// The checksum of the data read.
         computed: String,
     },
-    /// A tensor the model needs is not in the file.
-    #[error("tensor `{name}` is missing")]
+    /// A tensor the model needs is not in the file. The message names the file and, when the
+    /// file has tensors of similar names (the same name under another prefix, a small edit
+    /// away), the closest ones: `tensor `weight_ih_l0` is missing from m.safetensors (closest
+    /// present: `rnn.weight_ih_l0`; ... map the prefix "" to "rnn." ...)`.
+    #[error("tensor `{name}` is missing{}", missing_detail(name, path, closest))]
     MissingTensor {
         /// Its name.
         name: String,
+        /// The file (empty when not known).
+        path: PathBuf,
+        /// The names present that are closest to `name`, best first (at most three).
+        closest: Vec<String>,
+    },
+    /// [`Recurrent::backward`](../nn_recurrent/struct.Recurrent.html#method.backward) was given
+    /// an input `x` whose values differ from the forward's (their fingerprints differ): its
+    /// gradients would be wrong without a word.
+    #[error(
+        "{op}: x is not the input of the forward pass (its values differ); pass the same x, unchanged"
+    )]
+    InputChanged {
+        /// The operation.
+        op: &'static str,
     },
     /// A tensor has a different shape from the model's.
     #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
@@ -149,6 +166,44 @@ pub enum Error {
         /// What would be read.
         expected: &'static str,
     },
+}
+
+/// The file and hint of a [`Error::MissingTensor`] message.
+fn missing_detail(name: &str, path: &std::path::Path, closest: &[String]) -> String {
+    let mut out = String::new();
+    if !path.as_os_str().is_empty() {
+        out += &format!(" from {}", path.display());
+    }
+    if let Some(best) = closest.first() {
+        let names: Vec<String> = closest.iter().map(|c| format!("`{c}`")).collect();
+        out += &format!(" (closest present: {}", names.join(", "));
+        if let Some((ours, theirs)) = prefix_pair(name, best) {
+            out += &format!(
+                "; the names differ in their prefix: load with a name map, e.g. \
+                 `tensor_io::rename_prefixes(&[(\"{ours}\", \"{theirs}\")])`"
+            );
+        }
+        out += ")";
+    }
+    out
+}
+
+/// `(a, b)` when `name = a + s` and `other = b + s` for a common suffix `s` that is a whole
+/// dotted segment chain (`weight_ih_l0` in `rnn.weight_ih_l0` and `lstm.weight_ih_l0`).
+pub(crate) fn prefix_pair<'a>(name: &'a str, other: &'a str) -> Option<(&'a str, &'a str)> {
+    let common = name
+        .bytes()
+        .rev()
+        .zip(other.bytes().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    // Back to a segment boundary: the suffix must start the name or follow a dot.
+    let boundary = |s: &str, k: usize| k == s.len() || s.as_bytes()[s.len() - k - 1] == b'.';
+    let k = (1..=common)
+        .rev()
+        .find(|&k| boundary(name, k) && boundary(other, k))?;
+    let (a, b) = (&name[..name.len() - k], &other[..other.len() - k]);
+    (a != b).then_some((a, b))
 }
 
 /// nn-core's result type.

@@ -15,8 +15,10 @@
 
 mod atomic;
 pub mod checksum;
+mod names;
 
 pub use atomic::{DEAD_GRACE, STALE_AFTER, check_writable, write_atomic};
+pub use names::rename_prefixes;
 
 use crate::{Error, Float, Module, Param, Result};
 use nalgebra::DMatrix;
@@ -133,6 +135,8 @@ impl TensorFile {
     fn entry(&self, name: &str) -> Result<&Entry> {
         self.entries.get(name).ok_or_else(|| Error::MissingTensor {
             name: name.to_string(),
+            path: self.path.clone(),
+            closest: names::closest(name, self.entries.keys().map(String::as_str)),
         })
     }
 
@@ -270,13 +274,27 @@ impl TensorFile {
 
     /// Loads every parameter of `module` from the tensor of the same name (PyTorch's
     /// `load_state_dict` with `strict=True` for the model's own names; extra tensors are ignored).
-    /// Nothing is changed unless every tensor is present with the right shape and dtype.
+    /// Nothing is changed unless every tensor is present with the right shape and dtype; a
+    /// missing one is [`Error::MissingTensor`] naming the file and the closest names present.
     pub fn load_module<T: Float, M: Module<T> + ?Sized>(&self, module: &mut M) -> Result<()> {
+        self.load_module_with(module, str::to_string)
+    }
+
+    /// [`TensorFile::load_module`] with a name map from our parameter names to the file's
+    /// (see [`rename_prefixes`]): `load_module_with(&mut model, rename_prefixes(&[("rnn.",
+    /// "lstm."), ("head.", "fc.")]))` reads a `state_dict` whose layers are called `lstm` and
+    /// `fc`; any closure works (`|ours| format!("0.{ours}")` for an `nn.Sequential`'s first
+    /// module). Errors name the file's tensor names.
+    pub fn load_module_with<T: Float, M: Module<T> + ?Sized>(
+        &self,
+        module: &mut M,
+        map: impl Fn(&str) -> String,
+    ) -> Result<()> {
         let mut loaded: Vec<DMatrix<T>> = Vec::new();
         let mut first_err = None;
         module.visit(&mut |name, p| {
             if first_err.is_none() {
-                match self.matrix::<T>(name, &p.torch_shape()) {
+                match self.matrix::<T>(&map(name), &p.torch_shape()) {
                     Ok(m) => loaded.push(m),
                     Err(e) => first_err = Some(e),
                 }

@@ -98,8 +98,24 @@ impl<T: Float> Recurrent<T> {
     /// Every parameter name must be present with its PyTorch shape and a float dtype; otherwise
     /// the error names the tensor (or the file, when it is not valid safetensors) and no weight
     /// is changed. Extra tensors in the file are ignored. Gradients are left as they are.
+    ///
+    /// The names are the layer's own (`weight_ih_l0`, …). A whole model's `state_dict` names
+    /// them under its attribute (`rnn.weight_ih_l0`): load those with
+    /// [`Recurrent::load_safetensors_with`]; the error of a missing tensor names the file and the
+    /// closest names present, and says which prefix map reads them.
     pub fn load_safetensors(&mut self, path: impl AsRef<Path>) -> Result<()> {
         TensorFile::open(path)?.load_module(self)
+    }
+
+    /// [`Recurrent::load_safetensors`] with a map from the layer's names to the file's:
+    /// `load_safetensors_with(path, rename_prefixes(&[("", "lstm.")]))` reads the layer out of a
+    /// model whose LSTM attribute is `lstm` (see [`nn_core::tensor_io::rename_prefixes`]).
+    pub fn load_safetensors_with(
+        &mut self,
+        path: impl AsRef<Path>,
+        map: impl Fn(&str) -> String,
+    ) -> Result<()> {
+        TensorFile::open(path)?.load_module_with(self, map)
     }
 
     /// Saves the weights under PyTorch's names, atomically, in `T`'s dtype.

@@ -763,7 +763,7 @@ fn bad_weight_files_are_errors_naming_the_tensor_and_change_nothing() {
 
     write("bias_hh_l0_reverse", &|_, _| false);
     let err = layer.clone().load_safetensors(&path).unwrap_err();
-    assert!(matches!(&err, Error::MissingTensor { name } if name == "bias_hh_l0_reverse"));
+    assert!(matches!(&err, Error::MissingTensor { name, .. } if name == "bias_hh_l0_reverse"));
     assert!(err.to_string().contains("bias_hh_l0_reverse"));
 
     write("", &|name, out| {

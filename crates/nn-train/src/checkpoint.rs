@@ -322,6 +322,8 @@ impl<T: Float> Trainer<T> {
             (true, false) => {
                 return Err(nn_core::Error::MissingTensor {
                     name: "state.c".to_string(),
+                    path: file.path().to_path_buf(),
+                    closest: vec!["state.h".to_string()],
                 }
                 .into());
             }

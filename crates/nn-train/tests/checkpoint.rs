@@ -214,7 +214,7 @@ fn generic_checkpoint_of_any_module_reports_missing_tensors() {
     let mut opt2 = Optimizer::<f64>::new(SgdConfig::new(0.5).with_momentum(0.9)).unwrap();
     let err = load(&path, &mut other, &meta, &mut opt2).unwrap_err();
     assert!(
-        matches!(err, Error::Core(nn_core::Error::MissingTensor { ref name }) if name == "inner.weight"),
+        matches!(err, Error::Core(nn_core::Error::MissingTensor { ref name, .. }) if name == "inner.weight"),
         "{err}"
     );
     let mut same = nn_core::Dense::<f64>::new(3, 2, &mut Rng::seed_from(9)).unwrap();

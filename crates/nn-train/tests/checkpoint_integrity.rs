@@ -119,7 +119,7 @@ fn a_missing_state_c_for_an_lstm_carrying_state_is_an_error() {
     let before = param_bits(&fresh.model);
     let err = fresh.load_checkpoint(&path).unwrap_err();
     assert!(
-        matches!(&err, Error::Core(nn_core::Error::MissingTensor { name }) if name == "state.c"),
+        matches!(&err, Error::Core(nn_core::Error::MissingTensor { name, .. }) if name == "state.c"),
         "{err}"
     );
     assert_eq!(param_bits(&fresh.model), before);
