@@ -10,6 +10,7 @@
 //! A cache is re-sized only when the layer's settings, `T` or `B` change; otherwise forward and
 //! backward reuse every buffer and allocate nothing.
 
+use crate::fingerprint::Fingerprint;
 use crate::gates::GateLayout;
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
@@ -116,6 +117,8 @@ pub struct RecurrentCache<T: Float> {
     pub(crate) sized_for: Option<(RecurrentConfig, usize, usize)>,
     /// What the buffers hold.
     pub(crate) saved: Saved,
+    /// The print of the forward's input, which backward's `x` must match.
+    pub(crate) input_print: Option<Fingerprint>,
     pub(crate) layers: Vec<LayerCache<T>>,
     /// A copy of the forward's initial state (zeros when none was given).
     pub(crate) initial: RecurrentState<T>,
@@ -140,6 +143,7 @@ impl<T: Float> RecurrentCache<T> {
         RecurrentCache {
             sized_for: None,
             saved: Saved::Nothing,
+            input_print: None,
             layers: Vec::new(),
             initial: empty_state(),
             final_state: empty_state(),

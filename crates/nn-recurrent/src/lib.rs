@@ -20,6 +20,7 @@
 mod cache;
 mod cell;
 pub mod config;
+mod fingerprint;
 mod gates;
 mod layer;
 mod state;

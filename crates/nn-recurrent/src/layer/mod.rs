@@ -30,9 +30,10 @@ mod tests;
 pub(crate) use products::{bias_column, input_in_loop, step_products};
 
 use crate::cache::{LayerCache, Saved};
+use crate::fingerprint::Fingerprint;
 use crate::weights::DirectionWeights;
 use crate::{RecurrentCache, RecurrentConfig, RecurrentState};
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 use nn_core::{Accum, Error, Float, Result, Shape, check_finite, check_shape};
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
@@ -190,7 +191,12 @@ impl<T: Float> Recurrent<T> {
     }
 
     /// Checks a sequence batch and returns `T`.
-    fn check_sequence(&self, op: &'static str, x: &DMatrix<T>, batch: usize) -> Result<usize> {
+    fn check_sequence(
+        &self,
+        op: &'static str,
+        x: &DMatrixView<'_, T>,
+        batch: usize,
+    ) -> Result<usize> {
         let input = self.config.input_size;
         if x.nrows() != input {
             return Err(Error::ShapeMismatch {
@@ -280,16 +286,22 @@ impl<T: Float> Recurrent<T> {
     /// zeros). Errors: wrong input rows, columns not a multiple of `B`, `B = 0` or `T = 0`, a
     /// NaN or infinite input or initial state, an initial state of the wrong shape, an output
     /// that overflowed to infinity.
-    pub fn forward(
+    ///
+    /// `x` is a matrix (`&x`) or a view (`x.columns(t0 * b, n * b)`, a window of a longer
+    /// sequence batch, with no copy). The cache keeps a fingerprint of `x` (its shape and a hash
+    /// of its values, one pass over `x`) that [`Recurrent::backward`] checks.
+    pub fn forward<'x>(
         &self,
-        x: &DMatrix<T>,
+        x: impl Into<DMatrixView<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         cache: &mut RecurrentCache<T>,
     ) -> Result<()> {
+        let x: DMatrixView<'x, T> = x.into();
         cache.saved = Saved::Nothing;
         self.check_weights("Recurrent::forward parameter")?;
-        let steps = self.check_sequence("Recurrent::forward input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", x, batch)?;
+        let steps = self.check_sequence("Recurrent::forward input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", &x, batch)?;
+        cache.input_print = Some(Fingerprint::of(&x));
         if let Some(s) = initial {
             self.check_state(
                 "Recurrent::forward initial state",
@@ -370,15 +382,20 @@ impl<T: Float> Recurrent<T> {
     /// Errors: a cache without a forward of a layer with these settings, or whose forward a
     /// backward has already used, an `x`, `d_output`,
     /// `d_final` or `d_input` of the wrong shape, a NaN or infinite `d_output` or `d_final`, a
-    /// gradient that overflowed to infinity (the gradients are then already partly added).
-    pub fn backward(
+    /// gradient that overflowed to infinity (the gradients are then already partly added), and
+    /// an `x` whose values are not the forward's ([`Error::InputChanged`], checked against the
+    /// fingerprint the forward kept: one pass over `x`).
+    ///
+    /// `x` is a matrix or a view, as in [`Recurrent::forward`].
+    pub fn backward<'x>(
         &mut self,
-        x: &DMatrix<T>,
+        x: impl Into<DMatrixView<'x, T>>,
         cache: &mut RecurrentCache<T>,
         d_output: &DMatrix<T>,
         d_final: Option<&RecurrentState<T>>,
         mut d_input: Option<&mut DMatrix<T>>,
     ) -> Result<()> {
+        let x: DMatrixView<'x, T> = x.into();
         let (steps, batch) = match cache.forward_shape() {
             Some((c, t, b)) if *c == self.config => (t, b),
             _ => {
@@ -401,9 +418,14 @@ impl<T: Float> Recurrent<T> {
         let input = self.config.input_size;
         check_shape(
             "Recurrent::backward input (must be the forward's)",
-            x,
+            &x,
             Shape(input, cols),
         )?;
+        if cache.input_print != Some(Fingerprint::of(&x)) {
+            return Err(Error::InputChanged {
+                op: "Recurrent::backward",
+            });
+        }
         check_shape(
             "Recurrent::backward d_output",
             d_output,
