@@ -3,20 +3,26 @@
 //!
 //! The fingerprint of an `(I, N)` matrix is its shape and a 64-bit hash of its values in
 //! column-major order, whatever the matrix's strides (a view of a time window and an owned
-//! copy of it print the same). Value `k`'s bits (widened to `f64`, exact for `f32`) go into
-//! lane `k mod 8`: `h_lane = (h_lane ⊕ bits) · K` with an odd `K`, a bijection of the lane, so
-//! a change of any single value always changes the print; the eight lanes (independent chains,
-//! so the pass runs at about one value per cycle) are then mixed into one word. It costs one
-//! pass over `x` in forward and one in backward, small beside the forward's `W_ih · X` product
-//! (`G·H` multiply-adds per value of `x`).
+//! copy of it print the same). The values' bytes are read as 32-bit words (one per `f32`, two
+//! per `f64`); word `k` goes into lane `k mod 64`: `h_lane = (h_lane ⊕ word) · K` with an odd
+//! `K`, a bijection of the lane, so a change of any single value always changes the print. The
+//! 64 lanes are independent chains of one multiply each, run as wide vectors
+//! ([`nn_core::kernels::simd::dispatch`]), then mixed into one 64-bit word. It costs one pass over
+//! `x` in forward and one in backward, small beside the forward's `W_ih · X` product (`G·H`
+//! multiply-adds per value of `x`). Two different inputs with the same shape print alike with a
+//! chance of about 2⁻³² when they differ in several values of one lane: a guard against
+//! mistakes, not against an adversary.
 
 use nalgebra::{Dim, Matrix, RawStorage};
 use nn_core::Float;
+use nn_core::kernels::simd::dispatch;
 
-/// The multiplier of every lane (odd, from the 64-bit golden ratio).
-const K: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The multiplier of every lane (odd).
+const K: u32 = 0x9E37_79B9;
+/// The final mix's multiplier (odd, from the 64-bit golden ratio).
+const K64: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Lanes: independent multiply chains.
-const LANES: usize = 8;
+const LANES: usize = 64;
 
 /// Shape and hash of a matrix's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,47 +32,64 @@ pub(crate) struct Fingerprint {
     hash: u64,
 }
 
-/// The running lanes; `pos` is the index of the next value.
+/// The running lanes; `pos` is the index of the next word.
 struct Lanes {
-    h: [u64; LANES],
+    h: [u32; LANES],
     pos: usize,
+}
+
+/// The 32-bit words of `values`' bytes (little-endian machines: the low word of an `f64` first).
+fn words<T: Float>(values: &[T]) -> &[u32] {
+    // SAFETY: `Float` is implemented for `f32` and `f64` only: plain values with no padding,
+    // aligned to at least 4 bytes, whose bytes are whole 32-bit words.
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u32>(), values.len() * T::BYTES / 4)
+    }
 }
 
 impl Lanes {
     fn new() -> Self {
-        let mut h = [0u64; LANES];
+        let mut h = [0u32; LANES];
         for (i, v) in h.iter_mut().enumerate() {
-            *v = (i as u64 + 1).wrapping_mul(K);
+            *v = (i as u32 + 1).wrapping_mul(K);
         }
         Lanes { h, pos: 0 }
     }
 
-    fn one<T: Float>(&mut self, v: T) {
+    fn one(&mut self, w: u32) {
         let l = self.pos % LANES;
-        self.h[l] = (self.h[l] ^ v.as_f64().to_bits()).wrapping_mul(K);
+        self.h[l] = (self.h[l] ^ w).wrapping_mul(K);
         self.pos += 1;
     }
 
-    /// Feeds a contiguous run of values: one by one up to a lane boundary, then eight at a
-    /// time (the same lane for each value as [`Lanes::one`]).
+    /// Feeds a contiguous run of values: word by word up to a lane boundary, then 64 words at
+    /// a time (the same lane for each word as [`Lanes::one`]).
     fn slice<T: Float>(&mut self, values: &[T]) {
-        let head = ((LANES - self.pos % LANES) % LANES).min(values.len());
-        let (first, rest) = values.split_at(head);
-        first.iter().for_each(|&v| self.one(v));
-        let mut blocks = rest.chunks_exact(LANES);
-        for block in &mut blocks {
-            for (h, &v) in self.h.iter_mut().zip(block) {
-                *h = (*h ^ v.as_f64().to_bits()).wrapping_mul(K);
-            }
-        }
-        self.pos += rest.len() - blocks.remainder().len();
-        blocks.remainder().iter().for_each(|&v| self.one(v));
+        let words = words(values);
+        let head = ((LANES - self.pos % LANES) % LANES).min(words.len());
+        let (first, rest) = words.split_at(head);
+        first.iter().for_each(|&w| self.one(w));
+        let blocks = rest.chunks_exact(LANES);
+        let tail = blocks.remainder();
+        let h = &mut self.h;
+        dispatch(
+            #[inline(always)]
+            || {
+                for block in blocks {
+                    for (h, &w) in h.iter_mut().zip(block) {
+                        *h = (*h ^ w).wrapping_mul(K);
+                    }
+                }
+            },
+        );
+        self.pos += rest.len() - tail.len();
+        tail.iter().for_each(|&w| self.one(w));
     }
 
     fn finish(&self) -> u64 {
         let mut out = self.pos as u64;
         for &h in &self.h {
-            out = (out.rotate_left(23) ^ h).wrapping_mul(K);
+            out = (out.rotate_left(23) ^ u64::from(h)).wrapping_mul(K64);
         }
         out ^ (out >> 29)
     }
@@ -90,7 +113,7 @@ impl Fingerprint {
                 lanes.slice(unsafe { std::slice::from_raw_parts(col.as_ptr(), rows) });
             }
         } else {
-            m.iter().for_each(|&v| lanes.one(v));
+            m.iter().for_each(|v| lanes.slice(std::slice::from_ref(v)));
         }
         Fingerprint {
             rows,
@@ -106,9 +129,13 @@ mod tests {
     use nalgebra::DMatrix;
 
     /// The reference: every value one at a time.
-    fn naive(m: &DMatrix<f64>) -> Fingerprint {
+    fn naive<T: Float>(m: &DMatrix<T>) -> Fingerprint {
         let mut lanes = Lanes::new();
-        m.iter().for_each(|&v| lanes.one(v));
+        m.iter().for_each(|v| {
+            words(std::slice::from_ref(v))
+                .iter()
+                .for_each(|&w| lanes.one(w))
+        });
         Fingerprint {
             rows: m.nrows(),
             cols: m.ncols(),
@@ -145,8 +172,12 @@ mod tests {
             ),
             print
         );
-        // f32 values widen exactly.
-        let x32 = x.map(|v| v as f32);
-        assert_eq!(Fingerprint::of(&x32), naive(&x32.map(f64::from)));
+        // f32 values, in a window of a wider matrix.
+        let x32 = big.map(|v| v as f32);
+        let view = x32.view((1, 2), (5, 30));
+        assert_eq!(Fingerprint::of(&view), naive(&view.into_owned()));
+        let mut y = view.into_owned();
+        y[(4, 29)] = -y[(4, 29)];
+        assert_ne!(Fingerprint::of(&y), Fingerprint::of(&view));
     }
 }
