@@ -77,6 +77,15 @@ pub enum Error {
         /// What the file has.
         got: String,
     },
+    /// A model file ([`crate::model_file`]) of another kind, or whose header has no usable
+    /// model config.
+    #[error("model file {path}: {reason}")]
+    ModelFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// nn-train's result type.

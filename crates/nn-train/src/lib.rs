@@ -10,6 +10,8 @@
 //!   validation, progress, and typed errors on NaN.
 //! - [`checkpoint`]: model + optimizer + step + RNG in one safetensors file; resuming continues
 //!   bit for bit.
+//! - [`model_file`]: the model alone ([`SeqModel::save`], [`SeqModel::load`],
+//!   [`SeqModel::from_checkpoint`]) with the caller's metadata; streaming with [`SeqModel::step`].
 //! - [`sample`](mod@sample): text from a character model (temperature, top-k).
 //!
 //! ```
@@ -52,10 +54,12 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod error;
+pub mod model_file;
 pub mod optim;
 pub mod sample;
 pub mod schedule;
 pub mod seq_model;
+mod seq_step;
 pub mod trainer;
 
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
@@ -66,6 +70,7 @@ pub use optim::{
 pub use sample::{SampleConfig, sample, sample_logits};
 pub use schedule::LrSchedule;
 pub use seq_model::{Objective, SeqModel, SeqModelConfig, SeqWorkspace, Target};
+pub use seq_step::SeqStepScratch;
 pub use trainer::{
     Batch, BatchSource, Bptt, Clip, Progress, StepReport, Targets, TrainReport, Trainer,
     TrainerConfig, Validate, batch_fn,

@@ -7,11 +7,15 @@
 //! out    (D*H, T*B)    = Recurrent(x, h0)            (also the final state h_n, c_n)
 //! logits (O, T*B)      = W · out + b                 (objective NextToken: every step)
 //! logits (O, B)        = W · out[:, (T-1)B..TB] + b  (LastStepClass, LastStepMse: last step only)
+//! logits (O, T*B)      = W · out + b                 (objective StepMse: every step)
 //! ```
 //! Objectives ([`Target`]), each a mean like PyTorch's default reduction:
 //! - `NextToken(targets)`: softmax cross-entropy over all `T*B` columns, `targets[t*B + b]`;
 //! - `LastStepClass(targets)`: softmax cross-entropy of the last step's `B` columns;
-//! - `LastStepMse(y)`: mean squared error of the last step's head output against `y` `(O, B)`.
+//! - `LastStepMse(y)`: mean squared error of the last step's head output against `y` `(O, B)`;
+//! - `StepMse(y)`: mean squared error of every step's head output against `y` `(O, T*B)`
+//!   (column `t*B + b`; per-step regression, e.g. the next value of a series at every step):
+//!   `L = Σ (logits − y)² / (O·T·B)`.
 //!
 //! Backward: `dW += dlogits · outᵀ`, `db += Σ_columns dlogits`, `d_out = Wᵀ · dlogits` (zero in
 //! the columns without a loss), then BPTT through the recurrent layer with a zero gradient for
@@ -20,9 +24,11 @@
 //! Parameter names: `rnn.<PyTorch name>` (`rnn.weight_ih_l0`, ...), `head.weight`, `head.bias`,
 //! so `torch.nn.Module`s with attributes `rnn` and `head` load the same `state_dict`.
 //! All buffers live in a [`SeqWorkspace`], sized on first use for a `(T, B)` and then reused.
+//! One step at a time (streaming): [`SeqModel::step`] (`seq_step.rs`); model files:
+//! [`SeqModel::save`], [`SeqModel::load`] (`model_file.rs`).
 
 use crate::error::{Error, Result, invalid};
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 use nn_core::{Dense, Float, Module, Param, Rng, Shape, loss, visit_prefixed, visit_prefixed_mut};
 use nn_recurrent::{Recurrent, RecurrentCache, RecurrentConfig, RecurrentState};
 use serde::{Deserialize, Serialize};
@@ -37,12 +43,15 @@ pub enum Objective {
     LastStepClass,
     /// Mean squared error at the last step (many-to-one regression).
     LastStepMse,
+    /// Mean squared error at every step (many-to-many regression, e.g. forecasting the next
+    /// value of a series at each step).
+    StepMse,
 }
 
 impl Objective {
     /// `true` when only the last step's output enters the loss.
     pub fn last_step_only(self) -> bool {
-        !matches!(self, Objective::NextToken)
+        matches!(self, Objective::LastStepClass | Objective::LastStepMse)
     }
 }
 
@@ -55,6 +64,8 @@ pub enum Target<'a, T: Float> {
     LastStepClass(&'a [usize]),
     /// `(O, B)` values.
     LastStepMse(&'a DMatrix<T>),
+    /// `(O, T*B)` values, column `t*B + b`.
+    StepMse(&'a DMatrix<T>),
 }
 
 impl<T: Float> Target<'_, T> {
@@ -64,6 +75,7 @@ impl<T: Float> Target<'_, T> {
             Target::NextToken(_) => Objective::NextToken,
             Target::LastStepClass(_) => Objective::LastStepClass,
             Target::LastStepMse(_) => Objective::LastStepMse,
+            Target::StepMse(_) => Objective::StepMse,
         }
     }
 }
@@ -211,7 +223,7 @@ impl<T: Float> SeqModel<T> {
         self.head.output_size()
     }
 
-    fn steps(&self, x: &DMatrix<T>, batch: usize) -> Result<usize> {
+    pub(crate) fn steps(&self, x: &DMatrixView<'_, T>, batch: usize) -> Result<usize> {
         if batch == 0 || x.ncols() == 0 {
             return Err(nn_core::Error::Empty {
                 op: "SeqModel",
@@ -232,16 +244,18 @@ impl<T: Float> SeqModel<T> {
 
     /// Runs the layer from `initial` (zeros when `None`) and the head on every step
     /// (`last_step_only = false`, logits `(O, T*B)`) or on the last step (`(O, B)`).
-    /// Results in `ws.logits()`, `ws.output()`, `ws.final_state()`.
-    pub fn forward(
+    /// Results in `ws.logits()`, `ws.output()`, `ws.final_state()`. `x` is a matrix (`&x`) or a
+    /// view (a window of a longer batch, `x.columns(t0 * b, n * b)`, with no copy).
+    pub fn forward<'x>(
         &self,
-        x: &DMatrix<T>,
+        x: impl Into<DMatrixView<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         last_step_only: bool,
         ws: &mut SeqWorkspace<T>,
     ) -> Result<()> {
-        let steps = self.steps(x, batch)?;
+        let x: DMatrixView<'x, T> = x.into();
+        let steps = self.steps(&x, batch)?;
         let (first, cols) = if last_step_only {
             ((steps - 1) * batch, batch)
         } else {
@@ -269,7 +283,7 @@ impl<T: Float> SeqModel<T> {
             Target::NextToken(t) | Target::LastStepClass(t) => {
                 loss::softmax_cross_entropy_to(&ws.logits, t, &mut ws.d_logits)?
             }
-            Target::LastStepMse(y) => {
+            Target::LastStepMse(y) | Target::StepMse(y) => {
                 let l = loss::mse(&ws.logits, y)?;
                 loss::mse_backward(&ws.logits, y, &mut ws.d_logits)?;
                 l
@@ -278,10 +292,11 @@ impl<T: Float> SeqModel<T> {
     }
 
     /// Forward and loss, without gradients (validation). The loss is finite: a forward or a loss
-    /// that overflows (or weights that are not finite) is [`nn_core::Error::NonFinite`].
-    pub fn loss(
+    /// that overflows (or weights that are not finite) is [`nn_core::Error::NonFinite`]. Targets
+    /// of the wrong shape (`StepMse`: `(O, T*B)`) are [`nn_core::Error::ShapeMismatch`].
+    pub fn loss<'x>(
         &self,
-        x: &DMatrix<T>,
+        x: impl Into<DMatrixView<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
@@ -296,14 +311,15 @@ impl<T: Float> SeqModel<T> {
     /// final state is in `ws.final_state()`. The loss is finite: when the forward or the loss
     /// overflows, the result is [`nn_core::Error::NonFinite`] and the gradients are left
     /// untouched.
-    pub fn forward_backward(
+    pub fn forward_backward<'x>(
         &mut self,
-        x: &DMatrix<T>,
+        x: impl Into<DMatrixView<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
         ws: &mut SeqWorkspace<T>,
     ) -> Result<T> {
+        let x: DMatrixView<'x, T> = x.into();
         let loss = self.loss(x, batch, initial, target, ws)?;
         let steps = x.ncols() / batch;
         let last_only = target.objective().last_step_only();

@@ -6,7 +6,7 @@
 //! 2. splits the `T` steps into windows: one window of `T` (full BPTT) or windows of `k` steps
 //!    (truncated BPTT; the last may be shorter). Each window runs from the previous window's final
 //!    state, copied (the gradient stops at the window edge: no `d h_n` flows back), and for
-//!    [`Objective::NextToken`] each window is one update:
+//!    [`Objective::NextToken`] and [`Objective::StepMse`] each window is one update:
 //!    `zero_grad → forward → loss → backward → check → clip → optimizer step`.
 //!    For the last-step objectives only the last window has a loss; earlier windows only run
 //!    forward to carry the state, and the step makes one update;
@@ -14,7 +14,8 @@
 //!    consecutive chunks, as in char-rnn); otherwise each step starts from zeros.
 //!
 //! The step's loss is the mean over all its loss terms (for NextToken, the mean cross-entropy
-//! over all `T*B` targets, whatever the windows). A step is all or nothing: the whole batch —
+//! over all `T*B` targets, whatever the windows; for StepMse the mean of the windows' mean
+//! squared errors weighted by their steps, the mean over all `O·T·B` values). A step is all or nothing: the whole batch —
 //! shapes, every window's inputs (finite) and targets (in range; values of the right shape and
 //! finite) — is checked before the first update, and when a later truncated-BPTT window fails
 //! anyway (an overflow), the earlier windows' updates are undone from a copy of the parameters
@@ -125,7 +126,7 @@ impl TrainerConfig {
 pub enum Targets<T: Float> {
     /// Class indices: `T*B` for NextToken (index `t*B + b`), `B` for LastStepClass.
     Classes(Vec<usize>),
-    /// `(O, B)` values for LastStepMse.
+    /// `(O, B)` values for LastStepMse, `(O, T*B)` for StepMse (column `t*B + b`).
     Values(DMatrix<T>),
 }
 
@@ -243,6 +244,8 @@ pub struct Trainer<T: Float> {
     batch: Batch<T>,
     /// `(I, k*B)`, the current truncated-BPTT window.
     window_x: DMatrix<T>,
+    /// A truncated-BPTT window's `StepMse` targets, copied out of the batch's.
+    window_y: DMatrix<T>,
     /// Workspaces for full-length windows and for the shorter last window.
     ws: [SeqWorkspace<T>; 2],
     /// The state carried between windows (and steps, with `carry_state`).
@@ -324,6 +327,7 @@ impl<T: Float> Trainer<T> {
             step: 0,
             batch: Batch::default(),
             window_x: DMatrix::zeros(0, 0),
+            window_y: DMatrix::zeros(0, 0),
             ws: [SeqWorkspace::new(), SeqWorkspace::new()],
             state: None,
             state_valid: false,
@@ -374,7 +378,7 @@ impl<T: Float> Trainer<T> {
         let (len_ok, want) = match (&b.targets, self.config.objective) {
             (Targets::Classes(t), Objective::NextToken) => (t.len() == b.x.ncols(), b.x.ncols()),
             (Targets::Classes(t), Objective::LastStepClass) => (t.len() == b.batch, b.batch),
-            (Targets::Values(_), Objective::LastStepMse) => (true, 0),
+            (Targets::Values(_), Objective::LastStepMse | Objective::StepMse) => (true, 0),
             (_, obj) => {
                 return Err(invalid(format!(
                     "batch targets do not fit objective {obj:?}"
@@ -414,7 +418,12 @@ impl<T: Float> Trainer<T> {
                 }
             }
             Targets::Values(y) => {
-                nn_core::check_shape("Trainer batch targets", y, nn_core::Shape(classes, b.batch))?;
+                let cols = if self.config.objective == Objective::StepMse {
+                    b.x.ncols()
+                } else {
+                    b.batch
+                };
+                nn_core::check_shape("Trainer batch targets", y, nn_core::Shape(classes, cols))?;
                 nn_core::check_finite("Trainer batch targets", y)?;
             }
         }
@@ -454,6 +463,7 @@ impl<T: Float> Trainer<T> {
             config,
             batch,
             window_x,
+            window_y,
             ws,
             state,
             state_valid,
@@ -509,6 +519,16 @@ impl<T: Float> Trainer<T> {
                             Target::NextToken(&t[t0 * b..(t0 + n) * b])
                         }
                         (Targets::Classes(t), _) => Target::LastStepClass(t),
+                        (Targets::Values(y), Objective::StepMse) if n == steps => {
+                            Target::StepMse(y)
+                        }
+                        (Targets::Values(y), Objective::StepMse) => {
+                            if window_y.shape() != (y.nrows(), n * b) {
+                                *window_y = DMatrix::zeros(y.nrows(), n * b);
+                            }
+                            window_y.copy_from(&y.columns(t0 * b, n * b));
+                            Target::StepMse(&*window_y)
+                        }
                         (Targets::Values(y), _) => Target::LastStepMse(y),
                     };
                     model.zero_grad();
@@ -533,7 +553,7 @@ impl<T: Float> Trainer<T> {
                         clip_grad_value(model, v);
                     }
                     optimizer.step(model)?;
-                    let weight = if objective == Objective::NextToken {
+                    let weight = if !objective.last_step_only() {
                         n as f64
                     } else {
                         1.0

@@ -84,6 +84,19 @@ fn last_step_gradients() {
 }
 
 #[test]
+fn step_mse_gradients() {
+    let y = DMatrix::from_fn(O, T * B, |i, j| ((i * 5 + j) as f64 * 0.7).sin());
+    for cell in [
+        CellKind::Rnn(Nonlinearity::Tanh),
+        CellKind::Lstm,
+        CellKind::Gru,
+    ] {
+        check(cell, 1, Target::StepMse(&y));
+    }
+    check(CellKind::Gru, 2, Target::StepMse(&y));
+}
+
+#[test]
 fn bidirectional_head_takes_both_directions_and_bad_input_is_an_error() {
     let mut rng = Rng::seed_from(3);
     let rnn = RecurrentConfig::new(CellKind::Gru, I, H).with_bidirectional(true);
