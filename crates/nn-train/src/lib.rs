@@ -12,6 +12,7 @@
 //!   bit for bit.
 //! - [`model_file`]: the model alone ([`SeqModel::save`], [`SeqModel::load`],
 //!   [`SeqModel::from_checkpoint`]) with the caller's metadata; streaming with [`SeqModel::step`].
+//! - The guide (`GUIDE.md`): the common tasks, each a tested example.
 //! - [`sample`](mod@sample): text from a character model (temperature, top-k).
 //!
 //! ```
@@ -80,3 +81,8 @@ pub use trainer::{
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guide's examples, compiled and run as doctests.
+#[doc = include_str!("../../../GUIDE.md")]
+#[cfg(doctest)]
+pub struct GuideDoctests;
