@@ -15,6 +15,34 @@ fn dense_fixture_agrees_with_pytorch() {
 }
 
 #[test]
+fn embedding_fixture_agrees_with_pytorch() {
+    let err = run_file(&fixture("embedding_pad.safetensors")).unwrap();
+    assert!(err <= 1e-9, "max error {err}");
+}
+
+#[test]
+fn a_variable_length_fixture_is_refused_not_run_at_full_length() {
+    // lstm_basic with `lengths` added to its `case` metadata (the header is JSON after an
+    // 8-byte length; tensor offsets count from the end of the header, so they stay valid).
+    let bytes = std::fs::read(fixture("lstm_basic.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta = &mut header["__metadata__"]["case"];
+    let mut case: serde_json::Value = serde_json::from_str(meta.as_str().unwrap()).unwrap();
+    let batch = case["batch"].as_u64().unwrap() as usize;
+    case["lengths"] = serde_json::json!(vec![1; batch]);
+    *meta = serde_json::Value::String(case.to_string());
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut varlen = (header.len() as u64).to_le_bytes().to_vec();
+    varlen.extend_from_slice(&header);
+    varlen.extend_from_slice(&bytes[8 + n..]);
+    // Without `lengths` the same bytes pass; with them the runner refuses.
+    assert!(run_file(&fixture("lstm_basic.safetensors")).unwrap() <= 1e-9);
+    let err = xtask::fixtures::run_bytes(varlen).unwrap_err();
+    assert!(err.contains("lengths"), "{err}");
+}
+
+#[test]
 fn garbage_file_is_a_clear_error() {
     let tmp_dir = tempfile::tempdir().unwrap();
     let dir = tmp_dir.path();

@@ -62,6 +62,18 @@ pub enum Error {
         /// The number of classes.
         classes: usize,
     },
+    /// A token id is not below the vocabulary size.
+    #[error("{op}: token id {token} at position {index} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// Position of the id in the input.
+        index: usize,
+        /// The id given.
+        token: usize,
+        /// The vocabulary size.
+        vocab: usize,
+    },
     /// A batch, sequence or layer size of zero where at least one is needed.
     #[error("{op}: empty input ({what} is 0)")]
     Empty {

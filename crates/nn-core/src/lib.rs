@@ -2,7 +2,8 @@
 //!
 //! What a user works with is at the crate root:
 //!
-//! - [`Dense`], [`Activation`], [`loss`]: layers and losses, each with forward and backward.
+//! - [`Dense`], [`Embedding`], [`Activation`], [`loss`]: layers and losses, each with forward
+//!   and backward.
 //! - [`Param`] and [`Module`]: parameters with gradients, visited by PyTorch `state_dict` name.
 //! - [`init`] ([`Init`]): seeded initializers; [`Rng`]: the seeded generator they draw from.
 //! - [`tensor_io`]: safetensors files (PyTorch weight files and the reference fixtures).
@@ -36,6 +37,7 @@
 pub mod activation;
 pub mod alloc;
 pub mod dense;
+pub mod embedding;
 pub mod error;
 pub mod float;
 pub mod gemm;
@@ -51,6 +53,7 @@ pub mod tensor_io;
 pub use activation::Activation;
 pub use alloc::try_zeros;
 pub use dense::Dense;
+pub use embedding::Embedding;
 pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
 pub use gemm::{gemm, matmul, matmul_bias};
