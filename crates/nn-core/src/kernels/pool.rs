@@ -159,7 +159,9 @@ struct Pool {
     active: AtomicUsize,
     panicked: AtomicBool,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
-    sleeping: AtomicUsize,
+    /// Whether helper `i` sleeps (or is about to), so that a fork wakes only when a helper it
+    /// wants sleeps.
+    sleeping: [AtomicBool; MAX_THREADS],
     lock: Mutex<()>,
     wake: Condvar,
     /// Helpers spawned so far (they never exit); the mutex serializes spawning.
@@ -190,7 +192,7 @@ fn pool() -> &'static Pool {
         active: AtomicUsize::new(0),
         panicked: AtomicBool::new(false),
         panic: Mutex::new(None),
-        sleeping: AtomicUsize::new(0),
+        sleeping: std::array::from_fn(|_| AtomicBool::new(false)),
         lock: Mutex::new(()),
         wake: Condvar::new(),
         spawned: AtomicUsize::new(0),
@@ -223,7 +225,7 @@ fn ensure_helpers(p: &'static Pool, n: usize) -> usize {
 fn helper_loop(p: &'static Pool, index: usize) {
     let mut seen = 0usize;
     loop {
-        let g = wait_for_job(p, seen);
+        let g = wait_for_job(p, index, seen);
         seen = g;
         p.active.fetch_add(1, Ordering::SeqCst);
         if p.generation.load(Ordering::SeqCst) == g && index < p.wanted.load(Ordering::Relaxed) {
@@ -255,12 +257,13 @@ fn work(p: &Pool, job: JobRef) {
     }
 }
 
-/// Spins (unless there are more threads than cores), then sleeps, until a job newer than `seen`
-/// is open; returns its generation.
-fn wait_for_job(p: &Pool, seen: usize) -> usize {
+/// Helper `index` spins (unless there are more threads than cores, or the thread count leaves it
+/// out), then sleeps, until a job newer than `seen` is open; returns its generation.
+fn wait_for_job(p: &Pool, index: usize, seen: usize) -> usize {
     let fresh = |g: usize| g % 2 == 1 && g != seen;
     let start = Instant::now();
-    let spin = threads() <= cores();
+    let threads = threads();
+    let spin = index + 1 < threads && threads <= cores();
     let mut spins = 0u32;
     loop {
         let g = p.generation.load(Ordering::Acquire);
@@ -271,13 +274,13 @@ fn wait_for_job(p: &Pool, seen: usize) -> usize {
         spins = spins.wrapping_add(1);
         if !spin || (spins.is_multiple_of(256) && start.elapsed() > SPIN) {
             let mut guard = p.lock.lock().unwrap_or_else(|e| e.into_inner());
-            p.sleeping.fetch_add(1, Ordering::SeqCst);
+            p.sleeping[index].store(true, Ordering::SeqCst);
             let mut g = p.generation.load(Ordering::SeqCst);
             while !fresh(g) {
                 guard = p.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 g = p.generation.load(Ordering::SeqCst);
             }
-            p.sleeping.fetch_sub(1, Ordering::SeqCst);
+            p.sleeping[index].store(false, Ordering::SeqCst);
             return g;
         }
     }
@@ -314,7 +317,10 @@ fn fork<F: Fn(usize) + Sync, G: FnOnce()>(
     p.wanted.store(helpers, Ordering::Relaxed);
     let g = p.generation.load(Ordering::Relaxed) + 1;
     p.generation.store(g, Ordering::SeqCst);
-    if p.sleeping.load(Ordering::SeqCst) > 0 {
+    if p.sleeping[..helpers]
+        .iter()
+        .any(|s| s.load(Ordering::SeqCst))
+    {
         let _g = p.lock.lock().unwrap_or_else(|e| e.into_inner());
         p.wake.notify_all();
     }

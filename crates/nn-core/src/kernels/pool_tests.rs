@@ -55,18 +55,21 @@ fn every_part_runs_once_for_any_thread_count() {
 #[test]
 fn several_threads_take_part() {
     with_threads(4, || {
-        let ids = Mutex::new(Vec::new());
-        // Parts that wait a little, so that helpers (awake or not) get some.
-        for _ in 0..20 {
+        // Parts that wait a little, so that helpers (awake or not) get some. Other tests use the
+        // pool at the same time (a fork that finds it busy runs inline), and a loaded machine may
+        // not run a helper for a while, so a few rounds are allowed.
+        let caller = std::thread::current().id();
+        let on_helper = (0..20).any(|_| {
+            let others = AtomicUsize::new(0);
             for_each_part(4, |_| {
                 std::thread::sleep(Duration::from_millis(2));
-                ids.lock().unwrap().push(std::thread::current().id());
+                if std::thread::current().id() != caller {
+                    others.fetch_add(1, Ordering::Relaxed);
+                }
             });
-        }
-        let mut ids = ids.into_inner().unwrap();
-        ids.sort_by_key(|id| format!("{id:?}"));
-        ids.dedup();
-        assert!(ids.len() >= 2, "only {} thread ran parts", ids.len());
+            others.into_inner() > 0
+        });
+        assert!(on_helper, "no helper ran a part");
     });
 }
 
