@@ -18,7 +18,10 @@
 //! machine takes as long and sometimes far longer: with matrixmultiply's own pool (which sleeps,
 //! and forks once per `kc` block) the calling thread spent a large share of its time yielding
 //! while it waited for its helper (figures in PERF.md). Here the helpers **spin** for [`SPIN`]
-//! after each job before they sleep, so forks during a training step reach them at once. When
+//! after each job before they sleep, so forks during a training step reach them at once. After a
+//! short run of pause instructions the spin yields the core between checks: on an idle machine a
+//! yield returns at once, while on a loaded one a helper that only waits gives way to the threads
+//! that work (with a pure spin the time loops ran about a fifth slower there). When
 //! there are more threads than cores, helpers do not spin (they would take the cores from the
 //! threads doing the work): they sleep at once.
 //!
@@ -48,6 +51,9 @@ use std::time::{Duration, Instant};
 
 /// How long a helper spins waiting for the next job before it sleeps.
 pub const SPIN: Duration = Duration::from_millis(2);
+
+/// Pause instructions a waiting helper spins through before it yields its core between checks.
+const SPIN_PAUSES: u32 = 1 << 10;
 
 /// The largest thread count [`set_threads`] accepts.
 pub const MAX_THREADS: usize = 256;
@@ -270,9 +276,16 @@ fn wait_for_job(p: &Pool, index: usize, seen: usize) -> usize {
         if fresh(g) {
             return g;
         }
-        std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if !spin || (spins.is_multiple_of(256) && start.elapsed() > SPIN) {
+        if spins < SPIN_PAUSES {
+            std::hint::spin_loop();
+        } else {
+            // Past a short spin, give the core to any other runnable thread while waiting: on
+            // an idle machine this returns at once, on a loaded one it keeps a waiting helper
+            // from taking time from the threads doing the work.
+            std::thread::yield_now();
+        }
+        if !spin || (spins.is_multiple_of(64) && start.elapsed() > SPIN) {
             let mut guard = p.lock.lock().unwrap_or_else(|e| e.into_inner());
             p.sleeping[index].store(true, Ordering::SeqCst);
             let mut g = p.generation.load(Ordering::SeqCst);
