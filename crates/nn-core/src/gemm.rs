@@ -9,9 +9,9 @@
 //! With `beta = 0` the old contents of `C` are not read ([`Accum::Replace`]); with `beta = 1`
 //! the product is added ([`Accum::Add`]), which is how backward passes accumulate gradients.
 //!
-//! Large products are cut in two halves (by rows or columns of `C`) that run at once on the
-//! calling thread and the [`pool`]'s helper, each a single-threaded matrixmultiply
-//! call; the results are the same bits as one call on one thread. [`matmul_bias`] is a layer's
+//! Large products are cut into parts (by rows or columns of `C`, one per thread) that run at once
+//! on the [`pool`]'s threads, each a single-threaded matrixmultiply call; the results are the
+//! same bits as one call on one thread, for any thread count. [`matmul_bias`] is a layer's
 //! bias broadcast before a product, split the same way (its gradient, the row sums, is
 //! [`add_row_sums`](crate::kernels::row_sums::add_row_sums)).
 //!
@@ -334,7 +334,7 @@ fn with_small_packing<T: Float, R>(f: impl FnOnce(&mut PackedMatrix<T>) -> R) ->
 }
 
 /// `C = bias·1ᵀ + op(A)·op(B)`: every column of `C` (`m x n`) starts as `bias` (`m` values),
-/// then the product is added, the way a layer adds its bias. Large products run as two halves
+/// then the product is added, the way a layer adds its bias. Large products run as parts
 /// at once (see [`gemm`]), each writing its own part of the bias first, so the broadcast is not
 /// a serial pass over `C`. The same bits as a fill followed by `matmul(c, Accum::Add, ..)`.
 ///

@@ -23,8 +23,8 @@
 //!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
 //! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large
-//! products are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
-//! helper, which changes no sum. Faster than matrixmultiply on the medium layers' weight
+//! products are cut into parts of rows at multiples of 16, one per thread of the pool, which
+//! changes no sum. Faster than matrixmultiply on the medium layers' weight
 //! gradients because `dG` is not packed twice; figures in PERF.md.
 
 use crate::Float;
