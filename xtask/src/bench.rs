@@ -13,10 +13,9 @@
 //! `peak_rss_mib`: the process's peak resident memory so far (meaningful per workload when run
 //! alone with `--only`).
 //!
-//! Threads: `--threads 1` runs everything on one thread; any other value lets large products
-//! and time loops use the calling thread and the helper of `nn_core::kernels::pool` (at most two
-//! threads). It is passed as `MATMUL_NUM_THREADS`, read once per process, so it is set before
-//! the first product.
+//! Threads: `--threads N` sets `nn_core::set_threads(N)` (1: everything on the calling thread);
+//! without it, the library's default (`NN_NUM_THREADS`, else the machine's available
+//! parallelism). Every JSON line carries the thread count used.
 
 use crate::cli;
 pub use benches::{Step, Workload};
@@ -64,7 +63,8 @@ pub struct Args {
     /// Time each workload for at least S seconds.
     #[arg(long, value_name = "S", default_value_t = 3.0, value_parser = cli::positive_f64)]
     pub seconds: f64,
-    /// 1: one thread; more: the calling thread and one helper [default: the number of cores].
+    /// Threads for products, time loops and losses (1: one thread) [default: `NN_NUM_THREADS`,
+    /// else the number of cores].
     #[arg(long, value_name = "N", value_parser = cli::positive_usize)]
     pub threads: Option<usize>,
 }
@@ -85,10 +85,9 @@ pub fn cpu_model() -> String {
 
 /// The command.
 pub fn run(args: &Args) -> Result<bool, String> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or(cores);
-    // SAFETY: nothing else runs yet: set before any thread is started or any product is made.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    if let Some(threads) = args.threads {
+        nn_core::set_threads(threads).map_err(|e| format!("--threads: {e}"))?;
+    }
     let path = crate::project_root().join("benches/workloads.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let all = Workload::parse_all(&text)?;

@@ -268,8 +268,8 @@ pub fn check_finite<
 /// when the CPU has it), since the layers check every input and output this way.
 ///
 /// Slices of at least [`SPLIT_MIN_VALUES`](crate::kernels::thresholds::SPLIT_MIN_VALUES) are
-/// scanned as two halves on the pool (the layers check megabytes of inputs and outputs per step, serial
-/// work otherwise).
+/// scanned as parts on the pool, one per thread (the layers check megabytes of inputs and outputs
+/// per step, serial work otherwise).
 pub fn all_finite<T: crate::Float>(values: &[T]) -> bool {
     let scan = |v: &[T]| {
         crate::kernels::simd::dispatch(
@@ -280,10 +280,16 @@ pub fn all_finite<T: crate::Float>(values: &[T]) -> bool {
             },
         )
     };
-    if values.len() >= crate::kernels::thresholds::SPLIT_MIN_VALUES {
-        let (a, b) = values.split_at(values.len() / 2);
-        let (ra, rb) = crate::kernels::pool::join(|| scan(a), || scan(b));
-        ra && rb
+    let parts = crate::kernels::pool::threads();
+    if values.len() >= crate::kernels::thresholds::SPLIT_MIN_VALUES && parts >= 2 {
+        let ok = std::sync::atomic::AtomicBool::new(true);
+        crate::kernels::pool::for_each_part(parts, |i| {
+            let r = crate::kernels::pool::part_range(values.len(), parts, 256, i);
+            if !scan(&values[r]) {
+                ok.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        ok.into_inner()
     } else {
         scan(values)
     }

@@ -9,9 +9,9 @@
 //! With `beta = 0` the old contents of `C` are not read ([`Accum::Replace`]); with `beta = 1`
 //! the product is added ([`Accum::Add`]), which is how backward passes accumulate gradients.
 //!
-//! Large products are cut in two halves (by rows or columns of `C`) that run at once on the
-//! calling thread and the [`pool`]'s helper, each a single-threaded matrixmultiply
-//! call; the results are the same bits as one call on one thread. [`matmul_bias`] is a layer's
+//! Large products are cut into parts (by rows or columns of `C`, one per thread) that run at once
+//! on the [`pool`]'s threads, each a single-threaded matrixmultiply call; the results are the
+//! same bits as one call on one thread, for any thread count. [`matmul_bias`] is a layer's
 //! bias broadcast before a product, split the same way (its gradient, the row sums, is
 //! [`add_row_sums`](crate::kernels::row_sums::add_row_sums)).
 //!
@@ -22,7 +22,7 @@
 
 use crate::kernels::packed::{self, PackedMatrix};
 use crate::kernels::thresholds::PARALLEL_MIN_MACS;
-use crate::kernels::{SPLIT_ALIGN, pool, split_point};
+use crate::kernels::{SPLIT_ALIGN, pool};
 use crate::{Accum, Float, Trans};
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
@@ -106,9 +106,11 @@ struct RawGemm<T> {
     csc: isize,
 }
 
-// SAFETY: a `RawGemm` is only sent to the pool's helper by `run_split`, whose caller vouches for
-// the storage for the whole call; the two halves write disjoint blocks of `C`.
+// SAFETY: a `RawGemm` is only shared with the pool's helpers by `run_split`, whose caller vouches
+// for the storage for the whole call; the parts write disjoint blocks of `C`.
 unsafe impl<T: Send> Send for RawGemm<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T: Sync> Sync for RawGemm<T> {}
 
 impl<T: Float> RawGemm<T> {
     /// The parts of `C = alpha·op(A)·op(B) + beta·C`.
@@ -218,38 +220,41 @@ impl<T: Float> RawGemm<T> {
         unsafe { self.run() };
     }
 
-    /// The product (after `bias`, see [`fill_then_run`](Self::fill_then_run)), cut in two
-    /// halves run at once when it is large. Rows are cut when `op(B)` is the smaller operand
-    /// (each half packs all of it), columns otherwise; each half writes its own part of the bias.
+    /// The product (after `bias`, see [`fill_then_run`](Self::fill_then_run)), cut into parts
+    /// (one per thread, each at least [`SPLIT_ALIGN`] wide, bounds multiples of it) run at once
+    /// on the [`pool`] when it is large. Rows are cut when `op(B)` is the smaller operand (each
+    /// part packs all of it), columns otherwise; each part writes its own part of the bias. Each
+    /// element of `C` gets the same sum whatever the part count.
     ///
     /// # Safety
     /// As [`fill_then_run`](Self::fill_then_run).
     unsafe fn run_split(self, bias: Option<&[T]>) {
         let (m, n) = (self.m, self.n);
         let big = m.saturating_mul(self.k).saturating_mul(n) >= PARALLEL_MIN_MACS;
-        let halves = if !big || !pool::threads_allowed() {
-            None
-        } else if n <= m && m >= 2 * SPLIT_ALIGN {
-            let h = split_point(m);
-            let (b0, b1) = bias.map_or((None, None), |b| (Some(&b[..h]), Some(&b[h..])));
-            Some(((self.rows(0, h), b0), (self.rows(h, m - h), b1)))
-        } else if n >= 2 * SPLIT_ALIGN {
-            let h = split_point(n);
-            Some(((self.cols(0, h), bias), (self.cols(h, n - h), bias)))
-        } else {
-            None
-        };
-        match halves {
-            // SAFETY: from the caller; the halves cover `C` once, without overlap.
-            Some(((x, bx), (y, by))) => {
-                pool::join(
-                    || unsafe { x.fill_then_run(bx) },
-                    move || unsafe { y.fill_then_run(by) },
-                );
-            }
+        let threads = pool::threads();
+        let by_rows = n <= m && m >= 2 * SPLIT_ALIGN;
+        let len = if by_rows { m } else { n };
+        let parts = threads.min(len / SPLIT_ALIGN);
+        if !big || parts < 2 {
             // SAFETY: from the caller.
-            None => unsafe { self.fill_then_run(bias) },
+            return unsafe { self.fill_then_run(bias) };
         }
+        let whole = self;
+        pool::for_each_part(parts, |i| {
+            let r = pool::part_range(len, parts, SPLIT_ALIGN, i);
+            if r.is_empty() {
+                return;
+            }
+            // SAFETY: from the caller; the parts cover `C` once, without overlap.
+            unsafe {
+                if by_rows {
+                    let b = bias.map(|b| &b[r.clone()]);
+                    whole.rows(r.start, r.len()).fill_then_run(b);
+                } else {
+                    whole.cols(r.start, r.len()).fill_then_run(bias);
+                }
+            }
+        });
     }
 }
 
@@ -329,7 +334,7 @@ fn with_small_packing<T: Float, R>(f: impl FnOnce(&mut PackedMatrix<T>) -> R) ->
 }
 
 /// `C = bias·1ᵀ + op(A)·op(B)`: every column of `C` (`m x n`) starts as `bias` (`m` values),
-/// then the product is added, the way a layer adds its bias. Large products run as two halves
+/// then the product is added, the way a layer adds its bias. Large products run as parts
 /// at once (see [`gemm`]), each writing its own part of the bias first, so the broadcast is not
 /// a serial pass over `C`. The same bits as a fill followed by `matmul(c, Accum::Add, ..)`.
 ///

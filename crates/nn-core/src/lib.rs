@@ -13,10 +13,13 @@
 //!   view.
 //! - [`Float`] (`f32` or `f64`), [`Error`] and [`Result`] with the shape checks, [`try_zeros`]
 //!   (allocation as an error, not an abort).
+//! - [`set_threads`]: how many threads the large products, time loops and losses use (default:
+//!   the environment variable `NN_NUM_THREADS`, else the machine's available parallelism).
+//!   Results are bit-identical for every thread count.
 //!
 //! [`kernels`] holds the machinery under them, public for the crates above but not re-exported
 //! here: the packed time-loop product, the weight-gradient product, the bias-gradient sums, the
-//! vector-width dispatch, the two-thread pool and the table of size thresholds.
+//! vector-width dispatch, the thread pool and the table of size thresholds.
 //!
 //! Shapes are `(features, batch)`: each column is one example.
 //!
@@ -58,6 +61,7 @@ pub use error::{Error, Result, Shape, check_finite, check_shape};
 pub use float::{Float, lit};
 pub use gemm::{gemm, matmul, matmul_bias};
 pub use init::Init;
+pub use kernels::pool::set_threads;
 pub use op::{Accum, Trans};
 pub use param::{Module, Param, visit_prefixed, visit_prefixed_mut};
 pub use rng::Rng;

@@ -140,45 +140,107 @@ pub fn softmax_cross_entropy_to<T: Float>(
     let n = targets.len();
     let inv_n = T::one() / T::cast(n as f64);
     let (l, d) = (logits.as_slice(), d_logits.as_mut_slice());
+    let parts = crate::kernels::pool::threads().min(n);
     let total = if l.len() >= SPLIT_MIN_VALUES && n >= 2 {
-        // Always two halves of columns for such sizes (the softmax is otherwise serial work
-        // between products), whether or not a second thread runs one of them, so the loss is
-        // the same sum for any thread count.
+        // Always the sum of two halves of columns for such sizes, each summed in column order,
+        // whatever the thread count: the loss is the same sum for any number of parts.
         let h = n / 2;
-        let (l0, l1) = l.split_at(h * c);
-        let (d0, d1) = d.split_at_mut(h * c);
-        let (t0, t1) = targets.split_at(h);
-        let (a, b) = crate::kernels::pool::join(
-            || cross_entropy_columns(l0, d0, t0, c, inv_n),
-            || cross_entropy_columns(l1, d1, t1, c, inv_n),
-        );
-        a + b
+        if parts < 2 {
+            let (l0, l1) = l.split_at(h * c);
+            let (d0, d1) = d.split_at_mut(h * c);
+            let (t0, t1) = targets.split_at(h);
+            cross_entropy_columns(l0, d0, t0, c, inv_n, &mut [])
+                + cross_entropy_columns(l1, d1, t1, c, inv_n, &mut [])
+        } else {
+            with_column_losses(n, |losses| {
+                cross_entropy_parts(l, d, targets, c, inv_n, parts, losses);
+                let sum = |ls: &[f64]| ls.iter().fold(T::zero(), |s, &v| s + T::cast(v));
+                sum(&losses[..h]) + sum(&losses[h..])
+            })
+        }
     } else {
-        cross_entropy_columns(l, d, targets, c, inv_n)
+        cross_entropy_columns(l, d, targets, c, inv_n, &mut [])
     };
     finite_loss("softmax_cross_entropy loss (overflow)", total * inv_n)
 }
 
+/// Runs `f` with a reused buffer of `n` values (this thread's, or a fresh one when it is in use).
+fn with_column_losses<R>(n: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static LOSSES: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    }
+    LOSSES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.resize(n, 0.0);
+            f(&mut buf[..n])
+        }
+        Err(_) => f(&mut vec![0.0; n]),
+    })
+}
+
+/// [`cross_entropy_columns`] over all `n` columns cut into `parts` parts run at once on the
+/// [`pool`](crate::kernels::pool): writes the gradients and each column's loss into `losses`
+/// (exact: an `f32` or `f64` loss converts to `f64` and back unchanged).
+fn cross_entropy_parts<T: Float>(
+    logits: &[T],
+    d_logits: &mut [T],
+    targets: &[usize],
+    c: usize,
+    inv_n: T,
+    parts: usize,
+    losses: &mut [f64],
+) {
+    /// The gradient and the losses, written by the parts, each its own columns.
+    struct Out<T>(*mut T, *mut f64);
+    // SAFETY: the parts write disjoint columns of both, borrowed mutably for the call.
+    unsafe impl<T: Send> Sync for Out<T> {}
+    let n = targets.len();
+    assert!(logits.len() == n * c && d_logits.len() == n * c && losses.len() == n);
+    let out = Out(d_logits.as_mut_ptr(), losses.as_mut_ptr());
+    let out = &out;
+    crate::kernels::pool::for_each_part(parts, |i| {
+        let r = crate::kernels::pool::part_range(n, parts, 1, i);
+        // SAFETY: columns `r` (within `0..n`, checked lengths above) of the gradient and the
+        // losses; the parts' ranges do not overlap.
+        let (d, ls) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(out.0.add(r.start * c), r.len() * c),
+                std::slice::from_raw_parts_mut(out.1.add(r.start), r.len()),
+            )
+        };
+        let l = &logits[r.start * c..r.end * c];
+        cross_entropy_columns(l, d, &targets[r], c, inv_n, ls);
+    });
+}
+
 /// The columns of [`softmax_cross_entropy_to`] (`c` classes each): writes their gradients
-/// (scaled by `inv_n`) and returns the sum of their losses.
+/// (scaled by `inv_n`) and returns the sum of their losses, in column order; each column's loss
+/// also goes to `losses` unless it is empty.
 fn cross_entropy_columns<T: Float>(
     logits: &[T],
     d_logits: &mut [T],
     targets: &[usize],
     c: usize,
     inv_n: T,
+    losses: &mut [f64],
 ) -> T {
     let mut total = T::zero();
-    for ((col, d), &t) in logits
+    for (j, ((col, d), &t)) in logits
         .chunks_exact(c)
         .zip(d_logits.chunks_exact_mut(c))
         .zip(targets)
+        .enumerate()
     {
         let (max, sum) = crate::kernels::simd::dispatch(
             #[inline(always)]
             || exp_shifted(col, d),
         );
-        total += sum.ln() + max - col[t];
+        let loss = sum.ln() + max - col[t];
+        if let Some(slot) = losses.get_mut(j) {
+            *slot = loss.as_f64();
+        }
+        total += loss;
         let scale = inv_n / sum;
         crate::kernels::simd::dispatch(
             #[inline(always)]

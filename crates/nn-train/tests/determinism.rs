@@ -1,11 +1,11 @@
 //! Determinism: one seed gives the same parameters bit for bit, run after run, and whatever the
 //! number of threads the matrix products use.
 //!
-//! `nn_core::kernels::pool` reads `MATMUL_NUM_THREADS` once per process, so the thread-count test runs
-//! this binary again as child processes (`--ignored --exact determinism_child` with
-//! `NN_DET_CHILD_OUT` set, by `nn_testutil::child_test`) with 1, 2 and 4 threads, on sizes where
-//! the threaded path is taken (H = 128, B = 32), and compares the parameter files they write
-//! byte for byte. On its own that ignored child test checks nothing, and without the variable
+//! The thread-count test runs this binary again as child processes (`--ignored --exact
+//! determinism_child` with `NN_DET_CHILD_OUT` set, by `nn_testutil::child_test`) with
+//! `NN_NUM_THREADS` = 1, 2, 3, 4 and 8 (more than this machine's cores: slower, same bits), on
+//! sizes where the threaded paths are taken (H = 128, B = 32: time loops in up to 8 parts), and
+//! compares the parameter files they write byte for byte. On its own that ignored child test checks nothing, and without the variable
 //! it fails.
 
 use nalgebra::DMatrix;
@@ -83,24 +83,30 @@ fn thread_count_does_not_change_the_bits() {
     let tmp_dir = tempfile::tempdir().unwrap();
     let dir = tmp_dir.path();
     let mut files = Vec::new();
-    for threads in [1, 2, 4] {
+    let counts = [1, 2, 3, 4, 8];
+    for threads in counts {
         let out = dir.join(format!("params-{threads}.safetensors"));
         let status = child_test("determinism_child")
             .env(CHILD_ENV, &out)
-            .env("MATMUL_NUM_THREADS", threads.to_string())
+            .env("NN_NUM_THREADS", threads.to_string())
+            .env_remove("MATMUL_NUM_THREADS")
             .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(status.success());
         let file = nn_core::tensor_io::TensorFile::open(&out).unwrap();
         let seen = file.metadata("threads").unwrap_or("?").to_string();
-        eprintln!("MATMUL_NUM_THREADS={threads}: process had {seen} threads");
+        eprintln!("NN_NUM_THREADS={threads}: process had {seen} threads");
         files.push((threads, seen, std::fs::read(&out).unwrap()));
     }
     let threads_of = |i: usize| files[i].1.parse::<usize>().unwrap_or(0);
     assert!(
         threads_of(1) > threads_of(0),
         "the 2-thread child did not start the pool's helper thread"
+    );
+    assert!(
+        threads_of(counts.len() - 1) > threads_of(1),
+        "the 8-thread child did not start more helpers than the 2-thread one"
     );
     // The header holds the thread count; compare the tensors.
     let tensors = |bytes: &[u8]| {

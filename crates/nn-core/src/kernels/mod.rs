@@ -14,8 +14,9 @@
 //! - [`row_sums`]: `db[i] += Σ_j M[i, j]`, the bias gradient of a product.
 //! - [`simd`]: runs elementwise loops compiled for AVX-512 or AVX2 + FMA when the CPU has them,
 //!   with the same bits on every path.
-//! - [`pool`]: two-way fork-join on one persistent helper thread, which the kernels split large
-//!   work with (always into parts whose results do not depend on the thread that runs them).
+//! - [`pool`]: fork-join on persistent helper threads (as many as [`pool::threads`] says), which
+//!   the kernels split large work with (always into parts whose results depend neither on the
+//!   thread that runs them nor on how many parts there are).
 //! - [`thresholds`]: the one table of sizes from which work is split or sent to another kernel.
 //!
 //! Every kernel gives the same bits whatever the thread count or the split, and the fused copies
@@ -30,12 +31,6 @@ pub mod wgrad;
 
 /// Where a split product is cut: a multiple of this many rows (or columns). matrixmultiply's
 /// cache blocks (`mc` = 64 rows) and register tiles (8 rows or columns) then fall on the same
-/// elements in each half as in the whole product, so every element is the same sum computed by
-/// the same kernel: the results are bit-identical whether the halves run on one thread or two.
+/// elements in each part as in the whole product, so every element is the same sum computed by
+/// the same kernel: the results are bit-identical for any number of parts and threads.
 pub(crate) const SPLIT_ALIGN: usize = 64;
-
-/// Where `len` rows or columns (at least `2 * SPLIT_ALIGN`) are cut in two: the multiple of
-/// `SPLIT_ALIGN` nearest the middle.
-pub(crate) fn split_point(len: usize) -> usize {
-    (len / 2 + SPLIT_ALIGN / 2) / SPLIT_ALIGN * SPLIT_ALIGN
-}

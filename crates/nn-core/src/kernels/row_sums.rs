@@ -3,17 +3,17 @@
 //!
 //! Each row's sum runs over the columns in order, vectorized across rows (the columns of a view
 //! with unit row stride are read as slices, through [`simd::dispatch`]);
-//! large matrices are summed as two halves of rows at once on the [`pool`], which
-//! does not change any sum.
+//! large matrices are summed as parts of rows at once on the [`pool`] (one per thread), which
+//! does not change any sum: each row is summed by one thread, over all columns in order.
 
 use super::thresholds::SPLIT_MIN_VALUES;
-use super::{SPLIT_ALIGN, pool, simd, split_point};
+use super::{SPLIT_ALIGN, pool, simd};
 use crate::Float;
 use nalgebra::{Dyn, Matrix, RawStorage};
 
 /// `db[i] += Σ_j m[i, j]`: the bias gradient of a product whose output gradient is `m` (a
 /// matrix or a view). Each row's sum runs over the columns in order (vectorized across rows);
-/// large matrices are summed as two halves of rows at once, which does not change any sum.
+/// large matrices are summed as parts of rows at once, which does not change any sum.
 pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
     db: &mut [T],
     m: &Matrix<T, Dyn, Dyn, S>,
@@ -77,14 +77,21 @@ pub fn add_row_sums<T: Float, S: RawStorage<T, Dyn, Dyn>>(
         stride: cs,
         rows,
     };
-    if rows * cols >= SPLIT_MIN_VALUES && rows >= 2 * SPLIT_ALIGN {
-        let h = split_point(rows);
-        let (lo, hi) = db.split_at_mut(h);
-        let view = &view;
-        pool::join(
-            || sum_rows(lo, view, cols, 0),
-            || sum_rows(hi, view, cols, h),
-        );
+    let parts = pool::threads().min(rows / SPLIT_ALIGN);
+    if rows * cols >= SPLIT_MIN_VALUES && parts >= 2 {
+        /// The sums, written by the parts, each its own rows.
+        struct Sums<T>(*mut T);
+        // SAFETY: the parts write disjoint ranges of `db`, borrowed mutably for the call.
+        unsafe impl<T: Send> Sync for Sums<T> {}
+        let sums = Sums(db.as_mut_ptr());
+        let (sums, view) = (&sums, &view);
+        pool::for_each_part(parts, |i| {
+            let r = pool::part_range(rows, parts, SPLIT_ALIGN, i);
+            // SAFETY: `r` is within `0..rows` (the length of `db`), and the parts' ranges do not
+            // overlap, so this slice is the only access to these sums during the call.
+            let part = unsafe { std::slice::from_raw_parts_mut(sums.0.add(r.start), r.len()) };
+            sum_rows(part, view, cols, r.start);
+        });
     } else {
         sum_rows(db, &view, cols, 0);
     }

@@ -23,8 +23,8 @@
 //!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
 //! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large
-//! products are cut in two halves of rows at a multiple of 16, on the calling thread and the pool's
-//! helper, which changes no sum. Faster than matrixmultiply on the medium layers' weight
+//! products are cut into parts of rows at multiples of 16, one per thread of the pool, which
+//! changes no sum. Faster than matrixmultiply on the medium layers' weight
 //! gradients because `dG` is not packed twice; figures in PERF.md.
 
 use crate::Float;
@@ -134,12 +134,15 @@ fn product<T, SC, SA, SB>(
         sums: sums.map_or(std::ptr::null_mut(), |s| s.as_mut_ptr() as *mut f32),
     };
     let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
-    if big && m >= 32 && crate::kernels::pool::threads_allowed() {
-        let mid = (m / 32) * 16;
+    let parts = crate::kernels::pool::threads().min(m / 16);
+    if big && parts >= 2 {
         let p = &problem;
-        // SAFETY: `fast` checked AVX-512 and the layout `Problem::rows` needs; the halves write
-        // rows `0..mid` and `mid..m` of `C` (and of `sums`), disjoint.
-        crate::kernels::pool::join(|| unsafe { p.rows(0, mid) }, || unsafe { p.rows(mid, m) });
+        // SAFETY: `fast` checked AVX-512 and the layout `Problem::rows` needs; the parts write
+        // rows of `C` (and of `sums`) in ranges whose bounds are multiples of 16, disjoint.
+        crate::kernels::pool::for_each_part(parts, |i| {
+            let r = crate::kernels::pool::part_range(m, parts, 16, i);
+            unsafe { p.rows(r.start, r.end) }
+        });
     } else {
         // SAFETY: as above, one thread.
         unsafe { problem.rows(0, m) };

@@ -66,7 +66,7 @@ pub(super) fn forward_direction<T: Float>(
     if in_loop {
         packed_ih.pack(&w.weight_ih.value, Trans::No);
     } else {
-        // `G_x = W_ih · X` (large products in two halves at once, see [`matmul`]).
+        // `G_x = W_ih · X` (large products in parts at once, one per thread, see [`matmul`]).
         matmul(
             &mut gates.view_mut((gate_row, 0), (gh, steps * batch)),
             Accum::Replace,

@@ -16,7 +16,8 @@
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
 //! Files: `forward` and `backward` (one layer-direction), `split` (the time loops, on one thread
-//! or split between two; all their `unsafe`), `handoff` (the split loops' one hand-off),
+//! or split into parts of the batch, one per thread; all their `unsafe`), `handoff` (the split
+//! loops' hand-offs of work between parts),
 //! `products` (the step products and bias column, shared with [`Recurrent::step`]), `tests`.
 
 mod backward;

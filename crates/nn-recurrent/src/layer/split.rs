@@ -1,5 +1,6 @@
-//! The time loops of one layer-direction, on the calling thread or split between it and the
-//! pool's helper thread, with at most one hand-off between the two halves ([`super::handoff`]).
+//! The time loops of one layer-direction, on the calling thread or split into parts of the batch
+//! run by the threads of `nn_core`'s pool, with hand-offs of work between the parts
+//! ([`super::handoff`]).
 //!
 //! The forward loop goes through the steps in the direction's order: the gates
 //! `G_t (+)= W_ih x_t + W_hh h_{t-1}` ([`step_products`]; `(G·H, B)` columns `t*B + b` of the gate
@@ -8,21 +9,22 @@
 //! `t+1` sent back) into `dG_t`, written over the gates, then `dh_{t-1} = W_hhᵀ · dG_t`
 //! ([`step_product`]).
 //!
-//! Threads: when a step has enough work ([`split_point`]: `B ≥ 8`, `G·H·H·B` ≥ 2^17
-//! multiply-adds, and not `MATMUL_NUM_THREADS=1`), each time loop runs sequences `0..B/2` on the
-//! calling thread and `B/2..B` on the helper thread of `nn_core`'s pool. The sequences are
-//! independent, so the halves do not meet at each step, and every column is computed by the same
-//! operations: results are bit-identical to the serial loop. The side that finishes first takes
-//! over half of the other side's remaining sequences once ([`super::handoff`]), so a core slowed
-//! by the machine costs less waiting.
+//! Threads: when a step has enough work ([`split_parts`]: `B ≥ 8`, `G·H·H·B` ≥ 2^17
+//! multiply-adds, and more than one thread), each time loop cuts the batch into parts of at least
+//! four sequences, one per thread (`p = min(threads, B/4)`; part `i` holds sequences
+//! `⌊iB/p⌋..⌊(i+1)B/p⌋`), each run for all steps by one thread of the pool. The sequences are
+//! independent, so the parts do not meet at each step, and every column is computed by the same
+//! operations whatever the part holding it: results are bit-identical to the serial loop for any
+//! thread count. A part that finishes takes over half of the remaining sequences of a part still
+//! running ([`super::handoff`]), so a core slowed by the machine costs less waiting.
 //!
-//! Both halves write the same buffers, each only the columns of its own sequences: a
+//! All parts write the same buffers, each only the columns of its own sequences: a
 //! [`SharedCols`] holds a buffer's unique borrow and hands out columns. All the `unsafe` of the
 //! split loops is in this file; callers build a [`ForwardLoop`] or [`BackwardLoop`] from their
 //! buffers and give it to [`run_forward`] or [`run_backward`], which are safe.
 
 use super::Dims;
-use super::handoff::{Handoff, Poll};
+use super::handoff::{Handoff, MAX_SIDES, Poll};
 use super::products::{step_product, step_products};
 use crate::CellKind;
 use crate::cell::{gru, lstm, rnn};
@@ -32,79 +34,85 @@ use nn_core::kernels::pool;
 use nn_core::{Accum, Float};
 
 /// Runs the forward time loop of `lp` over all its sequences and steps: on this thread, or
-/// split between it and the pool's helper when [`split_point`] says so.
+/// split into parts run by the pool's threads when [`split_parts`] says so.
 pub(super) fn run_forward<T: Float>(lp: ForwardLoop<'_, T>) {
     let (cell, h, batch) = (lp.cell, lp.dims.hidden, lp.dims.batch);
-    match split_point(cell, h, batch) {
+    match split_parts(cell, h, batch) {
         // SAFETY: `lp` was moved in, so nothing else touches its buffers during the call.
         None => unsafe { forward_steps(&lp, 0..batch, 0, None) },
-        Some(mid) => {
+        Some(parts) => {
             let lp = &lp;
-            let hand = &Handoff::new();
-            // SAFETY (both steps closures): the two sides touch the columns `t*B + b` of
-            // sequences `b < mid` and `b >= mid` respectively (see `forward_steps`): disjoint
-            // sets, a side running sequences the other handed over only from the step it stopped
-            // at, after the hand-off ([`Handoff::run_side`]); `out`, `gates`, ... are borrowed
-            // mutably by `lp`, which this call owns, until `join` has returned from both.
+            let hand = &Handoff::new(parts);
+            // SAFETY (the steps closure): the parts touch the columns `t*B + b` of their own
+            // sequences `b` (see `forward_steps`): disjoint sets, a part running sequences
+            // another handed over only from the step it stopped at, after the hand-off
+            // ([`Handoff::run_side`]); `out`, `gates`, ... are borrowed mutably by `lp`, which
+            // this call owns, until `for_each_part` has returned from all.
             let steps = |bs, first, poll: Poll<'_>| unsafe { forward_steps(lp, bs, first, poll) };
-            pool::join(
-                || hand.run_side(0, 0..mid, steps),
-                move || hand.run_side(1, mid..batch, steps),
-            );
+            pool::for_each_part(parts, |i| {
+                hand.run_side(i, pool::part_range(batch, parts, 1, i), steps)
+            });
         }
     }
 }
 
 /// Runs the backward time loop of `lp` over all its sequences and steps: on this thread, or
-/// split between it and the pool's helper when [`split_point`] says so.
+/// split into parts run by the pool's threads when [`split_parts`] says so.
 pub(super) fn run_backward<T: Float>(lp: BackwardLoop<'_, T>) {
     let (cell, h, batch) = (lp.cell, lp.dims.hidden, lp.dims.batch);
-    match split_point(cell, h, batch) {
+    match split_parts(cell, h, batch) {
         // SAFETY: `lp` was moved in, so nothing else touches its buffers during the call.
         None => unsafe { backward_steps(&lp, 0..batch, 0, None) },
-        Some(mid) => {
+        Some(parts) => {
             let lp = &lp;
-            let hand = &Handoff::new();
-            // SAFETY (both steps closures): the two sides write the columns `t*B + b` of
-            // `d_gates`, and columns `b` of `dh` and `dc`, of sequences `b < mid` and `b >= mid`
-            // respectively (disjoint), a side running sequences the other handed over only from
-            // the step it stopped at ([`Handoff::run_side`]); all are borrowed mutably by `lp`
-            // (which this call owns) until `join` has returned from both.
+            let hand = &Handoff::new(parts);
+            // SAFETY (the steps closure): the parts write the columns `t*B + b` of `d_gates`,
+            // and columns `b` of `dh` and `dc`, of their own sequences `b` (disjoint), a part
+            // running sequences another handed over only from the step it stopped at
+            // ([`Handoff::run_side`]); all are borrowed mutably by `lp` (which this call owns)
+            // until `for_each_part` has returned from all.
             let steps = |bs, first, poll: Poll<'_>| unsafe { backward_steps(lp, bs, first, poll) };
-            pool::join(
-                || hand.run_side(0, 0..mid, steps),
-                move || hand.run_side(1, mid..batch, steps),
-            );
+            pool::for_each_part(parts, |i| {
+                hand.run_side(i, pool::part_range(batch, parts, 1, i), steps)
+            });
         }
     }
 }
 
 /// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
-/// batch between the calling thread and the pool's helper thread (see [`split_point`]).
+/// batch into parts run by the pool's threads (see [`split_parts`]).
 ///
-/// Below it a step is too small for running half of it on the helper to pay for the fork
+/// Below it a step is too small for running half of it on a helper to pay for the fork
 /// (figures in PERF.md). Under Miri 1024, as `nn_core::kernels::thresholds::SPLIT_MIN_VALUES`.
 const SPLIT_MIN_MACS: usize = if cfg!(miri) { 1 << 10 } else { 1 << 17 };
 
-/// The smallest batch whose time loops are split: each half then has at least four columns
-/// for the micro-kernel's tiles; with two per half a split was slower (figures in PERF.md).
+/// The smallest batch whose time loops are split: each part has at least
+/// `SPLIT_MIN_BATCH / 2 = 4` columns for the micro-kernel's tiles; with two per half a split was
+/// slower (figures in PERF.md).
 const SPLIT_MIN_BATCH: usize = 8;
 
 #[cfg(test)]
 thread_local! {
-    /// Tests: `Some(true)` forces the split time loops (for `B ≥ 2`), `Some(false)` the serial ones.
+    /// Tests: `Some(true)` forces the split time loops (for `B ≥ 2`; as many parts as threads, at
+    /// least two, at most `B`), `Some(false)` the serial ones.
     static FORCE_SPLIT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
 /// Tests: side `k - 1` of every split time loop sleeps after each step while this is `k > 0`,
-/// so that the other side finishes first and takes over part of its work.
+/// so that other sides finish first and take over part of its work; the other sides wait (up to
+/// 200 ms) for side `k - 1` to start, so that a thread that runs them does not also claim it
+/// before a helper does (on a loaded machine helpers can take long to run).
 #[cfg(test)]
 pub(super) static SLOW_SIDE: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
 #[cfg(test)]
-fn slow_down(side: usize) {
-    if SLOW_SIDE.load(std::sync::atomic::Ordering::Relaxed) == side + 1 {
+fn slow_down(hand: &Handoff, side: usize) {
+    let slow = SLOW_SIDE.load(std::sync::atomic::Ordering::Relaxed);
+    if slow > 0 && slow != side + 1 {
+        hand.wait_started(slow - 1, std::time::Duration::from_millis(200));
+    }
+    if slow == side + 1 {
         // Under Miri a step takes about a quarter of a second to interpret, so the slow side
         // must sleep that long to be slower.
         let us = if cfg!(miri) { 250_000 } else { 300 };
@@ -118,27 +126,30 @@ pub(super) fn force_split(on: Option<bool>) {
     FORCE_SPLIT.with(|f| f.set(on));
 }
 
-/// Where a layer-direction's time loops split the batch: `Some(mid)` runs sequences `mid..B` on
-/// a second thread and `0..mid` on the calling one; `None` runs them all on the calling thread.
+/// How many parts a layer-direction's time loops cut the batch into: `Some(p)` runs part `i`
+/// (sequences [`pool::part_range`]`(B, p, 1, i)`) on one of the pool's threads; `None` runs all
+/// sequences on the calling thread.
 ///
-/// The sequences of a batch are independent, so the halves need no synchronization per step (one
-/// hand-off at most, [`super::handoff`]), and each column is computed by exactly the same
-/// operations either way, whichever thread runs it: the results are
-/// bit-identical. Splitting pays only when a step has enough work to outweigh handing half of it
-/// to the helper thread, so small layers stay serial.
-fn split_point(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
+/// The sequences of a batch are independent, so the parts need no synchronization per step
+/// (hand-offs at most, [`super::handoff`]), and each column is computed by exactly the same
+/// operations whichever part and thread runs it: the results are bit-identical for any part
+/// count. Splitting pays only when a step has enough work to outweigh handing parts of it to
+/// other threads, so small layers stay serial; each part has at least four sequences.
+fn split_parts(cell: CellKind, hidden: usize, batch: usize) -> Option<usize> {
     if batch < 2 {
         return None;
     }
     #[cfg(test)]
     if let Some(on) = FORCE_SPLIT.with(std::cell::Cell::get) {
-        return on.then_some(batch / 2);
+        return on.then(|| pool::threads().clamp(2, batch.min(MAX_SIDES)));
     }
     let macs = (cell.gate_count() * hidden)
         .saturating_mul(hidden)
         .saturating_mul(batch);
-    (macs >= SPLIT_MIN_MACS && batch >= SPLIT_MIN_BATCH && pool::threads_allowed())
-        .then_some(batch / 2)
+    let parts = pool::threads()
+        .min(batch / (SPLIT_MIN_BATCH / 2))
+        .min(MAX_SIDES);
+    (macs >= SPLIT_MIN_MACS && batch >= SPLIT_MIN_BATCH && parts >= 2).then_some(parts)
 }
 
 /// A column-major buffer whose columns are written by the threads of a split time loop, each
@@ -239,7 +250,7 @@ pub(super) struct ForwardLoop<'a, T: Float> {
 
 /// The forward time loop for the sequences `bs`, from step index `first` (in the direction's
 /// order) to the end. With `handoff` (the split loops), it may give the second half of its
-/// sequences to the other side at a step boundary ([`Handoff::poll`]) and go on with the rest.
+/// sequences to another side at a step boundary ([`Handoff::poll`]) and go on with the rest.
 ///
 /// # Safety
 /// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
@@ -334,7 +345,7 @@ unsafe fn forward_steps<T: Float>(
         }
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
-            slow_down(side);
+            slow_down(hand, side);
             bs = hand.poll(side, bs, s, steps);
         }
     }
@@ -370,7 +381,7 @@ pub(super) struct BackwardLoop<'a, T: Float> {
 
 /// The backward time loop for the sequences `bs`, from step index `first` (of the backward's
 /// order) to the end, carrying their running `dh`, `dc` (columns `b` of `lp.dh`, `lp.dc`). With
-/// `handoff`, it may give the second half of its sequences to the other side at a step boundary
+/// `handoff`, it may give the second half of its sequences to another side at a step boundary
 /// ([`Handoff::poll`]).
 ///
 /// # Safety
@@ -450,7 +461,7 @@ unsafe fn backward_steps<T: Float>(
         );
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
-            slow_down(side);
+            slow_down(hand, side);
             bs = hand.poll(side, bs, s, steps);
         }
     }

@@ -88,6 +88,26 @@ fn split_time_loops_give_the_serial_results_bit_for_bit() {
     }
 }
 
+/// Split loops cut into 2 to 8 parts (as many as threads, at most `B`) give the serial bits.
+#[test]
+fn split_time_loops_in_any_number_of_parts_give_the_serial_bits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = pool::threads();
+    for cell in CellKind::ALL {
+        let config = RecurrentConfig::new(cell, 3, 6)
+            .with_num_layers(2)
+            .with_bidirectional(true);
+        let (steps, batch) = (4, 24);
+        let serial = run::<f64>(&config, steps, batch, false);
+        for threads in [3, 4, 8] {
+            nn_core::set_threads(threads).unwrap();
+            let split = run::<f64>(&config, steps, batch, true);
+            nn_core::set_threads(before).unwrap();
+            assert_eq!(serial, split, "{cell:?}, {threads} threads");
+        }
+    }
+}
+
 /// With one side of every split loop slowed, the other finishes first and takes over half
 /// of its remaining sequences ([`super::handoff`]); the results keep the serial bits.
 #[test]

@@ -62,7 +62,7 @@
 //!
 //! [`packed_matmul`] runs on the calling thread. [`packed_matmul_threaded`] (opt-in) shares the
 //! panels (chunks of rows of `C`) of large products (`m·k·n` ≥ [`PARALLEL_MIN_MACS`]) between
-//! the calling thread and the helper thread of [`pool`](crate::kernels::pool), without allocating.
+//! the threads of [`pool`](crate::kernels::pool), without allocating.
 //! Splitting rows does not change any sum, so the results are bit-identical to
 //! [`packed_matmul`]'s.
 //!
@@ -70,7 +70,7 @@
 //!
 //! This file holds the entry points and the problem they describe; `pack.rs` the packing
 //! ([`PackedMatrix`]), `kernel.rs` the micro-kernel and its per-ISA copies, `threaded.rs` the
-//! sharing of panels with the helper thread, `tests.rs` the tests.
+//! sharing of panels with the pool's threads, `tests.rs` the tests.
 
 mod kernel;
 mod pack;
@@ -173,7 +173,7 @@ pub fn packed_matmul<T, R1, C1, SC, R2, C2, SB>(
 }
 
 /// [`packed_matmul`], sharing products of at least [`PARALLEL_MIN_MACS`] multiply-adds with a
-/// helper thread (see [Threads](self#threads)); the result is the same, bit for bit.
+/// the pool's helper threads (see [Threads](self#threads)); the result is the same, bit for bit.
 ///
 /// Opt-in: on an idle two-core machine it runs the large shapes faster (figures in PERF.md), but
 /// when the other core is busy (other processes, or the caller's own threads) the helper may be
@@ -256,7 +256,7 @@ pub fn packed_matmul_pair<T, R1, C1, SC, R2, C2, SB, R3, C3, SB2>(
     );
 }
 
-/// [`packed_matmul`] on the given kernel copy, on the pool's two threads when `allow_threads`
+/// [`packed_matmul`] on the given kernel copy, on the pool's threads when `allow_threads`
 /// (the one-term form of [`packed_matmul_terms`], which the tests call on every copy).
 #[track_caller]
 fn packed_matmul_with<T, R1, C1, SC, R2, C2, SB>(
@@ -360,7 +360,7 @@ pub(crate) unsafe fn packed_matmul_raw<T: Float>(
 
 /// The product on raw parts, shared by [`packed_matmul`] (and its threaded and paired forms) and
 /// [`packed_matmul_raw`]: handles the empty cases, then runs the panels on the calling thread,
-/// or shares them with the helper thread when `allow_threads` and the product is large.
+/// or shares them with the pool's threads when `allow_threads` and the product is large.
 ///
 /// # Safety
 /// As [`packed_matmul_raw`], and a `second` term's `b` must point to `second.k x n` readable

@@ -2,7 +2,7 @@
 //! `(p·MR + i, kk)` at `buf[p·MR·k + kk·MR + i]` (see the [`packed`](super) docs). `A` itself
 //! is a run of contiguous copies per column; `Aᵀ` a transpose, by 8x8 AVX register transposes
 //! for full `f32` panels where the CPU has AVX2 and FMA, else a loop blocked for L1. Large
-//! packings are cut in two halves of panels on the pool.
+//! packings are cut into parts of whole panels on the pool (one per thread).
 
 use crate::kernels::thresholds::PACK_SPLIT_MIN_VALUES;
 use crate::{Float, Trans};
@@ -13,12 +13,12 @@ pub(super) const fn panel_rows<T: Float>() -> usize {
     64 / T::BYTES
 }
 
-/// A pointer to the matrix being packed, shared by the two halves of a packing (which only
-/// read through it).
+/// A pointer to the matrix being packed, shared by the parts of a packing (which only read
+/// through it).
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*const T);
 
-// SAFETY: only used by `pack`, whose `&` borrow of the matrix outlives both halves; nothing
+// SAFETY: only used by `pack`, whose `&` borrow of the matrix outlives every part; nothing
 // writes through it.
 unsafe impl<T: Sync> Send for SendPtr<T> {}
 // SAFETY: as for `Send`.
@@ -136,11 +136,28 @@ impl<T: Float> PackedMatrix<T> {
                 }
             }
         };
-        if self.buf.len() >= PACK_SPLIT_MIN_VALUES && panels >= 2 {
-            // Two halves of the panels at once (the pool's helper packs the second).
-            let half = panels / 2;
-            let (lo, hi) = self.buf.split_at_mut(half * panel_len);
-            crate::kernels::pool::join(|| pack_panels(lo, 0), || pack_panels(hi, half));
+        let parts = crate::kernels::pool::threads().min(panels);
+        if self.buf.len() >= PACK_SPLIT_MIN_VALUES && parts >= 2 {
+            // Parts of the panels at once, on the pool's threads.
+            /// The packed buffer, written by the parts, each its own panels.
+            struct Dst<T>(*mut T);
+            // SAFETY: the parts write disjoint ranges of panels of `self.buf`, borrowed mutably
+            // for the call.
+            unsafe impl<T: Send> Sync for Dst<T> {}
+            let dst = Dst(self.buf.as_mut_ptr());
+            let dst = &dst;
+            crate::kernels::pool::for_each_part(parts, |i| {
+                let r = crate::kernels::pool::part_range(panels, parts, 1, i);
+                // SAFETY: panels `r` lie inside the buffer (`panels * panel_len` values), and
+                // the parts' ranges do not overlap.
+                let part = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.0.add(r.start * panel_len),
+                        r.len() * panel_len,
+                    )
+                };
+                pack_panels(part, r.start);
+            });
         } else {
             pack_panels(&mut self.buf, 0);
         }

@@ -1,9 +1,9 @@
-//! Large products shared with the [`pool`](crate::kernels::pool)'s helper thread.
+//! Large products shared with the [`pool`](crate::kernels::pool)'s helper threads.
 //!
-//! Both threads claim chunks of panels from a shared counter until none is left, so a helper
-//! that is slow to start simply takes fewer (or none: [`pool::join`](crate::kernels::pool::join)
-//! then runs its side on the caller, where it finds nothing left to do). Each panel is computed the
-//! same way by either thread, so results are bit-identical to the single-thread ones.
+//! Every thread claims chunks of panels from a shared counter until none is left, so a helper
+//! that is slow to start simply takes fewer (or none: the caller takes back a part not started,
+//! and finds nothing left to do in it). Each panel is computed the same way by any thread, so
+//! results are bit-identical to the single-thread ones.
 
 use super::Problem;
 use super::kernel::run_panels;
@@ -25,7 +25,7 @@ struct Job<T> {
 }
 
 // SAFETY: the job's raw pointers describe storage the caller of [`run`] vouches for until
-// both sides have returned; each chunk of rows of `C` is claimed by exactly one thread.
+// every part has returned; each chunk of rows of `C` is claimed by exactly one thread.
 unsafe impl<T: Send> Sync for Job<T> {}
 
 impl<T: Float> Job<T> {
@@ -48,7 +48,7 @@ impl<T: Float> Job<T> {
     }
 }
 
-/// Runs all `panels` of `prob`, sharing them with the pool's helper thread.
+/// Runs all `panels` of `prob`, sharing them with the pool's helper threads.
 ///
 /// # Safety
 /// As [`run_panels`] for the whole panel range.
@@ -60,6 +60,7 @@ pub(super) unsafe fn run<T: Float>(prob: &Problem<T>, panels: usize, isa: Isa) {
         next: AtomicUsize::new(0),
     };
     let job = &job;
-    // SAFETY: from the caller, for both sides.
-    crate::kernels::pool::join(|| unsafe { job.work() }, move || unsafe { job.work() });
+    let threads = crate::kernels::pool::threads().min(panels.div_ceil(chunk_panels(prob.n)));
+    // SAFETY: from the caller, for every part.
+    crate::kernels::pool::for_each_part(threads, |_| unsafe { job.work() });
 }
