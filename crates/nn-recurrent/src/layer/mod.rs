@@ -17,16 +17,19 @@
 //!
 //! Files: `forward` and `backward` (one layer-direction), `split` (the time loops, on one thread
 //! or split between two; all their `unsafe`), `handoff` (the split loops' one hand-off),
-//! `products` (the step products and bias column, shared with [`Recurrent::step`]), `tests`.
+//! `products` (the step products and bias column, shared with [`Recurrent::step`]), `infer`
+//! (the forward-only pass, [`Recurrent::infer`], on the forward's code), `tests`.
 
 mod backward;
 mod forward;
 mod handoff;
+mod infer;
 mod products;
 mod split;
 #[cfg(test)]
 mod tests;
 
+pub use infer::InferScratch;
 pub(crate) use products::{bias_column, input_in_loop, step_products};
 
 use crate::cache::{LayerCache, Saved};
@@ -190,7 +193,12 @@ impl<T: Float> Recurrent<T> {
     }
 
     /// Checks a sequence batch and returns `T`.
-    fn check_sequence(&self, op: &'static str, x: &DMatrix<T>, batch: usize) -> Result<usize> {
+    fn check_sequence<S: nalgebra::RawStorage<T, nalgebra::Dyn, nalgebra::Dyn>>(
+        &self,
+        op: &'static str,
+        x: &nalgebra::Matrix<T, nalgebra::Dyn, nalgebra::Dyn, S>,
+        batch: usize,
+    ) -> Result<usize> {
         let input = self.config.input_size;
         if x.nrows() != input {
             return Err(Error::ShapeMismatch {
@@ -341,7 +349,17 @@ impl<T: Float> Recurrent<T> {
                     slot: l * dirs + d,
                 };
                 let w = &self.directions[dims.slot];
-                forward::forward_direction(cell, w, &input, dims, initial, output, dc, final_state);
+                forward::forward_direction(
+                    cell,
+                    w,
+                    &input,
+                    dims,
+                    initial,
+                    output,
+                    dc,
+                    final_state,
+                    forward::Keep::All,
+                );
             }
         }
         // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any
