@@ -81,20 +81,31 @@ fn infer_gives_the_forwards_bits_on_small_layers() {
 #[test]
 fn infer_gives_the_forwards_bits_with_windows_of_the_input_product() {
     // `W_ih · X` is large (above matrixmultiply's threshold) with `I > 256`, so the forward-only
-    // pass computes it in two windows of steps; batch 16 with `H = 64` splits the time loops.
+    // pass computes it in windows of 4096 columns: here two windows of 300 steps of batch 16.
     for cell in [
         CellKind::Lstm,
         CellKind::Gru,
         CellKind::Rnn(Nonlinearity::Tanh),
     ] {
-        let config = RecurrentConfig::new(cell, 300, 64)
+        let config = RecurrentConfig::new(cell, 300, 16)
             .with_num_layers(2)
             .with_bidirectional(true);
-        same_bits::<f32>(&config, 200, 16, true);
+        same_bits::<f32>(&config, 600, 16, true);
     }
-    // Batch 1 over a long sequence: several windows, serial loops.
-    let config = RecurrentConfig::new(CellKind::Lstm, 300, 64);
-    same_bits::<f32>(&config, 2100, 1, false);
+    // `H = 64` with batch 16: the time loops split between two threads, window by window.
+    same_bits::<f32>(
+        &RecurrentConfig::new(CellKind::Lstm, 300, 64),
+        600,
+        16,
+        false,
+    );
+    // Batch 1 over a long sequence: three windows, serial loops.
+    same_bits::<f32>(
+        &RecurrentConfig::new(CellKind::Gru, 300, 16),
+        12300,
+        1,
+        true,
+    );
 }
 
 #[test]

@@ -65,7 +65,7 @@ fn a_warm_infer_allocates_only_matrixmultiplys_buffer_per_window() {
     let mut out = DMatrix::<f32>::zeros(256, 64);
     matmul(&mut out, Accum::Replace, &w, Trans::No, &x, Trans::No);
     let per = allocations(|| matmul(&mut out, Accum::Replace, &w, Trans::No, &x, Trans::No));
-    // LSTM I=300 H=64 B=16 (gates 256 rows): windows of 64 steps, so T=130 has two.
-    let config = RecurrentConfig::new(CellKind::Lstm, 300, 64);
-    assert_eq!(warm_count(&config, 130, 16), 2 * per, "{per} per product");
+    // LSTM I=300 B=16: windows of 256 steps (4096 columns), so T=600 has two.
+    let config = RecurrentConfig::new(CellKind::Lstm, 300, 16);
+    assert_eq!(warm_count(&config, 600, 16), 2 * per, "{per} per product");
 }

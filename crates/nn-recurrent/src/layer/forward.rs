@@ -47,12 +47,15 @@ pub(crate) enum Keep {
     Window,
 }
 
-/// Gate values (`G·H` per column) of the forward-only pass's window of the input product `W_ih X`
-/// (1 MiB of `f32`): a window stays in the L2 cache between its product and its steps.
-const WINDOW_VALUES: usize = 1 << 18;
+/// Columns (`B` per step) of each window of the forward-only pass's input product `W_ih X`
+/// (`G·H x 4096` gate values). Windows are a memory bound, not a speed-up: matrixmultiply packs
+/// `W_ih` again for every 1024 columns (its `NC` for `f32`) in any case, yet windows of 1024 or
+/// 2048 columns took more CPU time than the whole product on `fwd-lstm-l` (`B = 64`, `T = 64`,
+/// which this size keeps whole).
+const WINDOW_COLUMNS: usize = 4096;
 
 /// The steps of each window of the forward-only pass's input product for a layer with `gh` gate
-/// rows and `input` features: about [`WINDOW_VALUES`] gate values, but never fewer steps than
+/// rows and `input` features: about [`WINDOW_COLUMNS`] columns, but never fewer steps than
 /// keep the window's product on matrixmultiply when the whole one is (see the module doc), and
 /// `T` when the whole product is under `PARALLEL_MIN_MACS` (then it is small in any case).
 pub(crate) fn window_steps(gh: usize, input: usize, steps: usize, batch: usize) -> usize {
@@ -60,7 +63,7 @@ pub(crate) fn window_steps(gh: usize, input: usize, steps: usize, batch: usize) 
     if per_step.saturating_mul(steps) < PARALLEL_MIN_MACS {
         return steps;
     }
-    let fit = (WINDOW_VALUES / gh.saturating_mul(batch).max(1)).max(1);
+    let fit = WINDOW_COLUMNS.div_ceil(batch.max(1));
     fit.max(PARALLEL_MIN_MACS.div_ceil(per_step)).min(steps)
 }
 
@@ -198,5 +201,26 @@ pub(super) fn forward_direction<T: Float>(
     if let Some(c_n) = &mut final_state.c {
         c_n.columns_mut(slot * batch, batch)
             .copy_from(&cells.columns(cell_cols.col(last, batch), batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_hold_4096_columns_and_keep_large_products_on_matrixmultiply() {
+        // The shapes of `tests/infer.rs`: LSTM `I = 300`, `H = 16` at batch 16, 600 steps: two
+        // windows; a GRU at batch 1, 12300 steps: three.
+        assert_eq!(window_steps(64, 300, 600, 16), 256);
+        assert_eq!(window_steps(48, 300, 12300, 1), 4096);
+        // A product under matrixmultiply's threshold stays whole.
+        assert_eq!(window_steps(16, 3, 50, 2), 50);
+        // A small layer above the threshold: longer windows, each above it too.
+        let w = window_steps(8, 2, 1 << 20, 1);
+        assert!(w > 4096 && 8 * 2 * w >= PARALLEL_MIN_MACS);
+        // Buffer columns: the longest of the `T / w` windows, or one step inside the loop.
+        assert_eq!(window_columns(16, 64, 300, 600), 300 * 16);
+        assert_eq!(window_columns(32, 1024, 128, 64), 32);
     }
 }

@@ -5,7 +5,7 @@
 //! It runs the training forward's code ([`forward`](super::forward), [`Keep::Window`]): the same
 //! products and cells on buffers that keep no step history. Per layer-direction, one step's gates
 //! (`(G·H, B)`) when the steps compute the input part, else a window of steps of the input product
-//! `W_ih · X` (about 1 MiB of `f32` gates; the training forward's whole-sequence product cut into
+//! `W_ih · X` (about 4096 columns; the training forward's whole-sequence product cut into
 //! windows of columns); the GRU's hidden part for one step, the LSTM's `c` for two. The layers
 //! write two output-sized buffers in turn (the top layer's is the output). So beyond the output
 //! (and the buffer below it for a stack), memory does not grow with `T`; and the output and final
