@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--only a,b] [--seconds S] [--threads N]`: the reference workloads.
+//! `cargo xtask bench [--only a,b] [--seconds S] [--threads N]`: the reference workloads
+//! (`--inference`: those of `benches/inference.json` instead, see [`crate::bench_inference`]).
 //!
 //! Each workload of `benches/workloads.json` (a copy of the shared `configs.json`) is one
 //! training step as PyTorch's `torch_reference.py` runs it: a one-layer recurrent layer over `T`
@@ -54,7 +55,9 @@ pub fn peak_rss_mib() -> Option<f64> {
     name = "bench",
     bin_name = "cargo xtask bench",
     after_help = "Runs the training-step workloads of benches/workloads.json and prints one JSON line each:
-{\"name\",\"cpu\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}."
+{\"name\",\"cpu\",\"threads\",\"tokens_per_s\",\"step_ms\",\"min_step_ms\",\"runs\",\"gflops\",\"peak_rss_mib\"}.
+With --inference: the workloads of benches/inference.json (gen-*: batch-1 generation, a whole token each;
+fwd-*: forward-only passes), one line each: {\"name\",\"cpu\",\"threads\",\"tokens_per_s\",\"us_per_token\",\"runs\",\"peak_rss_mib\"}."
 )]
 pub struct Args {
     /// Only these workloads (names from the file, comma-separated).
@@ -67,6 +70,9 @@ pub struct Args {
     /// else the number of cores].
     #[arg(long, value_name = "N", value_parser = cli::positive_usize)]
     pub threads: Option<usize>,
+    /// Run the inference workloads of benches/inference.json instead (generation, forward only).
+    #[arg(long)]
+    pub inference: bool,
 }
 
 /// The CPU's model name (`model name` of `/proc/cpuinfo`), or the architecture where the OS does
@@ -87,6 +93,9 @@ pub fn cpu_model() -> String {
 pub fn run(args: &Args) -> Result<bool, String> {
     if let Some(threads) = args.threads {
         nn_core::set_threads(threads).map_err(|e| format!("--threads: {e}"))?;
+    }
+    if args.inference {
+        return crate::bench_inference::run(&args.only, args.seconds);
     }
     let path = crate::project_root().join("benches/workloads.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -2,10 +2,12 @@
 //!
 //! `cargo xtask <command>` (the alias in `.cargo/config.toml` builds it in release mode):
 //! - `demo [NAME]`: the demos (`hello` by default);
-//! - `bench`: the reference workloads of `benches/workloads.json`;
+//! - `bench`: the reference workloads of `benches/workloads.json` (`--inference`: those of
+//!   `benches/inference.json`);
 //! - `check-fixtures DIR`: every PyTorch fixture in DIR against our code.
 
 pub mod bench;
+pub mod bench_inference;
 pub mod cli;
 pub mod demo;
 pub mod fixtures;

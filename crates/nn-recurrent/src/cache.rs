@@ -83,6 +83,35 @@ impl<T: Float> DirectionCache<T> {
             bias: vec![T::zero(); d_rows],
         })
     }
+
+    /// The buffers of the forward-only pass ([`crate::Recurrent::infer`]), which keeps no step
+    /// history: `gate_cols` columns of gates (one step's `B`, or a window of the input product),
+    /// the GRU's `ĝ_n` for one step `(H, B)`, the LSTM's `c_{t-1}` and `c_t` `(H, 2B)`.
+    pub(crate) fn window(
+        cell: CellKind,
+        hidden: usize,
+        gate_cols: usize,
+        batch: usize,
+    ) -> Result<Self> {
+        let layout = GateLayout::new(cell, hidden);
+        let (gru, lstm) = (cell == CellKind::Gru, cell == CellKind::Lstm);
+        let sized = |on: bool, r: usize, c: usize| {
+            if on {
+                try_zeros(OP, r, c)
+            } else {
+                Ok(DMatrix::zeros(0, 0))
+            }
+        };
+        Ok(DirectionCache {
+            gates: try_zeros(OP, layout.buffer_rows(), gate_cols)?,
+            hidden_gates: sized(gru, layout.gate_rows(), batch)?,
+            hidden_n: sized(gru, hidden, batch)?,
+            cells: sized(lstm, hidden, batch.saturating_mul(2))?,
+            packed_hh: PackedMatrix::new(),
+            packed_ih: PackedMatrix::new(),
+            bias: vec![T::zero(); layout.buffer_rows()],
+        })
+    }
 }
 
 /// What a [`RecurrentCache`]'s buffers hold.

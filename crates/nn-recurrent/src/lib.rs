@@ -9,6 +9,8 @@
 //! - [`Recurrent::forward`] / [`Recurrent::backward`]: the whole sequence batch, with an optional
 //!   initial state in and the final state out; everything backward needs stays in a reusable
 //!   [`RecurrentCache`]. One backward per forward, as in PyTorch without `retain_graph`.
+//! - [`Recurrent::infer`]: forward only, for inference (the forward's output and final state, bit
+//!   for bit, with no step history kept), in a reusable [`InferScratch`].
 //! - [`Recurrent::step`]: one step at a time, for generation.
 //! - [`Recurrent::load_safetensors`] / [`Recurrent::save_safetensors`]: weights to and from PyTorch.
 //!
@@ -29,7 +31,7 @@ mod weights;
 
 pub use cache::RecurrentCache;
 pub use config::{CellKind, Nonlinearity, RecurrentConfig, UnknownName};
-pub use layer::Recurrent;
+pub use layer::{InferScratch, Recurrent};
 pub use state::RecurrentState;
 pub use step::StepScratch;
 pub use weights::DirectionWeights;

@@ -34,6 +34,8 @@ use nn_recurrent::{Recurrent, RecurrentCache, RecurrentConfig, RecurrentState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod infer;
+
 /// What a training step minimizes, without the targets themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Objective {

@@ -21,8 +21,15 @@
 //!
 //! Outputs: a progress bar (step, loss, tokens/s), a line per validation, a generated sample
 //! (`--sample N` characters at `--temperature`, primed with a newline or the text's first
-//! character), `loss.svg` (training and validation loss) in `--out`, and the JSON line
-//! `{"demo":"charlm","steps":…,"train_s":…,"tokens_per_s":…,"train_loss":…,"val_loss":…}`.
+//! character) with its generation speed (`Recurrent::step`, the head and the draw per character;
+//! tokens/s over the whole sample), `loss.svg` (training and validation loss) in `--out`, and
+//! the JSON line `{"demo":"charlm","steps":…,"train_s":…,"tokens_per_s":…,"train_loss":…,
+//! "val_loss":…,"sample_tokens_per_s":…}` (`null` for what the run did not measure).
+//!
+//! Generation only: when the step budget is already spent before training (`--steps 0`, or a
+//! `--resume` whose checkpoint has reached `--steps`), nothing trains: no validation, no plot,
+//! no checkpoint written; the run prints the sample and its speed
+//! (`--resume CHECKPOINT --steps 0 --sample N`).
 //!
 //! Checkpoints: with `--checkpoint PATH` (checked to be writable before training starts), the
 //! model, optimizer, step, RNG, carried state and the text's vocabulary are saved every
@@ -50,6 +57,7 @@ use nn_train::{
 };
 use plotters::style::{BLUE, RED};
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// A character language model on a text file; prints a sample, plots the losses.
 #[derive(Clone, Debug, clap::Parser)]
@@ -87,8 +95,9 @@ pub struct Args {
     /// Clip the global gradient norm.
     #[arg(long, value_name = "NORM", default_value_t = 5.0, value_parser = cli::positive_f64)]
     pub clip: f64,
-    /// Step budget (total, counting resumed steps).
-    #[arg(long, value_name = "N", value_parser = cli::positive_u64)]
+    /// Step budget (total, counting resumed steps); 0 (or a budget the checkpoint has reached)
+    /// trains nothing: generation only.
+    #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
     /// Training-time budget [default: 60, with --steps: none].
     #[arg(long, value_name = "S", value_parser = cli::positive_f64)]
@@ -114,9 +123,10 @@ pub struct Args {
     /// Steps between checkpoints.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = cli::positive_u64)]
     pub checkpoint_every: u64,
-    /// Continue from --checkpoint PATH.
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue from a checkpoint: `--resume CHECKPOINT`, or `--resume` with --checkpoint PATH
+    /// (the same file). With --steps 0: generate only.
+    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
     /// Where loss.svg goes [default: target/demo/charlm].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -169,6 +179,8 @@ pub struct Options {
     pub checkpoint_every: u64,
     /// Start from the checkpoint.
     pub resume: bool,
+    /// The path given as `--resume CHECKPOINT`, if any (it must be `checkpoint`).
+    pub resume_path: Option<PathBuf>,
     /// Folder of `loss.svg`.
     pub out: PathBuf,
 }
@@ -197,9 +209,12 @@ impl From<Args> for Options {
             val_every: a.val_every,
             sample: a.sample,
             temperature: a.temperature,
-            checkpoint: a.checkpoint,
+            // `--resume PATH` names the checkpoint when --checkpoint does not (with both, run
+            // refuses two different paths through `resume_path`).
+            checkpoint: a.checkpoint.or_else(|| a.resume.clone().flatten()),
+            resume_path: a.resume.clone().flatten(),
             checkpoint_every: a.checkpoint_every,
-            resume: a.resume,
+            resume: a.resume.is_some(),
             out: a
                 .out
                 .unwrap_or_else(|| crate::project_root().join("target/demo/charlm")),
@@ -222,6 +237,10 @@ pub struct Report {
     pub val_loss: f64,
     /// The generated text (without the prime).
     pub sample: String,
+    /// Generation speed: sampled characters per second (`None` without a sample).
+    pub sample_tokens_per_s: Option<f64>,
+    /// Whether the run trained (`false`: generation only, the budget was spent at the start).
+    pub trained: bool,
     /// The plot file.
     pub plot: PathBuf,
 }
@@ -300,6 +319,15 @@ fn printable(s: &str) -> String {
 pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     if options.resume && options.checkpoint.is_none() {
         return Err("--resume needs --checkpoint PATH".into());
+    }
+    if let (Some(r), Some(c)) = (&options.resume_path, &options.checkpoint)
+        && r != c
+    {
+        return Err(format!(
+            "--resume {} and --checkpoint {} name different files",
+            r.display(),
+            c.display()
+        ));
     }
     let (corpus, text_name) = load_text(options)?;
     let (v, seq, batch) = (corpus.vocab_size(), options.seq, options.batch);
@@ -427,11 +455,22 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     let first_step = trainer.step();
     let mut train_points: Vec<(f64, f64)> = Vec::new();
     let mut val_points: Vec<(f64, f64)> = Vec::new();
-    let estimate = mean_loss(&trainer.model, &corpus, &estimate_starts, seq, &mut ws)?;
-    val_points.push((first_step as f64, estimate));
-    out.line(format_args!(
-        "step {first_step:>6}  validation (estimate) {estimate:.4}"
-    ))?;
+    // A budget spent before the first step (`--steps 0`, or reached by the checkpoint): generate
+    // only, with no validation, plot or checkpoint.
+    let trained = !options.budget.spent(first_step, 0.0);
+    let estimate = if trained {
+        let estimate = mean_loss(&trainer.model, &corpus, &estimate_starts, seq, &mut ws)?;
+        val_points.push((first_step as f64, estimate));
+        out.line(format_args!(
+            "step {first_step:>6}  validation (estimate) {estimate:.4}"
+        ))?;
+        estimate
+    } else {
+        out.line(format_args!(
+            "no training (the step budget is spent at step {first_step}): generation only"
+        ))?;
+        f64::NAN
+    };
 
     let bar = Bar::new(out.progress);
     let (mut train_s, mut tokens) = (0.0f64, 0usize);
@@ -468,7 +507,9 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         );
     }
     bar.finish();
-    if let Some(path) = &options.checkpoint {
+    if let Some(path) = &options.checkpoint
+        && trained
+    {
         trainer
             .save_checkpoint_with(path, &save_metadata)
             .map_err(err)?;
@@ -486,18 +527,25 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     } else {
         0.0
     };
-    let val_loss = mean_loss(&trainer.model, &corpus, &val_starts, seq, &mut ws)?;
-    out.line(format_args!(
-        "done: {} steps in {train_s:.1} s of training ({tokens_per_s:.0} tokens/s); train loss {train_loss:.4}, validation loss {val_loss:.4} nats/char ({} windows)",
-        steps - first_step,
-        val_starts.len()
-    ))?;
+    let val_loss = if trained {
+        let val_loss = mean_loss(&trainer.model, &corpus, &val_starts, seq, &mut ws)?;
+        out.line(format_args!(
+            "done: {} steps in {train_s:.1} s of training ({tokens_per_s:.0} tokens/s); train loss {train_loss:.4}, validation loss {val_loss:.4} nats/char ({} windows)",
+            steps - first_step,
+            val_starts.len()
+        ))?;
+        val_loss
+    } else {
+        f64::NAN
+    };
 
     let mut sample = String::new();
+    let mut sample_tokens_per_s = None;
     if options.sample > 0 {
         let prime = corpus.index('\n').unwrap_or(corpus.ids[0]);
         let config = SampleConfig::new().with_temperature(options.temperature);
         let mut sample_rng = Rng::seed_from(options.seed ^ 0x005a_3b1e);
+        let start = Instant::now();
         let ids = nn_train::sample(
             &trainer.model,
             &[prime],
@@ -506,6 +554,9 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
             &mut sample_rng,
         )
         .map_err(err)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let speed = ids.len() as f64 / seconds.max(1e-9);
+        sample_tokens_per_s = Some(speed);
         sample = corpus.decode(&ids);
         out.line(format_args!(
             "sample ({} characters, temperature {}):",
@@ -518,29 +569,37 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
             printable(&sample)
         ))?;
         out.line("----")?;
+        out.line(format_args!(
+            "generation: {} characters in {seconds:.3} s ({speed:.0} tokens/s; step, head and draw per character, batch 1)",
+            ids.len()
+        ))?;
     }
 
     let plot_path = options.out.join("loss.svg");
-    plot::svg(
-        &plot_path,
-        &format!("charlm: validation loss {val_loss:.3} nats/char after {steps} steps"),
-        "step",
-        "loss (nats/char)",
-        &[
-            Series {
-                name: "training (per step)",
-                points: &train_points,
-                color: BLUE,
-            },
-            Series {
-                name: "validation (128-window estimate)",
-                points: &val_points,
-                color: RED,
-            },
-        ],
-    )?;
-    out.line(format_args!("loss plot: {}", plot_path.display()))?;
-    if let Some(path) = &options.checkpoint {
+    if trained {
+        plot::svg(
+            &plot_path,
+            &format!("charlm: validation loss {val_loss:.3} nats/char after {steps} steps"),
+            "step",
+            "loss (nats/char)",
+            &[
+                Series {
+                    name: "training (per step)",
+                    points: &train_points,
+                    color: BLUE,
+                },
+                Series {
+                    name: "validation (128-window estimate)",
+                    points: &val_points,
+                    color: RED,
+                },
+            ],
+        )?;
+        out.line(format_args!("loss plot: {}", plot_path.display()))?;
+    }
+    if let Some(path) = &options.checkpoint
+        && trained
+    {
         out.line(format_args!("checkpoint: {}", path.display()))?;
     }
     out.line(
@@ -550,6 +609,10 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
             .num("tokens_per_s", tokens_per_s)
             .num("train_loss", train_loss)
             .num("val_loss", val_loss)
+            .num(
+                "sample_tokens_per_s",
+                sample_tokens_per_s.unwrap_or(f64::NAN),
+            )
             .finish(),
     )?;
     Ok(Report {
@@ -559,6 +622,8 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         train_loss,
         val_loss,
         sample,
+        sample_tokens_per_s,
+        trained,
         plot: plot_path,
     })
 }

@@ -15,19 +15,73 @@
 //!    `W_ih · x_t` as a product of its own); then the cell adds the bias `b_ih + b_hh`
 //!    ([`bias_column`]) and its elementwise math writes `h_t` into the output. The time loop is
 //!    [`split`]'s.
+//!
+//! The training forward keeps every step's gates (and the LSTM's `c_t`, the GRU's
+//! `W_hn h_{t-1} + b_hn`) for backward ([`Keep::All`]). The forward-only pass
+//! ([`Keep::Window`], [`Recurrent::infer`](crate::Recurrent::infer)) runs the same code on
+//! buffers that hold one step (the gates when the steps compute the input part, the GRU's
+//! `ĝ_n`) or two (the LSTM's `c_{t-1}`, `c_t`), and computes `W_ih · X` window by window of
+//! steps ([`window_steps`]), each window's product run just before its steps. A column's sum
+//! is the same whatever the product's columns, as long as the product takes the same kernel:
+//! so a window is never small enough to move a product that is large enough for
+//! matrixmultiply onto the packed kernel (`PARALLEL_MIN_MACS`), and the bits are the training
+//! forward's.
 
 use super::products::{bias_column, input_in_loop};
-use super::split::{self, ForwardLoop, SharedCols};
+use super::split::{self, ForwardLoop, SharedCols, StepCols};
 use super::{Dims, slot_slice};
 use crate::cache::DirectionCache;
 use crate::gates::GateLayout;
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
+use nn_core::kernels::thresholds::PARALLEL_MIN_MACS;
 use nn_core::{Accum, Float, Trans, matmul};
 
+/// What a layer-direction forward keeps of each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Every step's gates, cells and GRU hidden parts, for backward (buffers of `T*B` columns).
+    All,
+    /// Only what the next step reads (buffers of [`window_columns`] columns): forward-only.
+    Window,
+}
+
+/// Columns (`B` per step) of each window of the forward-only pass's input product `W_ih X`
+/// (`G·H x 4096` gate values). Windows are a memory bound, not a speed-up: matrixmultiply packs
+/// `W_ih` again for every 1024 columns (its `NC` for `f32`) in any case, yet windows of 1024 or
+/// 2048 columns took more CPU time than the whole product on `fwd-lstm-l` (`B = 64`, `T = 64`,
+/// which this size keeps whole).
+const WINDOW_COLUMNS: usize = 4096;
+
+/// The steps of each window of the forward-only pass's input product for a layer with `gh` gate
+/// rows and `input` features: about [`WINDOW_COLUMNS`] columns, but never fewer steps than
+/// keep the window's product on matrixmultiply when the whole one is (see the module doc), and
+/// `T` when the whole product is under `PARALLEL_MIN_MACS` (then it is small in any case).
+pub(crate) fn window_steps(gh: usize, input: usize, steps: usize, batch: usize) -> usize {
+    let per_step = gh.saturating_mul(input).saturating_mul(batch).max(1);
+    if per_step.saturating_mul(steps) < PARALLEL_MIN_MACS {
+        return steps;
+    }
+    let fit = WINDOW_COLUMNS.div_ceil(batch.max(1));
+    fit.max(PARALLEL_MIN_MACS.div_ceil(per_step)).min(steps)
+}
+
+/// Columns of the forward-only pass's gate buffer for a layer-direction: `B` when the steps
+/// compute the input part, else the longest window (the `T / w` windows of `w =`
+/// [`window_steps`] share the `T` steps, so each has `w` to `2w - 1` steps).
+pub(crate) fn window_columns(batch: usize, gh: usize, input: usize, steps: usize) -> usize {
+    if input_in_loop(batch, gh * input) {
+        batch
+    } else {
+        let windows = steps / window_steps(gh, input, steps, batch).max(1);
+        steps.div_ceil(windows.max(1)) * batch
+    }
+}
+
 /// Forward of one layer-direction over the whole sequence: fills `out`'s rows `dir*H..`, the
-/// cache `dc`, and slot `dims.slot` of `final_state`.
+/// buffers `dc` (every step's with [`Keep::All`], else as [`Keep::Window`] says), and slot
+/// `dims.slot` of `final_state`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_direction<T: Float>(
     cell: CellKind,
@@ -38,6 +92,7 @@ pub(super) fn forward_direction<T: Float>(
     out: &mut DMatrix<T>,
     dc: &mut DirectionCache<T>,
     final_state: &mut RecurrentState<T>,
+    keep: Keep,
 ) {
     let Dims {
         hidden: h,
@@ -65,49 +120,107 @@ pub(super) fn forward_direction<T: Float>(
     let in_loop = input_in_loop(batch, gh * x.nrows());
     if in_loop {
         packed_ih.pack(&w.weight_ih.value, Trans::No);
-    } else {
-        // `G_x = W_ih · X` (large products in parts at once, one per thread, see [`matmul`]).
-        matmul(
-            &mut gates.view_mut((gate_row, 0), (gh, steps * batch)),
-            Accum::Replace,
-            &w.weight_ih.value,
-            Trans::No,
-            x,
-            Trans::No,
-        );
     }
     packed_hh.pack(&w.weight_hh.value, Trans::No);
-    let h0 = slot_slice(Some(&initial.h), slot, dims);
-    let lp = ForwardLoop {
-        cell,
-        dims,
-        gh,
-        rows_out,
-        r0,
-        out: SharedCols::new(out),
-        gates: SharedCols::new(gates),
-        gate_row,
-        hidden_gates: SharedCols::new(hidden_gates),
-        hidden_n: SharedCols::new(hidden_n),
-        cells: SharedCols::new(cells),
-        h0,
-        h0_zero: h0.iter().all(|&v| v == T::zero()),
-        c0: slot_slice(initial.c.as_ref(), slot, dims),
-        b_hn: &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..],
-        bias,
-        packed: packed_hh,
-        x: x.columns(0, x.ncols()),
-        packed_ih,
-        input_in_loop: in_loop,
+    let (window, cell_cols, hn_cols) = match keep {
+        Keep::All => (steps, StepCols::all(steps), StepCols::all(steps)),
+        Keep::Window => (
+            if in_loop {
+                steps
+            } else {
+                window_steps(gh, x.nrows(), steps, batch)
+            },
+            StepCols { t0: 0, period: 2 },
+            StepCols { t0: 0, period: 1 },
+        ),
     };
-    split::run_forward(lp);
-    let last = dims.last() * batch;
+    let h0 = slot_slice(Some(&initial.h), slot, dims);
+    let h0_zero = h0.iter().all(|&v| v == T::zero());
+    let c0 = slot_slice(initial.c.as_ref(), slot, dims);
+    let b_hn = &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..];
+    // Windows of `steps / windows` or one more steps (each at least `window`), in the
+    // direction's order.
+    let windows = steps / window;
+    let mut base = 0;
+    for k in 0..windows {
+        let len = steps * (k + 1) / windows - steps * k / windows;
+        // The window's first step in time (its last one in the reverse direction's order).
+        let t0 = if dir == 0 { base } else { steps - base - len };
+        let gate_cols = match (keep, in_loop) {
+            (Keep::All, _) => StepCols::all(steps),
+            (Keep::Window, true) => StepCols { t0: 0, period: 1 },
+            (Keep::Window, false) => StepCols { t0, period: len },
+        };
+        if !in_loop {
+            // `G_x = W_ih · X` over the window (large products in parts at once, one per thread, see
+            // [`matmul`]).
+            matmul(
+                &mut gates.view_mut((gate_row, 0), (gh, len * batch)),
+                Accum::Replace,
+                &w.weight_ih.value,
+                Trans::No,
+                &x.columns(t0 * batch, len * batch),
+                Trans::No,
+            );
+        }
+        let lp = ForwardLoop {
+            cell,
+            dims,
+            gh,
+            rows_out,
+            r0,
+            out: SharedCols::new(out),
+            gates: SharedCols::new(gates),
+            gate_row,
+            hidden_gates: SharedCols::new(hidden_gates),
+            hidden_n: SharedCols::new(hidden_n),
+            cells: SharedCols::new(cells),
+            h0,
+            h0_zero,
+            c0,
+            b_hn,
+            bias,
+            packed: packed_hh,
+            x: x.columns(0, x.ncols()),
+            packed_ih,
+            input_in_loop: in_loop,
+            base,
+            len,
+            gate_cols,
+            cell_cols,
+            hn_cols,
+        };
+        split::run_forward(lp);
+        base += len;
+    }
+    let last = dims.last();
     final_state
         .h
         .columns_mut(slot * batch, batch)
-        .copy_from(&out.view((r0, last), (h, batch)));
+        .copy_from(&out.view((r0, last * batch), (h, batch)));
     if let Some(c_n) = &mut final_state.c {
         c_n.columns_mut(slot * batch, batch)
-            .copy_from(&cells.columns(last, batch));
+            .copy_from(&cells.columns(cell_cols.col(last, batch), batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_hold_4096_columns_and_keep_large_products_on_matrixmultiply() {
+        // The shapes of `tests/infer.rs`: LSTM `I = 300`, `H = 16` at batch 16, 600 steps: two
+        // windows; a GRU at batch 1, 12300 steps: three.
+        assert_eq!(window_steps(64, 300, 600, 16), 256);
+        assert_eq!(window_steps(48, 300, 12300, 1), 4096);
+        // A product under matrixmultiply's threshold stays whole.
+        assert_eq!(window_steps(16, 3, 50, 2), 50);
+        // A small layer above the threshold: longer windows, each above it too.
+        let w = window_steps(8, 2, 1 << 20, 1);
+        assert!(w > 4096 && 8 * 2 * w >= PARALLEL_MIN_MACS);
+        // Buffer columns: the longest of the `T / w` windows, or one step inside the loop.
+        assert_eq!(window_columns(16, 64, 300, 600), 300 * 16);
+        assert_eq!(window_columns(32, 1024, 128, 64), 32);
     }
 }

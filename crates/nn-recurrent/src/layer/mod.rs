@@ -17,17 +17,20 @@
 //!
 //! Files: `forward` and `backward` (one layer-direction), `split` (the time loops, on one thread
 //! or split into parts of the batch, one per thread; all their `unsafe`), `handoff` (the split
-//! loops' hand-offs of work between parts),
-//! `products` (the step products and bias column, shared with [`Recurrent::step`]), `tests`.
+//! loops' hand-offs of work between parts), `products` (the step products and bias column,
+//! shared with [`Recurrent::step`]), `infer` (the forward-only pass, [`Recurrent::infer`], on the
+//! forward's code), `tests`.
 
 mod backward;
 mod forward;
 mod handoff;
+mod infer;
 mod products;
 mod split;
 #[cfg(test)]
 mod tests;
 
+pub use infer::InferScratch;
 pub(crate) use products::{bias_column, input_in_loop, step_products};
 
 use crate::cache::{LayerCache, Saved};
@@ -192,10 +195,10 @@ impl<T: Float> Recurrent<T> {
     }
 
     /// Checks a sequence batch and returns `T`.
-    fn check_sequence(
+    fn check_sequence<S: nalgebra::RawStorage<T, nalgebra::Dyn, nalgebra::Dyn>>(
         &self,
         op: &'static str,
-        x: &DMatrixView<'_, T>,
+        x: &nalgebra::Matrix<T, nalgebra::Dyn, nalgebra::Dyn, S>,
         batch: usize,
     ) -> Result<usize> {
         let input = self.config.input_size;
@@ -354,7 +357,17 @@ impl<T: Float> Recurrent<T> {
                     slot: l * dirs + d,
                 };
                 let w = &self.directions[dims.slot];
-                forward::forward_direction(cell, w, &input, dims, initial, output, dc, final_state);
+                forward::forward_direction(
+                    cell,
+                    w,
+                    &input,
+                    dims,
+                    initial,
+                    output,
+                    dc,
+                    final_state,
+                    forward::Keep::All,
+                );
             }
         }
         // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any

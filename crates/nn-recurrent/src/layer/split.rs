@@ -246,15 +246,52 @@ pub(super) struct ForwardLoop<'a, T: Float> {
     pub(super) packed_ih: &'a PackedMatrix<T>,
     /// Whether the steps compute `W_ih x_t` ([`input_in_loop`](super::products::input_in_loop)).
     pub(super) input_in_loop: bool,
+    /// The steps this loop runs: indices `base..base + len` of the direction's order (all `T`
+    /// for a training forward; a window of them for [`Recurrent::infer`](crate::Recurrent::infer)).
+    pub(super) base: usize,
+    pub(super) len: usize,
+    /// Where each step's columns lie in `gates`, `cells` and `hidden_n` ([`StepCols`]).
+    pub(super) gate_cols: StepCols,
+    pub(super) cell_cols: StepCols,
+    pub(super) hn_cols: StepCols,
 }
 
-/// The forward time loop for the sequences `bs`, from step index `first` (in the direction's
-/// order) to the end. With `handoff` (the split loops), it may give the second half of its
-/// sequences to another side at a step boundary ([`Handoff::poll`]) and go on with the rest.
+/// Where step `t`'s `B` columns start in a buffer that holds `period` steps from step `t0`:
+/// column `((t - t0) % period) * B`. The training forward keeps every step (`t0 = 0`,
+/// `period = T`: column `t*B`); the forward-only pass keeps one step (`period = 1`), two (the
+/// LSTM's `c`: `c_{t-1}` and `c_t`, `period = 2`), or a window of steps (the input product of
+/// the window starting at step `t0`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StepCols {
+    pub(super) t0: usize,
+    pub(super) period: usize,
+}
+
+impl StepCols {
+    /// Every one of `steps` steps.
+    pub(super) fn all(steps: usize) -> Self {
+        StepCols {
+            t0: 0,
+            period: steps,
+        }
+    }
+
+    /// The first column of step `t` (`t >= t0`).
+    #[inline]
+    pub(super) fn col(self, t: usize, batch: usize) -> usize {
+        ((t - self.t0) % self.period) * batch
+    }
+}
+
+/// The forward time loop for the sequences `bs`, from step index `base + first` (in the
+/// direction's order) to `base + len`. With `handoff` (the split loops), it may give the second
+/// half of its sequences to another side at a step boundary ([`Handoff::poll`]) and go on with
+/// the rest.
 ///
 /// # Safety
-/// No other thread accesses, during the call, the columns `t*B + b` (`b` in `bs`, any `t`) of
-/// `out`, `gates`, `hidden_n`, `cells`, nor the columns `b` of `hidden_gates`,
+/// No other thread accesses, during the call, the columns of sequence `b` (`b` in `bs`, any
+/// step: `t*B + b` of `out`, [`StepCols::col`]` + b` of `gates`, `hidden_n`, `cells`), nor the
+/// columns `b` of `hidden_gates`,
 /// except those of sequences given away, from the step they were given on (and the other side
 /// reads the given sequences' columns of earlier steps only after the hand-off); those are the
 /// only columns it touches. Columns of steps before `first` of `bs` hold that sequence's earlier
@@ -273,17 +310,25 @@ unsafe fn forward_steps<T: Float>(
         r0,
         ..
     } = *lp;
-    let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
+    let (h, batch) = (dims.hidden, dims.batch);
+    let steps = lp.len;
     let mut bs = bs;
     for s in first..steps {
         let (b0, nb) = (bs.start, bs.len());
-        let t = dims.step(s);
+        let t = dims.step(lp.base + s);
         let prev = dims.prev(t);
-        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` or `tp*B + b` (or
-        // `b`, of the GRU's step scratch `hidden_gates`) with `b` in `bs`, this call's own (from
-        // the caller); `tp != t`, so a shared slice of step `tp` never overlaps a mutable one of
-        // step `t`, and each mutable slice is dropped before another one of the same columns is
-        // made.
+        let (gcol, ccol, hcol) = (
+            lp.gate_cols.col(t, batch),
+            lp.cell_cols.col(t, batch),
+            lp.hn_cols.col(t, batch),
+        );
+        // SAFETY (every `cols`/`cols_mut` below): the columns are step `t`'s or `tp`'s column of
+        // sequence `b` (`t*B + b` in the output, `StepCols::col(t) + b` in the other buffers, or
+        // `b` of the GRU's step scratch `hidden_gates`) with `b` in `bs`, this call's own (from
+        // the caller); `tp != t`, and the one buffer read at step `tp` besides the output, `cells`,
+        // keeps at least two steps (`period` 2 or `T`), so a shared slice of step `tp` never
+        // overlaps a mutable one of step `t`; each mutable slice is dropped before another one of
+        // the same columns is made.
         {
             let h_prev = match prev {
                 Some(tp) => {
@@ -303,7 +348,7 @@ unsafe fn forward_steps<T: Float>(
             // The step's gate rows (a GRU's from `gate_row`, columns `4H` apart) and the GRU's
             // scratch for `W_hh h_{t-1}`.
             let rows = lp.gates.rows;
-            let cols = unsafe { lp.gates.cols_mut(t * batch + b0, nb) };
+            let cols = unsafe { lp.gates.cols_mut(gcol + b0, nb) };
             let mut g_t = DMatrixViewMut::from_slice_with_strides_generic(
                 &mut cols[lp.gate_row..],
                 Dyn(gh),
@@ -324,20 +369,20 @@ unsafe fn forward_steps<T: Float>(
                 None => &lp.h0[b * h..][..h],
             };
             let h_new = unsafe { &mut lp.out.cols_mut(col, 1)[r0..r0 + h] };
-            let g = unsafe { lp.gates.cols_mut(col, 1) };
+            let g = unsafe { lp.gates.cols_mut(gcol + b, 1) };
             match cell {
                 CellKind::Rnn(act) => rnn::forward(act, g, lp.bias, h_new),
                 CellKind::Lstm => {
                     let c_prev = match prev {
-                        Some(tp) => unsafe { lp.cells.cols(tp * batch + b, 1) },
+                        Some(tp) => unsafe { lp.cells.cols(lp.cell_cols.col(tp, batch) + b, 1) },
                         None => &lp.c0[b * h..][..h],
                     };
-                    let c_new = unsafe { lp.cells.cols_mut(col, 1) };
+                    let c_new = unsafe { lp.cells.cols_mut(ccol + b, 1) };
                     lstm::forward(g, lp.bias, c_prev, c_new, h_new);
                 }
                 CellKind::Gru => {
                     let hg = unsafe { lp.hidden_gates.cols(b, 1) };
-                    let hn = unsafe { lp.hidden_n.cols_mut(col, 1) };
+                    let hn = unsafe { lp.hidden_n.cols_mut(hcol + b, 1) };
                     let g = &mut g[lp.gate_row..];
                     gru::forward(g, lp.bias, hg, lp.b_hn, hn, h_prev, h_new);
                 }

@@ -1,0 +1,238 @@
+//! The forward-only pass ([`Recurrent::infer`], PyTorch's forward under `torch.inference_mode`):
+//! `x` `(I, T*B)` and an optional initial state `(H, L*D*B)` in, the output `(D*H, T*B)` and the
+//! final state `(h_n, c_n)` `(H, L*D*B)` out, both in an [`InferScratch`].
+//!
+//! It runs the training forward's code ([`forward`](super::forward), [`Keep::Window`]): the same
+//! products and cells on buffers that keep no step history. Per layer-direction, one step's gates
+//! (`(G·H, B)`) when the steps compute the input part, else a window of steps of the input product
+//! `W_ih · X` (about 4096 columns; the training forward's whole-sequence product cut into
+//! windows of columns); the GRU's hidden part for one step, the LSTM's `c` for two. The layers
+//! write two output-sized buffers in turn (the top layer's is the output). So beyond the output
+//! (and the buffer below it for a stack), memory does not grow with `T`; and the output and final
+//! state are the bits of [`Recurrent::forward`]'s.
+
+use super::Dims;
+use super::forward::{self, Keep, window_columns};
+use crate::cache::DirectionCache;
+use crate::gates::GateLayout;
+use crate::{Recurrent, RecurrentConfig, RecurrentState};
+use nalgebra::{DMatrix, DMatrixView};
+use nn_core::{Float, Result, check_finite, try_zeros};
+
+/// The operation named by the buffers' allocation errors.
+const OP: &str = "Recurrent::infer buffers";
+
+/// Buffers of [`Recurrent::infer`] and its results: the output `(D*H, T*B)` and the final state
+/// `(H, L*D*B)`. Sized on first use and again when the layer's settings, `T` or `B` change; a
+/// call with the same sizes allocates nothing.
+#[derive(Debug)]
+pub struct InferScratch<T: Float> {
+    /// The settings, `T` and `B` the buffers are sized for.
+    sized_for: Option<(RecurrentConfig, usize, usize)>,
+    /// Whether the buffers hold the results of a successful call.
+    done: bool,
+    /// `(D*H, T*B)` each: layer `l` writes `outputs[(L - 1 - l) % 2]`, so the top layer's is
+    /// `outputs[0]`; `outputs[1]` is empty for one layer.
+    outputs: [DMatrix<T>; 2],
+    /// The one set of step buffers, used by each layer-direction in turn (sized for the largest).
+    direction: Option<DirectionCache<T>>,
+    /// A copy of the initial state (zeros when none was given).
+    initial: RecurrentState<T>,
+    final_state: RecurrentState<T>,
+    empty: DMatrix<T>,
+    empty_state: RecurrentState<T>,
+}
+
+impl<T: Float> Default for InferScratch<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> InferScratch<T> {
+    /// Empty buffers; the first [`Recurrent::infer`] sizes them.
+    pub fn new() -> Self {
+        let none = || RecurrentState {
+            h: DMatrix::zeros(0, 0),
+            c: None,
+        };
+        InferScratch {
+            sized_for: None,
+            done: false,
+            outputs: [DMatrix::zeros(0, 0), DMatrix::zeros(0, 0)],
+            direction: None,
+            initial: none(),
+            final_state: none(),
+            empty: DMatrix::zeros(0, 0),
+            empty_state: none(),
+        }
+    }
+
+    /// The output `(D*H, T*B)` of the last successful [`Recurrent::infer`] (PyTorch's `output`
+    /// as `[T, B, D*H]` bytes); empty before the first or after a failed one.
+    pub fn output(&self) -> &DMatrix<T> {
+        if self.done {
+            &self.outputs[0]
+        } else {
+            &self.empty
+        }
+    }
+
+    /// The final state `h_n` (and `c_n`) `(H, L*D*B)`, column `(l*D + d)*B + b`, of the last
+    /// successful [`Recurrent::infer`]; empty before the first or after a failed one.
+    pub fn final_state(&self) -> &RecurrentState<T> {
+        if self.done {
+            &self.final_state
+        } else {
+            &self.empty_state
+        }
+    }
+
+    /// Sizes every buffer for `config`, `steps` and `batch` (only when they changed).
+    fn prepare(&mut self, config: &RecurrentConfig, steps: usize, batch: usize) -> Result<()> {
+        self.done = false;
+        if matches!(&self.sized_for, Some((c, t, b)) if c == config && *t == steps && *b == batch) {
+            return Ok(());
+        }
+        self.sized_for = None;
+        self.outputs = [DMatrix::zeros(0, 0), DMatrix::zeros(0, 0)];
+        self.direction = None;
+        let (h, d, l) = (
+            config.hidden_size,
+            config.num_directions(),
+            config.num_layers,
+        );
+        let cols = steps.saturating_mul(batch);
+        let below = if l > 1 { d * h } else { 0 };
+        self.outputs = [try_zeros(OP, d * h, cols)?, try_zeros(OP, below, cols)?];
+        let gh = GateLayout::new(config.cell, h).gate_rows();
+        let gate_cols = (0..l)
+            .map(|k| {
+                let input = if k == 0 { config.input_size } else { d * h };
+                window_columns(batch, gh, input, steps)
+            })
+            .max()
+            .unwrap_or(0);
+        self.direction = Some(DirectionCache::window(config.cell, h, gate_cols, batch)?);
+        let with_c = config.cell.has_cell_state();
+        self.initial = RecurrentState::try_zeros(h, l * d, batch, with_c)?;
+        self.final_state = RecurrentState::try_zeros(h, l * d, batch, with_c)?;
+        self.sized_for = Some((config.clone(), steps, batch));
+        Ok(())
+    }
+}
+
+impl<T: Float> Recurrent<T> {
+    /// Forward only, for inference: the output and final state of [`Recurrent::forward`], bit
+    /// for bit, without keeping what backward needs (PyTorch's
+    /// `output, (h_n, c_n) = lstm(x, (h0, c0))` under `torch.inference_mode()`).
+    ///
+    /// `x` is `(I, T*B)` (column `t*B + b` = step `t` of sequence `b`), a matrix (`&x`) or a
+    /// view; `batch` is `B`; `initial` is `(H, L*D*B)` (zeros when `None`; an LSTM's `c: None`
+    /// means zeros). Returns the output `(D*H, T*B)` and the final state `(H, L*D*B)`, which stay
+    /// readable as [`InferScratch::output`] and [`InferScratch::final_state`].
+    ///
+    /// Memory: the scratch holds the output, for a stack one more buffer of its size, and per
+    /// step buffers that do not grow with `T` (see the module doc of `layer/infer.rs`). A call
+    /// with the sizes of the last one allocates nothing.
+    ///
+    /// Errors: as [`Recurrent::forward`]: wrong input rows, columns not a multiple of `B`,
+    /// `B = 0` or `T = 0`, a NaN or infinite input or initial state, an initial state of the
+    /// wrong shape, buffers too large to allocate, an output that overflowed to infinity.
+    pub fn infer<'s, 'x>(
+        &self,
+        x: impl Into<DMatrixView<'x, T>>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        scratch: &'s mut InferScratch<T>,
+    ) -> Result<(&'s DMatrix<T>, &'s RecurrentState<T>)> {
+        let x: DMatrixView<'x, T> = x.into();
+        scratch.done = false;
+        self.check_weights("Recurrent::infer parameter")?;
+        let steps = self.check_sequence("Recurrent::infer input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", &x, batch)?;
+        if let Some(s) = initial {
+            self.check_state(
+                "Recurrent::infer initial state",
+                s,
+                batch,
+                self.slots(),
+                true,
+            )?;
+        }
+        scratch.prepare(&self.config, steps, batch)?;
+        match initial {
+            Some(s) => {
+                scratch.initial.h.copy_from(&s.h);
+                if let Some(c) = &mut scratch.initial.c {
+                    match &s.c {
+                        Some(src) => c.copy_from(src),
+                        None => c.fill(T::zero()),
+                    }
+                }
+            }
+            None => scratch.initial.fill_zero(),
+        }
+        let (cell, hidden, dirs, layers) = (
+            self.config.cell,
+            self.config.hidden_size,
+            self.config.num_directions(),
+            self.config.num_layers,
+        );
+        let InferScratch {
+            outputs,
+            direction,
+            initial,
+            final_state,
+            ..
+        } = &mut *scratch;
+        let Some(dc) = direction.as_mut() else {
+            return Err(nn_core::Error::InvalidConfig(
+                "Recurrent::infer: buffers not sized".into(),
+            ));
+        };
+        let [top, below] = outputs;
+        for l in 0..layers {
+            // Layer `l` writes `outputs[(L - 1 - l) % 2]` and reads the other one (or `x`).
+            let (out, prev): (&mut DMatrix<T>, &DMatrix<T>) = if (layers - 1 - l) % 2 == 0 {
+                (&mut *top, &*below)
+            } else {
+                (&mut *below, &*top)
+            };
+            let input = if l == 0 {
+                x.columns(0, x.ncols())
+            } else {
+                prev.columns(0, prev.ncols())
+            };
+            for d in 0..dirs {
+                let dims = Dims {
+                    hidden,
+                    steps,
+                    batch,
+                    dir: d,
+                    slot: l * dirs + d,
+                };
+                forward::forward_direction(
+                    cell,
+                    &self.directions[dims.slot],
+                    &input,
+                    dims,
+                    initial,
+                    out,
+                    dc,
+                    final_state,
+                    Keep::Window,
+                );
+            }
+        }
+        check_finite("Recurrent::infer output (overflow)", &scratch.outputs[0])?;
+        check_finite(
+            "Recurrent::infer final h (overflow)",
+            &scratch.final_state.h,
+        )?;
+        if let Some(c) = &scratch.final_state.c {
+            check_finite("Recurrent::infer final c (overflow)", c)?;
+        }
+        scratch.done = true;
+        Ok((&scratch.outputs[0], &scratch.final_state))
+    }
+}

@@ -1,0 +1,38 @@
+//! Forward only for a [`SeqModel`]: the layer's [`Recurrent::infer`](nn_recurrent::Recurrent::infer)
+//! (no cache for backward) and the head, `logits (O, T*B)` or `(O, B)` as in
+//! [`SeqModel::forward`], bit for bit.
+
+use super::{SeqModel, ensure};
+use crate::error::Result;
+use nalgebra::{DMatrix, DMatrixView};
+use nn_core::Float;
+use nn_recurrent::{InferScratch, RecurrentState};
+
+impl<T: Float> SeqModel<T> {
+    /// The logits of [`SeqModel::forward`] (the same bits), without keeping what backward needs:
+    /// the layer's output and final state stay in `scratch` ([`InferScratch::output`],
+    /// [`InferScratch::final_state`]), the head's output goes into `logits` (resized to `(O, T*B)`,
+    /// or `(O, B)` with `last_step_only`, when its shape differs). Errors as
+    /// [`SeqModel::forward`].
+    pub fn infer<'x>(
+        &self,
+        x: impl Into<DMatrixView<'x, T>>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        last_step_only: bool,
+        scratch: &mut InferScratch<T>,
+        logits: &mut DMatrix<T>,
+    ) -> Result<()> {
+        let x: DMatrixView<'x, T> = x.into();
+        let steps = self.steps(&x, batch)?;
+        let (first, cols) = if last_step_only {
+            ((steps - 1) * batch, batch)
+        } else {
+            (0, steps * batch)
+        };
+        ensure(logits, "SeqModel logits", self.output_size(), cols)?;
+        let (out, _) = self.rnn.infer(x, batch, initial, scratch)?;
+        self.head.forward_to(&out.columns(first, cols), logits)?;
+        Ok(())
+    }
+}
