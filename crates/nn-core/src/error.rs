@@ -62,6 +62,18 @@ pub enum Error {
         /// The number of classes.
         classes: usize,
     },
+    /// A token id is not below the vocabulary size (the input features of a layer fed tokens).
+    #[error("{op}: token {token} at position {index} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// Position of the token in the batch.
+        index: usize,
+        /// The token given.
+        token: usize,
+        /// The vocabulary size.
+        vocab: usize,
+    },
     /// A batch, sequence or layer size of zero where at least one is needed.
     #[error("{op}: empty input ({what} is 0)")]
     Empty {
