@@ -126,7 +126,7 @@ impl<T: Float> Dense<T> {
     /// `y = W x + b` into `out`, for generation: `x` a matrix (`&h`) or a view `(in, N)`; `out`
     /// is resized to `(out, N)` when its shape differs, so a warm call allocates nothing. For
     /// `N` ≤ 3 the product runs on the matrix-vector kernel
-    /// ([`gemv_col_major`](crate::kernels::gemv::gemv_col_major), the weight read in place),
+    /// ([`crate::kernels::gemv::gemv_col_major`], the weight read in place),
     /// else as [`Dense::forward_to`]; either way the bits of [`Dense::forward`] (`b` plus one
     /// chain over `in` per element). Errors as [`Dense::forward_to`].
     pub fn forward_into<'x>(

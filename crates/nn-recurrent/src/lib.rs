@@ -9,7 +9,8 @@
 //! - [`Recurrent::forward`] / [`Recurrent::backward`]: the whole sequence batch, with an optional
 //!   initial state in and the final state out; everything backward needs stays in a reusable
 //!   [`RecurrentCache`]. One backward per forward, as in PyTorch without `retain_graph`.
-//! - [`Recurrent::step`]: one step at a time, for generation.
+//! - [`Recurrent::step`]: one step at a time, for generation; [`Recurrent::step_tokens`] takes
+//!   token ids (a one-hot input read as columns of `W_ih`).
 //! - [`Recurrent::load_safetensors`] / [`Recurrent::save_safetensors`]: weights to and from PyTorch.
 //!
 //! Files: `config` (settings), `state`, `cell/*` (the elementwise math of each cell), `gates`

@@ -37,7 +37,7 @@ use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_sha
 
 /// Largest batch stepped on the matrix–vector kernel; larger ones run on the packed kernel.
 /// Figures in PERF.md.
-pub const GEMV_MAX_BATCH: usize = 3;
+pub(crate) const GEMV_MAX_BATCH: usize = 3;
 
 /// What a layer's packings were made from: the weights' version, the layer and its shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ fn kernel_packed<'a, T: Float>(
 
 /// Buffers and packed weights for [`Recurrent::step`], sized on first use (and again when `B`
 /// or the layer changes); the packed weights live across calls and are re-packed only when the
-/// weights change (see the [module docs](self)).
+/// weights change (a fresh version on every `&mut` path to a layer's weights: `weights_mut`, `Module::visit_mut`, loading a file).
 #[derive(Debug)]
 pub struct StepScratch<T: Float> {
     /// `(G*H, B)`: the gates of the layer being stepped.

@@ -29,7 +29,7 @@
 //! AVX-512 two panels at once (8 independent 512-bit chains per column, enough for two FMA
 //! ports at a latency of four cycles), on AVX2 one panel (8 chains of 256 bits), on the
 //! baseline copy a half panel. One `#[inline(always)]` body compiled per copy, chosen by
-//! [`Isa`] as in the packed kernel.
+//! `simd::Isa` as in the packed kernel.
 //!
 //! # Threads
 //!
