@@ -11,12 +11,13 @@
 //! [`Error::NonFinite`], and so is an output or gradient that overflows (finite inputs of 3e38,
 //! or weights of any size loaded from a file), or that a NaN weight makes NaN.
 
+use crate::kernels::gemv::gemv_col_major;
 use crate::kernels::row_sums::add_row_sums;
 use crate::{
     Accum, Error, Float, Init, Module, Param, Result, Rng, Shape, Trans, check_finite, check_shape,
     matmul, matmul_bias, try_zeros,
 };
-use nalgebra::{DMatrix, Dyn, Matrix, RawStorage, RawStorageMut};
+use nalgebra::{DMatrix, DMatrixView, Dyn, Matrix, RawStorage, RawStorageMut};
 
 /// `y = W x + b`.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,6 +121,34 @@ impl<T: Float> Dense<T> {
         );
         // Finite inputs can still overflow, and a NaN weight (loaded from a file) spreads.
         check_finite("Dense output (overflow, or weights not finite)", y)
+    }
+
+    /// `y = W x + b` into `out`, for generation: `x` a matrix (`&h`) or a view `(in, N)`; `out`
+    /// is resized to `(out, N)` when its shape differs, so a warm call allocates nothing. For
+    /// `N` ≤ 3 the product runs on the matrix-vector kernel
+    /// ([`crate::kernels::gemv::gemv_col_major`], the weight read in place),
+    /// else as [`Dense::forward_to`]; either way the bits of [`Dense::forward`] (`b` plus one
+    /// chain over `in` per element). Errors as [`Dense::forward_to`].
+    pub fn forward_into<'x>(
+        &self,
+        x: impl Into<DMatrixView<'x, T>>,
+        out: &mut DMatrix<T>,
+    ) -> Result<()> {
+        let x: DMatrixView<'x, T> = x.into();
+        self.check_input(&x)?;
+        let shape = (self.output_size(), x.ncols());
+        if out.shape() != shape {
+            *out = try_zeros("Dense output", shape.0, shape.1)?;
+        }
+        if x.ncols() > 3 {
+            return self.forward_to(&x, out);
+        }
+        check_finite("Dense input", &x)?;
+        for mut col in out.column_iter_mut() {
+            col.copy_from_slice(self.bias.value.as_slice());
+        }
+        gemv_col_major(out, Accum::Add, &self.weight.value, &x);
+        check_finite("Dense output (overflow, or weights not finite)", out)
     }
 
     /// Adds `dy · xᵀ` to `weight.grad` and the column sums of `dy` to `bias.grad`; returns `dx`.

@@ -62,14 +62,14 @@ pub enum Error {
         /// The number of classes.
         classes: usize,
     },
-    /// A token id is not below the vocabulary size.
-    #[error("{op}: token id {token} at position {index} is outside the vocabulary of {vocab}")]
+    /// A token id is not below the vocabulary size (an embedding's rows, or the input features of a layer fed tokens).
+    #[error("{op}: token {token} at position {index} is outside the vocabulary of {vocab}")]
     TokenOutOfRange {
         /// The operation.
         op: &'static str,
-        /// Position of the id in the input.
+        /// Position of the token in the input.
         index: usize,
-        /// The id given.
+        /// The token given.
         token: usize,
         /// The vocabulary size.
         vocab: usize,

@@ -11,7 +11,8 @@
 //!   [`RecurrentCache`]. One backward per forward, as in PyTorch without `retain_graph`.
 //! - [`Recurrent::infer`]: forward only, for inference (the forward's output and final state, bit
 //!   for bit, with no step history kept), in a reusable [`InferScratch`].
-//! - [`Recurrent::step`]: one step at a time, for generation.
+//! - [`Recurrent::step`]: one step at a time, for generation; [`Recurrent::step_tokens`] takes
+//!   token ids (a one-hot input read as columns of `W_ih`).
 //! - [`Recurrent::load_safetensors`] / [`Recurrent::save_safetensors`]: weights to and from PyTorch.
 //!
 //! Files: `config` (settings), `state`, `cell/*` (the elementwise math of each cell), `gates`

@@ -8,6 +8,10 @@
 //!   register-blocked micro-kernel allocating nothing, for the recurrent time loops (one product
 //!   per step with the same weight). [`packed_matmul_pair`](packed::packed_matmul_pair) runs
 //!   `op(A1)·B1 + op(A2)·B2` as one chain of multiply-adds per element.
+//! - [`gemv`]: `y (=|+=) A·x` for one to three columns (batch-1 inference), `A` packed once
+//!   into panels read as sequential streams ([`GemvMatrix`](gemv::GemvMatrix)) or a column-major
+//!   matrix read in place; each element the packed kernel's chain; large products on two static
+//!   halves of rows.
 //! - [`wgrad`]: `C += A·Bᵀ` (`A` `m x k`, `B` `n x k`, `C` `m x n`) read in place, for weight
 //!   gradients `dW += dG·Xᵀ`, optionally with `A`'s row sums (the bias gradient) in the same
 //!   pass.
@@ -22,6 +26,7 @@
 //! Every kernel gives the same bits whatever the thread count or the split, and the fused copies
 //! (AVX2 + FMA, AVX-512) give the same bits as each other.
 
+pub mod gemv;
 pub mod packed;
 pub mod pool;
 pub mod row_sums;

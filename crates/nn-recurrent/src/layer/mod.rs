@@ -83,6 +83,17 @@ pub struct Recurrent<T: Float> {
     config: RecurrentConfig,
     /// Layer `l`, direction `d` at `l*D + d`.
     directions: Vec<DirectionWeights<T>>,
+    /// Names these weights: a fresh value from [`fresh_version`] whenever they may have changed
+    /// (every `&mut` path to them takes one), kept by `Clone` (the same weights). A
+    /// [`StepScratch`](crate::StepScratch) re-packs only when it differs.
+    version: u64,
+}
+
+/// A process-wide unique weight version (never 0, which a scratch uses for "nothing packed").
+fn fresh_version() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The sizes one layer-direction pass works with.
@@ -129,15 +140,26 @@ impl<T: Float> Recurrent<T> {
         config: RecurrentConfig,
         directions: Vec<DirectionWeights<T>>,
     ) -> Self {
-        Recurrent { config, directions }
+        Recurrent {
+            config,
+            directions,
+            version: fresh_version(),
+        }
     }
 
     pub(crate) fn directions(&self) -> &[DirectionWeights<T>] {
         &self.directions
     }
 
+    /// The weights, mutably: the layer takes a fresh version (the caller may change them).
     pub(crate) fn directions_mut(&mut self) -> &mut [DirectionWeights<T>] {
+        self.version = fresh_version();
         &mut self.directions
+    }
+
+    /// The version of the weights (see the field): equal versions mean equal weights.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// The settings it was built with.
@@ -157,15 +179,19 @@ impl<T: Float> Recurrent<T> {
             .then(|| &self.directions[layer * d + direction])
     }
 
-    /// Mutable counterpart of [`Recurrent::weights`].
+    /// Mutable counterpart of [`Recurrent::weights`]. The layer then counts as changed: the
+    /// next [`Recurrent::step`] re-packs its weights.
     pub fn weights_mut(
         &mut self,
         layer: usize,
         direction: usize,
     ) -> Option<&mut DirectionWeights<T>> {
         let d = self.config.num_directions();
-        (layer < self.config.num_layers && direction < d)
-            .then(|| &mut self.directions[layer * d + direction])
+        if layer < self.config.num_layers && direction < d {
+            Some(&mut self.directions_mut()[layer * d + direction])
+        } else {
+            None
+        }
     }
 
     /// A zero state for batch `B`: `h` (and `c` for the LSTM) `(H, L*D*B)`.
