@@ -85,8 +85,6 @@ pub struct Generator {
     head: Dense<f32>,
     state: RecurrentState<f32>,
     scratch: StepScratch<f32>,
-    /// `(V, 1)`: the one-hot input.
-    x: DMatrix<f32>,
     /// `(V, 1)`.
     logits: DMatrix<f32>,
     sampling: SampleConfig,
@@ -113,7 +111,6 @@ impl Generator {
             head,
             state,
             scratch: StepScratch::new(),
-            x: DMatrix::zeros(vocab, 1),
             logits: DMatrix::zeros(vocab, 1),
             sampling: SampleConfig::new().with_temperature(0.8),
             rng: Rng::seed_from(seed ^ 0x5eed),
@@ -122,16 +119,14 @@ impl Generator {
         })
     }
 
-    /// One whole token: step on the last token (one-hot), head, sample; returns the new token,
-    /// which the next call feeds back.
+    /// One whole token: step on the last token (its id: a column of `W_ih`, as a one-hot input
+    /// gives), head, sample; returns the new token, which the next call feeds back.
     pub fn token(&mut self) -> Result<usize, String> {
-        self.x.fill(0.0);
-        self.x[(self.token, 0)] = 1.0;
         let h = self
             .rnn
-            .step(&self.x, &mut self.state, &mut self.scratch)
+            .step_tokens(&[self.token], &mut self.state, &mut self.scratch)
             .map_err(text)?;
-        self.head.forward_to(h, &mut self.logits).map_err(text)?;
+        self.head.forward_into(h, &mut self.logits).map_err(text)?;
         self.token = sample_logits(
             self.logits.as_slice(),
             &self.sampling,

@@ -11,7 +11,7 @@
 use crate::error::{Result, invalid};
 use crate::seq_model::SeqModel;
 use nalgebra::DMatrix;
-use nn_core::{Accum, Float, Rng, Trans, matmul};
+use nn_core::{Float, Rng};
 use nn_recurrent::StepScratch;
 
 /// How to draw each token.
@@ -155,7 +155,6 @@ pub fn sample<T: Float>(
     check_temperature(config)?;
     let mut state = model.rnn.zero_state(1);
     let mut scratch = StepScratch::default();
-    let mut x = DMatrix::<T>::zeros(vocab, 1);
     let mut logits = DMatrix::<T>::zeros(vocab, 1);
     let mut order = Vec::with_capacity(vocab);
     let mut out = Vec::new();
@@ -168,22 +167,13 @@ pub fn sample<T: Float>(
     let mut token = prime[0];
     // `count` tokens fit in memory, so this sum does not overflow.
     for i in 0..(prime.len() - 1) + count {
-        x.fill(T::zero());
-        x[(token, 0)] = T::one();
-        let h = model.rnn.step(&x, &mut state, &mut scratch)?;
+        // The token's one-hot input, read as a column of `W_ih` (the same bits as the product).
+        let h = model.rnn.step_tokens(&[token], &mut state, &mut scratch)?;
         if i + 1 < prime.len() {
             token = prime[i + 1];
             continue;
         }
-        matmul(
-            &mut logits,
-            Accum::Replace,
-            &model.head.weight.value,
-            Trans::No,
-            h,
-            Trans::No,
-        );
-        logits += &model.head.bias.value;
+        model.head.forward_into(h, &mut logits)?;
         token = sample_logits(logits.as_slice(), config, rng, &mut order)?;
         out.push(token);
     }
