@@ -5,6 +5,8 @@
 //! cargo run --release -p nn-core --example packed_speed
 //! PAIR=1 cargo run --release -p nn-core --example packed_speed   # one thread against two
 //! SWEEP=1 cargo run --release -p nn-core --example packed_speed  # kernel against FMA peak
+//! PEAK=1 cargo run --release -p nn-core --example packed_speed   # only one core's FMA peak
+//! STEP=1 cargo run --release -p nn-core --example packed_speed   # time-loop shapes, CPU time
 //! ```
 //!
 //! Columns: `matmul` (matrixmultiply, on one thread here unless `MATMUL_NUM_THREADS` is set;
@@ -96,41 +98,10 @@ fn pair() {
     }
 }
 
-/// One core's peak: 12 independent chains of 8-lane fused multiply-adds, GFLOP/s.
-#[cfg(target_arch = "x86_64")]
+/// One core's FMA peak in GFLOP/s ([`nn_core::kernels::peak`]: 24 independent chains of
+/// 16-lane multiply-adds with AVX-512, else 12 of 8 lanes with AVX2 + FMA).
 fn fma_peak() -> f64 {
-    #[target_feature(enable = "avx2,fma")]
-    fn chains(iters: usize) -> f32 {
-        use std::arch::x86_64::*;
-        let mut acc = [_mm256_setzero_ps(); 12];
-        let (a, b) = (_mm256_set1_ps(1.000_000_1), _mm256_set1_ps(0.999_999_9));
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(a, b, *v);
-            }
-        }
-        let mut sum = _mm256_setzero_ps();
-        for v in acc {
-            sum = _mm256_add_ps(sum, v);
-        }
-        let mut out = [0f32; 8];
-        // SAFETY: `out` holds the 8 lanes written.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
-        out.iter().sum()
-    }
-    if !nn_core::kernels::simd::has_avx2_fma() {
-        return f64::NAN;
-    }
-    let iters = 20_000_000;
-    let t = Instant::now();
-    // SAFETY: avx2 and fma were detected just above.
-    black_box(unsafe { chains(iters) });
-    2.0 * 8.0 * 12.0 * iters as f64 / t.elapsed().as_secs_f64() * 1e-9
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn fma_peak() -> f64 {
-    f64::NAN
+    nn_core::kernels::peak::fma_peak_gflops(3, 30.0)
 }
 
 /// `SWEEP=1`: one thread, the forward time loop's product (`m x 256 · 256 x 16`, `C +=`) for
@@ -184,9 +155,129 @@ fn sweep() {
     }
 }
 
+/// Seconds this thread has run on a CPU so far (`CLOCK_THREAD_CPUTIME_ID`, Linux), or `None`
+/// elsewhere.
+#[cfg(target_os = "linux")]
+fn thread_cpu_seconds() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid `struct timespec` (two 64-bit fields on 64-bit Linux) to write.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.sec as f64 + ts.nsec as f64 * 1e-9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> Option<f64> {
+    None
+}
+
+/// Best seconds per call counted in this thread's CPU time (wall time where the OS does not
+/// tell), over many rounds of about 5 ms: robust against other processes sharing the cores
+/// (time spent descheduled is not counted; caches they evict still are).
+fn cpu_time(mut f: impl FnMut()) -> f64 {
+    let now = || {
+        thread_cpu_seconds().unwrap_or_else(|| {
+            static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+            START.get_or_init(Instant::now).elapsed().as_secs_f64()
+        })
+    };
+    f();
+    let mut reps = 1usize;
+    loop {
+        let t = now();
+        for _ in 0..reps {
+            f();
+        }
+        if now() - t > 0.005 {
+            break;
+        }
+        reps *= 2;
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..40 {
+        let t = now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min((now() - t) / reps as f64);
+    }
+    best
+}
+
+/// `STEP=1`: one thread, `packed_matmul` (`C += op(A)·B`, `B`, `C` column ranges) on the time
+/// loops' per-thread shapes of `lstm-m` and `lstm-l` (the batch split in two halves), and the
+/// two-term forward step, in this thread's CPU time (see [`cpu_time`]). Run it with
+/// `NN_TWO_PORT_TILES=0` and `=1`, interleaved, to compare the AVX-512 tile choices.
+fn step_shapes() {
+    println!("one core's FMA peak: {:.1} GF/s", fma_peak());
+    for &(m, k, n, trans, k2) in &[
+        (1024usize, 256usize, 16usize, Trans::No, 128usize),
+        (256, 1024, 16, Trans::Yes, 0),
+        (2048, 512, 32, Trans::No, 0),
+        (512, 2048, 32, Trans::Yes, 0),
+        (1024, 256, 1, Trans::No, 0),
+    ] {
+        let w = match trans {
+            Trans::No => rand_mat(m, k, 1),
+            Trans::Yes => rand_mat(k, m, 1),
+        };
+        let mut packed = PackedMatrix::new();
+        packed.pack(&w, trans);
+        let x = rand_mat(k, 3 * n, 2);
+        let mut y = rand_mat(m, 3 * n, 3);
+        let t = cpu_time(|| {
+            packed_matmul(
+                &mut y.columns_mut(n, n),
+                Accum::Add,
+                &packed,
+                &x.columns(n, n),
+            );
+            black_box(&mut y);
+        });
+        let tr = if trans == Trans::No { "A" } else { "Aᵀ" };
+        let flops = 2.0 * (m * k * n) as f64;
+        print!("{m}x{k} · {k}x{n} {tr}: {:.1} GF/s", flops / t * 1e-9);
+        if k2 > 0 {
+            let mut p2 = PackedMatrix::new();
+            p2.pack(&rand_mat(m, k2, 4), Trans::No);
+            let x2 = rand_mat(k2, 3 * n, 5);
+            let t = cpu_time(|| {
+                nn_core::kernels::packed::packed_matmul_pair(
+                    &mut y.columns_mut(n, n),
+                    Accum::Replace,
+                    &p2,
+                    &x2.columns(n, n),
+                    &packed,
+                    &x.columns(n, n),
+                );
+                black_box(&mut y);
+            });
+            let flops = 2.0 * (m * (k + k2) * n) as f64;
+            print!("; pair with {m}x{k2}: {:.1} GF/s", flops / t * 1e-9);
+        }
+        println!();
+    }
+}
+
 fn main() {
+    if std::env::var_os("STEP").is_some() {
+        step_shapes();
+        return;
+    }
     if std::env::var_os("PAIR").is_some() {
         pair();
+        return;
+    }
+    if std::env::var_os("PEAK").is_some() {
+        println!("one core's FMA peak: {:.1} GF/s", fma_peak());
         return;
     }
     if std::env::var_os("SWEEP").is_some() {
@@ -198,6 +289,7 @@ fn main() {
         // concurrently.
         unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
     }
+    println!("one core's FMA peak: {:.1} GF/s", fma_peak());
     println!(
         "{:>22} {:>5} {:>12} {:>12} {:>12} {:>8}",
         "m x k · k x n", "op(A)", "matmul", "packed", "packed thr", "pack ms"
