@@ -265,10 +265,39 @@ fn step_shapes() {
         }
         println!();
     }
+    // The weight gradients `dW += dG · Xᵀ` of `lstm-m` (`dW_ih`, `dW_hh` with the row sums) and
+    // `lstm-l`'s `dW_hh` shape at 384 columns (the widest the kernel takes), on one thread.
+    for &(m, n, k, sums) in &[
+        (1024usize, 128usize, 2048usize, true),
+        (1024, 256, 2016, false),
+        (2048, 384, 1024, false),
+    ] {
+        let dg = rand_mat(m, k, 6);
+        let x = rand_mat(n, k, 7);
+        let mut dw = rand_mat(m, n, 8);
+        let mut db = vec![0f32; m];
+        let t = cpu_time(|| {
+            if sums {
+                nn_core::kernels::wgrad::add_a_bt_row_sums(&mut dw, &dg, &x, &mut db);
+            } else {
+                nn_core::kernels::wgrad::add_a_bt(&mut dw, &dg, &x);
+            }
+            black_box(&mut dw);
+        });
+        let flops = 2.0 * (m * n * k) as f64;
+        println!(
+            "wgrad {m}x{k} · ({n}x{k})ᵀ{}: {:.1} GF/s",
+            if sums { " + row sums" } else { "" },
+            flops / t * 1e-9
+        );
+    }
 }
 
 fn main() {
     if std::env::var_os("STEP").is_some() {
+        // One thread: the weight gradients would otherwise cut large products in two halves.
+        // SAFETY: no other thread exists yet (start of main).
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
         step_shapes();
         return;
     }
