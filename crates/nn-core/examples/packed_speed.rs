@@ -212,6 +212,69 @@ fn cpu_time(mut f: impl FnMut()) -> f64 {
     best
 }
 
+/// `SEQ=1`: one thread, the whole-sequence products of `lstm-l` (`T·B = 4096` columns) and
+/// `lstm-m`'s head, through `matmul` (matrixmultiply at these sizes), through `packed_matmul`
+/// (weight packed per call, `B` in blocks of `cols` columns so that a block stays in L2), and
+/// the weight gradient through `add_a_bt`; CPU time.
+fn seq_shapes() {
+    // (m, k, n, transposed B: the product is A · Bᵀ with B stored n x k)
+    for &(m, k, n, bt) in &[
+        (2048usize, 512usize, 4096usize, false),
+        (512, 512, 4096, false),
+        (128, 256, 2048, false),
+        (2048, 4096, 512, true),
+        (512, 4096, 512, true),
+        (1024, 2048, 128, true),
+        (1024, 2016, 256, true),
+    ] {
+        let a = rand_mat(m, k, 1);
+        let b = if bt { rand_mat(n, k, 2) } else { rand_mat(k, n, 2) };
+        let tb = if bt { Trans::Yes } else { Trans::No };
+        let mut c = rand_mat(m, n, 3);
+        let flops = 2.0 * (m * k * n) as f64;
+        let t_mm = cpu_time(|| {
+            matmul(&mut c, Accum::Add, &a, Trans::No, &b, tb);
+            black_box(&mut c);
+        });
+        let mut packed = PackedMatrix::new();
+        let mut line = format!(
+            "{m}x{k} · {k}x{n}{}: matmul {:.1}",
+            if bt { " (Bᵀ)" } else { "" },
+            flops / t_mm * 1e-9
+        );
+        for cols in [96usize, 192, 384] {
+            let t_p = cpu_time(|| {
+                packed.pack(&a, Trans::No);
+                let mut j = 0;
+                while j < n {
+                    let w = cols.min(n - j);
+                    if bt {
+                        packed_matmul(
+                            &mut c.columns_mut(j, w),
+                            Accum::Add,
+                            &packed,
+                            &b.rows(j, w).transpose(),
+                        );
+                    } else {
+                        packed_matmul(&mut c.columns_mut(j, w), Accum::Add, &packed, &b.columns(j, w));
+                    }
+                    j += w;
+                }
+                black_box(&mut c);
+            });
+            line += &format!(", packed/{cols} {:.1}", flops / t_p * 1e-9);
+        }
+        if bt && m % 16 == 0 && n % 16 == 0 && n <= nn_core::kernels::thresholds::ADD_A_BT_MAX_COLS {
+            let t_w = cpu_time(|| {
+                nn_core::kernels::wgrad::add_a_bt(&mut c, &a, &b);
+                black_box(&mut c);
+            });
+            line += &format!(", add_a_bt {:.1}", flops / t_w * 1e-9);
+        }
+        println!("{line} GF/s");
+    }
+}
+
 /// `STEP=1`: one thread, `packed_matmul` (`C += op(A)·B`, `B`, `C` column ranges) on the time
 /// loops' per-thread shapes of `lstm-m` and `lstm-l` (the batch split in two halves), and the
 /// two-term forward step, in this thread's CPU time (see [`cpu_time`]). Run it with
@@ -294,6 +357,12 @@ fn step_shapes() {
 }
 
 fn main() {
+    if std::env::var_os("SEQ").is_some() {
+        // SAFETY: no other thread exists yet (start of main).
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
+        seq_shapes();
+        return;
+    }
     if std::env::var_os("STEP").is_some() {
         // One thread: the weight gradients would otherwise cut large products in two halves.
         // SAFETY: no other thread exists yet (start of main).

@@ -35,7 +35,6 @@
 use crate::Float;
 use crate::gemm::matmul;
 use crate::kernels::row_sums::add_row_sums;
-#[cfg(doc)]
 use crate::kernels::simd::has_avx512_two_ports;
 use crate::kernels::thresholds::{ADD_A_BT_MAX_COLS, PARALLEL_MIN_MACS};
 use crate::{Accum, Trans};
@@ -130,7 +129,7 @@ fn product<T, SC, SA, SB>(
         return;
     }
     let problem = Problem {
-        two_ports: crate::kernels::simd::has_avx512_two_ports(),
+        two_ports: has_avx512_two_ports(),
         a: a.as_ptr() as *const f32,
         lda: a.strides().1,
         b: b.as_ptr() as *const f32,
@@ -460,7 +459,7 @@ mod tests {
         let (a, b) = (rand(m, k, 4), rand(n, k, 5));
         let mut whole = DMatrix::zeros(m, n);
         let problem = Problem {
-            two_ports: crate::kernels::simd::has_avx512_two_ports(),
+            two_ports: has_avx512_two_ports(),
             a: a.as_ptr(),
             lda: m,
             b: b.as_ptr(),
