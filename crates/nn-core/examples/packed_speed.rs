@@ -228,7 +228,11 @@ fn seq_shapes() {
         (1024, 2016, 256, true),
     ] {
         let a = rand_mat(m, k, 1);
-        let b = if bt { rand_mat(n, k, 2) } else { rand_mat(k, n, 2) };
+        let b = if bt {
+            rand_mat(n, k, 2)
+        } else {
+            rand_mat(k, n, 2)
+        };
         let tb = if bt { Trans::Yes } else { Trans::No };
         let mut c = rand_mat(m, n, 3);
         let flops = 2.0 * (m * k * n) as f64;
@@ -256,7 +260,12 @@ fn seq_shapes() {
                             &b.rows(j, w).transpose(),
                         );
                     } else {
-                        packed_matmul(&mut c.columns_mut(j, w), Accum::Add, &packed, &b.columns(j, w));
+                        packed_matmul(
+                            &mut c.columns_mut(j, w),
+                            Accum::Add,
+                            &packed,
+                            &b.columns(j, w),
+                        );
                     }
                     j += w;
                 }
@@ -264,7 +273,8 @@ fn seq_shapes() {
             });
             line += &format!(", packed/{cols} {:.1}", flops / t_p * 1e-9);
         }
-        if bt && m % 16 == 0 && n % 16 == 0 && n <= nn_core::kernels::thresholds::ADD_A_BT_MAX_COLS {
+        if bt && m % 16 == 0 && n % 16 == 0 && n <= nn_core::kernels::thresholds::ADD_A_BT_MAX_COLS
+        {
             let t_w = cpu_time(|| {
                 nn_core::kernels::wgrad::add_a_bt(&mut c, &a, &b);
                 black_box(&mut c);
