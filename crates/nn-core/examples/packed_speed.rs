@@ -257,7 +257,14 @@ fn seq_shapes() {
                             &mut c.columns_mut(j, w),
                             Accum::Add,
                             &packed,
-                            &b.rows(j, w).transpose(),
+                            // `op(B)`'s columns `j..j+w`: `B`'s rows read at swapped strides.
+                            &nalgebra::DMatrixView::from_slice_with_strides(
+                                &b.as_slice()[j..],
+                                k,
+                                w,
+                                n,
+                                1,
+                            ),
                         );
                     } else {
                         packed_matmul(
