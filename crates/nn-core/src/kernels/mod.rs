@@ -15,6 +15,7 @@
 //! - [`wgrad`]: `C += A·Bᵀ` (`A` `m x k`, `B` `n x k`, `C` `m x n`) read in place, for weight
 //!   gradients `dW += dG·Xᵀ`, optionally with `A`'s row sums (the bias gradient) in the same
 //!   pass.
+//! - [`peak`]: one core's measured `f32` multiply-add peak, the ceiling kernels are compared to.
 //! - [`row_sums`]: `db[i] += Σ_j M[i, j]`, the bias gradient of a product.
 //! - [`simd`]: runs elementwise loops compiled for AVX-512 or AVX2 + FMA when the CPU has them,
 //!   with the same bits on every path.
@@ -28,6 +29,7 @@
 
 pub mod gemv;
 pub mod packed;
+pub mod peak;
 pub mod pool;
 pub mod row_sums;
 pub mod simd;

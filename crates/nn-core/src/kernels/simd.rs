@@ -17,6 +17,9 @@
 //! kernels: matrixmultiply picks its own (also AVX-512 when present); ours
 //! ([`packed`](crate::kernels::packed)) picks among the same copies (`best_isa`) through its own
 //! `target_feature` wrappers, and on AVX-512 a 16-row `f32` panel fills one 512-bit register.
+//! On Intel's AVX-512 cores (two 512-bit FMA ports) the matrix kernels use wider register tiles
+//! (`Isa::Avx512TwoPorts`, [`has_avx512_two_ports`]); the instructions, and the bits, are the
+//! same.
 
 /// `true` when this CPU has AVX2 and FMA (x86_64 only), detected once.
 #[inline]
@@ -54,6 +57,43 @@ pub fn has_avx512() -> bool {
     }
 }
 
+/// `true` when this CPU has AVX-512 ([`has_avx512`]) and is an Intel one (x86_64 only), detected
+/// once. Intel's AVX-512 server cores (Skylake-SP to Granite Rapids) issue 512-bit fused
+/// multiply-adds on two ports with a latency of 4 cycles, so a kernel needs at least 8 of them
+/// in flight, and its register tiles are chosen for that (`Isa::Avx512TwoPorts`). AMD's Zen 4
+/// splits a 512-bit operation into two 256-bit halves (one per cycle, 4 in flight suffice); it
+/// keeps the tiles measured there (`Isa::Avx512`). Intel cores with a single 512-bit port
+/// lose nothing with the wider tiles: they only need fewer chains.
+///
+/// The environment variable `NN_TWO_PORT_TILES` (`1` or `0`, read once) overrides the vendor
+/// test on a CPU with AVX-512, to compare the two tile choices on one machine; the tiles change
+/// no result, only the speed.
+#[inline]
+pub fn has_avx512_two_ports() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            match std::env::var("NN_TWO_PORT_TILES").as_deref() {
+                Ok("1") => return has_avx512(),
+                Ok("0") => return false,
+                _ => {}
+            }
+            // CPUID leaf 0: the vendor string in EBX, EDX, ECX ("GenuineIntel").
+            // SAFETY: CPUID leaf 0 exists on every x86_64 CPU (the intrinsic is safe from Rust
+            // 1.94 on, unsafe before).
+            #[allow(unused_unsafe)]
+            let id = unsafe { std::arch::x86_64::__cpuid(0) };
+            let intel = (id.ebx, id.edx, id.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
+            has_avx512() && intel
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A compiled copy of vectorized code: which instructions it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
@@ -65,13 +105,22 @@ pub(crate) enum Isa {
     /// AVX-512F and VL, with AVX2 and FMA (x86_64).
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// [`Avx512`](Self::Avx512)'s instructions on a core with two 512-bit FMA ports
+    /// ([`has_avx512_two_ports`]): the same elementwise code, wider register tiles in the matrix
+    /// kernels (more independent sums in flight), the same bits.
+    #[cfg(target_arch = "x86_64")]
+    Avx512TwoPorts,
 }
 
-/// The widest copy this CPU runs: AVX-512, else AVX2 + FMA, else the baseline (detected once).
+/// The widest copy this CPU runs: AVX-512 (with two-port tiles on Intel), else AVX2 + FMA, else
+/// the baseline (detected once).
 #[inline(always)]
 pub(crate) fn best_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
+        if has_avx512_two_ports() {
+            return Isa::Avx512TwoPorts;
+        }
         if has_avx512() {
             return Isa::Avx512;
         }
@@ -82,11 +131,16 @@ pub(crate) fn best_isa() -> Isa {
     Isa::Generic
 }
 
-/// Every copy this CPU runs, the baseline first (for tests that compare them).
+/// Every copy this CPU runs, the baseline first (for tests that compare them). Both AVX-512 tile
+/// choices run on any CPU with AVX-512 (they differ in speed only), so both are listed there.
 #[cfg(test)]
 pub(crate) fn available_isas() -> Vec<Isa> {
     #[cfg(target_arch = "x86_64")]
-    let wide = [(has_avx2_fma(), Isa::Avx2Fma), (has_avx512(), Isa::Avx512)];
+    let wide = [
+        (has_avx2_fma(), Isa::Avx2Fma),
+        (has_avx512(), Isa::Avx512),
+        (has_avx512(), Isa::Avx512TwoPorts),
+    ];
     #[cfg(not(target_arch = "x86_64"))]
     let wide: [(bool, Isa); 0] = [];
     std::iter::once(Isa::Generic)
@@ -120,7 +174,7 @@ pub(crate) unsafe fn run_on<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
         Isa::Avx2Fma => unsafe { run_avx2(f) },
         // SAFETY: the caller guarantees the CPU supports AVX-512F, AVX-512VL, AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { run_avx512(f) },
+        Isa::Avx512 | Isa::Avx512TwoPorts => unsafe { run_avx512(f) },
     }
 }
 

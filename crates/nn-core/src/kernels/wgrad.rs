@@ -21,6 +21,11 @@
 //! as it loads it, in the order of `k`, so the sums have [`add_row_sums`]' bits and `dG` is
 //! not read once more for them (figures in PERF.md).
 //!
+//! On a core with two 512-bit FMA ports ([`has_avx512_two_ports`]) the tile is `48 x 8` instead
+//! (then `32 x 8` and `16 x 8` for the last rows): 24 sums in flight, and three loads of `A` and
+//! eight broadcasts of `B` per 24 multiply-adds rather than one and sixteen per 16. Each sum is
+//! the same chain either way, so the bits do not depend on the tile.
+//!
 //! Used where it pays (f32 on a CPU with AVX-512F, `m` and `n` multiples of 16, `n` at most
 //! [`ADD_A_BT_MAX_COLS`], every column contiguous); everything else goes to [`matmul`]. Large
 //! products are cut into parts of rows at multiples of 16, one per thread of the pool, which
@@ -30,6 +35,7 @@
 use crate::Float;
 use crate::gemm::matmul;
 use crate::kernels::row_sums::add_row_sums;
+use crate::kernels::simd::has_avx512_two_ports;
 use crate::kernels::thresholds::{ADD_A_BT_MAX_COLS, PARALLEL_MIN_MACS};
 use crate::{Accum, Trans};
 use nalgebra::{Dyn, Matrix, RawStorage, RawStorageMut};
@@ -58,9 +64,9 @@ pub fn add_a_bt<T, SC, SA, SB>(
 
 /// [`add_a_bt`] and `sums[j] += Σ_k A[j, k]` (a layer's bias gradient, the row sums of `dG`)
 /// in the same pass over `A`. Each row's sum runs over `k` in order, as [`add_row_sums`]'s do,
-/// so the bits are that function's. On the fast path the first `16 x 16` tile of each row
-/// block adds `A`'s column into a seventeenth register as it loads it, which saves reading the
-/// whole of `A` once more.
+/// so the bits are that function's. On the fast path the first tile of each row
+/// block adds `A`'s column into one more register per 16 rows as it loads it, which saves
+/// reading the whole of `A` once more.
 ///
 /// # Panics
 /// When the shapes do not fit, or `sums.len() != m`.
@@ -123,6 +129,7 @@ fn product<T, SC, SA, SB>(
         return;
     }
     let problem = Problem {
+        two_ports: has_avx512_two_ports(),
         a: a.as_ptr() as *const f32,
         lda: a.strides().1,
         b: b.as_ptr() as *const f32,
@@ -151,6 +158,8 @@ fn product<T, SC, SA, SB>(
 
 /// The raw operands of one [`add_a_bt`] on the fast path (`f32`, columns contiguous).
 struct Problem {
+    /// Tiles for a core with two 512-bit FMA ports (see [`Problem::rows`]).
+    two_ports: bool,
     a: *const f32,
     lda: usize,
     b: *const f32,
@@ -168,7 +177,10 @@ struct Problem {
 unsafe impl Sync for Problem {}
 
 impl Problem {
-    /// Rows `j0..j1` of `C` (both multiples of 16).
+    /// Rows `j0..j1` of `C` (both multiples of 16), in tiles of `16·R` rows by `C` columns:
+    /// `16 x 16` (16 sums, one `A` load and 16 broadcasts of `B` per `k`), or with `two_ports`
+    /// `48 x 8` while 48 rows are left, then `32 x 8` and `16 x 8` (24 sums, three loads and 8
+    /// broadcasts per `k`: fewer loads per multiply-add, and more sums in flight).
     ///
     /// # Safety
     /// The CPU has AVX-512F; `a`, `b`, `c` hold `(m, k)`, `(n, k)`, `(m, n)` column-major with
@@ -180,12 +192,17 @@ impl Problem {
         let mut k0 = 0;
         while k0 < self.k {
             let kn = KC.min(self.k - k0);
-            for j in (j0..j1).step_by(16) {
-                for i in (0..self.n).step_by(16) {
-                    // SAFETY: rows `j..j+16` of `A` and `C` (`j + 16 <= j1 <= m`), rows
-                    // `i..i+16` of `B` (`i + 16 <= n`), columns `k0..k0+kn` of `A` and `B`
-                    // (`k0 + kn <= k`), columns `i..i+16` of `C`, sums `j..j+16`: all inside
-                    // their storage. The `k` blocks run in order, so each row's sum does too.
+            let mut j = j0;
+            while j < j1 {
+                let left = (j1 - j) / 16;
+                let r = if self.two_ports { left.min(3) } else { 1 };
+                let cols = if self.two_ports { 8 } else { 16 };
+                for i in (0..self.n).step_by(cols) {
+                    // SAFETY: rows `j..j+16·r` of `A` and `C` (`j + 16·r <= j1 <= m`), rows
+                    // `i..i+cols` of `B` (`i + cols <= n`, `n` a multiple of 16), columns
+                    // `k0..k0+kn` of `A` and `B` (`k0 + kn <= k`), columns `i..i+cols` of `C`,
+                    // sums `j..j+16·r`: all inside their storage. The `k` blocks run in order,
+                    // so each row's sum does too.
                     unsafe {
                         let args = (
                             self.a.add(k0 * self.lda + j),
@@ -196,13 +213,25 @@ impl Problem {
                             self.c.add(i * self.ldc + j),
                             self.ldc,
                         );
-                        if i == 0 && !self.sums.is_null() {
-                            tile16::<true>(args, self.sums.add(j));
+                        let with_sums = i == 0 && !self.sums.is_null();
+                        let sums = if with_sums {
+                            self.sums.add(j)
                         } else {
-                            tile16::<false>(args, std::ptr::null_mut());
+                            std::ptr::null_mut()
+                        };
+                        match (r, cols, with_sums) {
+                            (1, 16, true) => tile::<1, 16, true>(args, sums),
+                            (1, 16, false) => tile::<1, 16, false>(args, sums),
+                            (3, _, true) => tile::<3, 8, true>(args, sums),
+                            (3, _, false) => tile::<3, 8, false>(args, sums),
+                            (2, _, true) => tile::<2, 8, true>(args, sums),
+                            (2, _, false) => tile::<2, 8, false>(args, sums),
+                            (_, _, true) => tile::<1, 8, true>(args, sums),
+                            (_, _, false) => tile::<1, 8, false>(args, sums),
                         }
                     };
                 }
+                j += 16 * r;
             }
             k0 += kn;
         }
@@ -214,57 +243,71 @@ impl Problem {
     }
 }
 
-/// `C[0..16, i] += Σ_{k < kn} A[0..16, k] · B[i, k]` for `i < 16`: sixteen sums per register,
+/// The operands of one tile: `A`'s first value and column stride, `B`'s likewise, the `k`
+/// count, `C`'s first value and column stride.
+type TileArgs = (*const f32, usize, *const f32, usize, usize, *mut f32, usize);
+
+/// `C[0..16·R, i] += Σ_{k < kn} A[0..16·R, k] · B[i, k]` for `i < C`: sixteen sums per register,
 /// each a chain of fused multiply-adds from zero in the order of `k`, added to `C` at the end.
-/// With `SUMS`, also `sums[0..16] += A[0..16, k]` for each `k` in order, as `A`'s column is
+/// With `SUMS`, also `sums[0..16·R] += A[0..16·R, k]` for each `k` in order, as `A`'s column is
 /// loaded anyway.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `a` holds 16 contiguous values in each of `kn` columns `lda` apart,
-/// `b` likewise (`ldb`), `c` 16 contiguous values in each of 16 columns `ldc` apart, and with
-/// `SUMS` `sums` 16 contiguous values.
+/// The CPU has AVX-512F; `a` holds `16·R` contiguous values in each of `kn` columns `lda` apart,
+/// `b` `C` contiguous values in each of `kn` columns `ldb` apart, `c` `16·R` contiguous values
+/// in each of `C` columns `ldc` apart, and with `SUMS` `sums` `16·R` contiguous values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile16<const SUMS: bool>(
-    (a, lda, b, ldb, kn, c, ldc): (*const f32, usize, *const f32, usize, usize, *mut f32, usize),
+unsafe fn tile<const R: usize, const C: usize, const SUMS: bool>(
+    (a, lda, b, ldb, kn, c, ldc): TileArgs,
     sums: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); 16];
+    let mut acc = [[_mm512_setzero_ps(); R]; C];
+    let mut row_sums = [_mm512_setzero_ps(); R];
+    if SUMS {
+        for (r, v) in row_sums.iter_mut().enumerate() {
+            // SAFETY: `sums` holds `16·R` values when `SUMS` (the caller).
+            *v = unsafe { _mm512_loadu_ps(sums.add(16 * r)) };
+        }
+    }
     let (mut ap, mut bp) = (a, b);
-    // SAFETY: `sums` holds 16 values when `SUMS` (the caller).
-    let mut row_sums = if SUMS {
-        unsafe { _mm512_loadu_ps(sums) }
-    } else {
-        _mm512_setzero_ps()
-    };
     for _ in 0..kn {
         // SAFETY: column `k` of the tile's `A` and `B`, inside the caller's storage.
         unsafe {
-            let av = _mm512_loadu_ps(ap);
+            let mut av = [_mm512_setzero_ps(); R];
+            for (r, v) in av.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(ap.add(16 * r));
+            }
             if SUMS {
-                row_sums = _mm512_add_ps(row_sums, av);
+                for r in 0..R {
+                    row_sums[r] = _mm512_add_ps(row_sums[r], av[r]);
+                }
             }
-            macro_rules! fma {
-                ($($i:literal)*) => {
-                    $( acc[$i] = _mm512_fmadd_ps(av, _mm512_set1_ps(*bp.add($i)), acc[$i]); )*
-                };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let bv = _mm512_set1_ps(*bp.add(i));
+                for r in 0..R {
+                    acc[r] = _mm512_fmadd_ps(av[r], bv, acc[r]);
+                }
             }
-            fma!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             ap = ap.add(lda);
             bp = bp.add(ldb);
         }
     }
-    for (i, v) in acc.iter().enumerate() {
-        // SAFETY: column `i` of the tile of `C`.
-        unsafe {
-            let cp = c.add(i * ldc);
-            _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), *v));
+    for (i, col) in acc.iter().enumerate() {
+        for (r, v) in col.iter().enumerate() {
+            // SAFETY: rows `16·r ..` of column `i` of the tile of `C`.
+            unsafe {
+                let cp = c.add(i * ldc + 16 * r);
+                _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), *v));
+            }
         }
     }
     if SUMS {
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_ps(sums, row_sums) };
+        for (r, v) in row_sums.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(sums.add(16 * r), *v) };
+        }
     }
 }
 
@@ -351,6 +394,60 @@ mod tests {
         }
     }
 
+    /// Both tile choices (`16 x 16`, and the two-port `48/32/16 x 8`) give the blocked sums'
+    /// bits, with and without the row sums, on row counts that take every tile height.
+    #[test]
+    #[cfg_attr(not(host_avx512), ignore = "needs AVX-512 on this CPU")]
+    fn both_tile_choices_give_the_blocked_bits() {
+        assert!(
+            crate::kernels::simd::has_avx512(),
+            "built on a CPU with AVX-512, run on one without"
+        );
+        for (m, n, k) in [(16, 16, 3), (80, 32, 300), (96, 16, 20), (112, 48, 257)] {
+            let tall = rand(m + 16, k, 9);
+            let a = tall.rows(8, m);
+            let b = rand(n, k, 10);
+            let c0 = rand(m, n, 11);
+            let mut want = c0.clone();
+            blocked_reference(&mut want, &a, &b);
+            let old: Vec<f32> = (0..m).map(|j| j as f32 * 0.25 - 1.0).collect();
+            let mut want_sums = old.clone();
+            add_row_sums(&mut want_sums, &a);
+            for two_ports in [false, true] {
+                for with_sums in [false, true] {
+                    let mut c = c0.clone();
+                    let mut sums = old.clone();
+                    let problem = Problem {
+                        two_ports,
+                        a: a.as_ptr(),
+                        lda: a.strides().1,
+                        b: b.as_ptr(),
+                        ldb: n,
+                        c: c.as_mut_ptr(),
+                        ldc: m,
+                        n,
+                        k,
+                        sums: if with_sums {
+                            sums.as_mut_ptr()
+                        } else {
+                            std::ptr::null_mut()
+                        },
+                    };
+                    // SAFETY: AVX-512 checked; `a` has contiguous columns, `b` and `c` are
+                    // whole matrices, `sums` holds `m` values.
+                    unsafe { problem.rows(0, m) };
+                    assert_eq!(
+                        c, want,
+                        "{m}x{n}x{k} two_ports {two_ports} sums {with_sums}"
+                    );
+                    if with_sums {
+                        assert_eq!(sums, want_sums, "{m}x{n}x{k} two_ports {two_ports}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Large enough to be cut in two halves: the same bits as on one thread. Without AVX-512
     /// both sides would be the same `matmul` call (whose own split is tested in `gemm`), so
     /// there is nothing to compare: ignored on such CPUs.
@@ -365,6 +462,7 @@ mod tests {
         let (a, b) = (rand(m, k, 4), rand(n, k, 5));
         let mut whole = DMatrix::zeros(m, n);
         let problem = Problem {
+            two_ports: has_avx512_two_ports(),
             a: a.as_ptr(),
             lda: m,
             b: b.as_ptr(),

@@ -1,9 +1,10 @@
 //! The micro-kernel of [`packed`](super): an `MR x NR` tile of `C` (`NR` ≤ 6 columns of `B`)
 //! in fixed-size arrays that LLVM keeps in vector registers, `k` innermost over the packed
-//! panel; for 1 to 3 columns of `B`, several panels at once. Each element is one chain
+//! panel; for 1 to 3 columns of `B`, several panels at once, and on a core with two 512-bit FMA
+//! ports ([`Isa::Avx512TwoPorts`]) four panels per tile (`4·MR x 6`, 24 independent sums). Each element is one chain
 //! `acc = acc + op(A)[i, kk]·B[kk, j]` over `kk` in order (fused where the copy allows), then
-//! `C = acc` or `C = C + acc`. One `#[inline(always)]` body, compiled for AVX-512, for AVX2 +
-//! FMA and plainly, chosen by [`Isa`].
+//! `C = acc` or `C = C + acc`, whatever the tile. One `#[inline(always)]` body, compiled for
+//! AVX-512, for AVX2 + FMA and plainly, chosen by [`Isa`].
 
 use super::Problem;
 use crate::Float;
@@ -20,7 +21,7 @@ const NR: usize = 6;
 pub(super) unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usize, isa: Isa) {
     match isa {
         // SAFETY: forwarded from the caller.
-        Isa::Generic => unsafe { drive::<T, false>(prob, p0, p1) },
+        Isa::Generic => unsafe { drive::<T, false, false>(prob, p0, p1) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` is only chosen after run-time detection of avx2 and fma
         // (`simd::best_isa`, or `simd::available_isas` in tests); the rest is forwarded from the
@@ -29,7 +30,10 @@ pub(super) unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usiz
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512` is only chosen after run-time detection of avx512f, avx512vl, avx2
         // and fma (as `Avx2Fma`); the rest is forwarded from the caller.
-        Isa::Avx512 => unsafe { drive_avx512::<T>(prob, p0, p1) },
+        Isa::Avx512 => unsafe { drive_avx512::<T, false>(prob, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as `Avx512` (the same features; only the tiles differ).
+        Isa::Avx512TwoPorts => unsafe { drive_avx512::<T, true>(prob, p0, p1) },
     }
 }
 
@@ -41,9 +45,9 @@ pub(super) unsafe fn run_panels<T: Float>(prob: &Problem<T>, p0: usize, p1: usiz
 /// The CPU must support avx512f, avx512vl, avx2 and fma; otherwise as [`run_panels`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn drive_avx512<T: Float>(prob: &Problem<T>, p0: usize, p1: usize) {
+unsafe fn drive_avx512<T: Float, const TWO_PORTS: bool>(prob: &Problem<T>, p0: usize, p1: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { drive::<T, true>(prob, p0, p1) }
+    unsafe { drive::<T, true, TWO_PORTS>(prob, p0, p1) }
 }
 
 /// [`drive`] compiled with AVX2 and FMA enabled.
@@ -54,7 +58,7 @@ unsafe fn drive_avx512<T: Float>(prob: &Problem<T>, p0: usize, p1: usize) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn drive_avx2_fma<T: Float>(prob: &Problem<T>, p0: usize, p1: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { drive::<T, true>(prob, p0, p1) }
+    unsafe { drive::<T, true, false>(prob, p0, p1) }
 }
 
 /// Picks the panel height for `T` (a const generic, so tile arrays have fixed sizes).
@@ -62,12 +66,16 @@ unsafe fn drive_avx2_fma<T: Float>(prob: &Problem<T>, p0: usize, p1: usize) {
 /// # Safety
 /// As [`run_panels`].
 #[inline(always)]
-unsafe fn drive<T: Float, const FMA: bool>(prob: &Problem<T>, p0: usize, p1: usize) {
+unsafe fn drive<T: Float, const FMA: bool, const TWO_PORTS: bool>(
+    prob: &Problem<T>,
+    p0: usize,
+    p1: usize,
+) {
     // SAFETY: forwarded from the caller; the panel height matches `panel_rows::<T>()`.
     unsafe {
         match T::BYTES {
-            4 => drive_mr::<T, 16, FMA>(prob, p0, p1),
-            _ => drive_mr::<T, 8, FMA>(prob, p0, p1),
+            4 => drive_mr::<T, 16, FMA, TWO_PORTS>(prob, p0, p1),
+            _ => drive_mr::<T, 8, FMA, TWO_PORTS>(prob, p0, p1),
         }
     }
 }
@@ -83,12 +91,17 @@ fn block_width(rem: usize) -> usize {
     }
 }
 
-/// The loop over panels and column blocks, for panels `p0..p1`.
+/// The loop over panels and column blocks, for panels `p0..p1`. With `TWO_PORTS` (a core with
+/// two 512-bit FMA ports, which needs at least 8 independent sums in flight) a tile spans four
+/// panels (`4·MR x 6`: 24 sums in 24 of the 32 registers, each `B` value broadcast once for
+/// four loads of `A`; the last panels in twos and ones), and narrow `B` takes 4 panels at once
+/// for 1, 2 or 3 columns; otherwise a tile is one panel (`MR x 6`: 6 sums, which Zen 4's one
+/// 512-bit operation per cycle keeps busy) and narrow `B` takes 4, 3 or 2 panels.
 ///
 /// # Safety
 /// As [`run_panels`], and `MR` must be the packing's panel height.
 #[inline(always)]
-unsafe fn drive_mr<T: Float, const MR: usize, const FMA: bool>(
+unsafe fn drive_mr<T: Float, const MR: usize, const FMA: bool, const TWO_PORTS: bool>(
     prob: &Problem<T>,
     p0: usize,
     p1: usize,
@@ -101,41 +114,60 @@ unsafe fn drive_mr<T: Float, const MR: usize, const FMA: bool>(
     // stays inside the storages `prob` describes.
     unsafe {
         if n <= 3 {
-            // Matrix-vector-like: several panels at once, for enough independent accumulators.
+            // Matrix-vector-like: several panels at once, for enough independent accumulators;
+            // the panels left over in smaller groups.
             let mut p = p0;
             macro_rules! groups {
-                ($pm:literal, $nr:literal) => {{
-                    while p + $pm <= p1 {
-                        tile::<T, MR, $pm, $nr, FMA>(prob, p, 0, panel_len);
-                        p += $pm;
-                    }
-                    while p < p1 {
-                        tile::<T, MR, 1, $nr, FMA>(prob, p, 0, panel_len);
-                        p += 1;
-                    }
+                ($nr:literal; $($pm:literal)*) => {{
+                    $(
+                        while p1 - p >= $pm {
+                            tile::<T, MR, $pm, $nr, FMA>(prob, p, 0, panel_len);
+                            p += $pm;
+                        }
+                    )*
                 }};
             }
-            match n {
-                1 => groups!(4, 1),
-                2 => groups!(3, 2),
-                _ => groups!(2, 3),
+            match (n, TWO_PORTS) {
+                (1, true) => groups!(1; 4 2 1),
+                (2, true) => groups!(2; 4 2 1),
+                (_, true) => groups!(3; 4 2 1),
+                (1, false) => groups!(1; 4 1),
+                (2, false) => groups!(2; 3 1),
+                _ => groups!(3; 2 1),
             }
             return;
         }
-        for p in p0..p1 {
+        let mut p = p0;
+        while p < p1 {
+            // Panels per tile: 4 on two ports while 4 are left, then 2, then 1.
+            let pm = match p1 - p {
+                r if TWO_PORTS && r >= 4 => 4,
+                r if TWO_PORTS && r >= 2 => 2,
+                _ => 1,
+            };
             let mut j = 0;
             while j < n {
                 let w = block_width(n - j);
-                match w {
-                    6 => tile::<T, MR, 1, 6, FMA>(prob, p, j, panel_len),
-                    5 => tile::<T, MR, 1, 5, FMA>(prob, p, j, panel_len),
-                    4 => tile::<T, MR, 1, 4, FMA>(prob, p, j, panel_len),
-                    3 => tile::<T, MR, 1, 3, FMA>(prob, p, j, panel_len),
-                    2 => tile::<T, MR, 1, 2, FMA>(prob, p, j, panel_len),
-                    _ => tile::<T, MR, 1, 1, FMA>(prob, p, j, panel_len),
+                macro_rules! widths {
+                    ($pm:literal) => {
+                        match w {
+                            6 => tile::<T, MR, $pm, 6, FMA>(prob, p, j, panel_len),
+                            5 => tile::<T, MR, $pm, 5, FMA>(prob, p, j, panel_len),
+                            4 => tile::<T, MR, $pm, 4, FMA>(prob, p, j, panel_len),
+                            3 => tile::<T, MR, $pm, 3, FMA>(prob, p, j, panel_len),
+                            2 => tile::<T, MR, $pm, 2, FMA>(prob, p, j, panel_len),
+                            _ => tile::<T, MR, $pm, 1, FMA>(prob, p, j, panel_len),
+                        }
+                    };
+                }
+                match pm {
+                    4 => widths!(4),
+                    2 => widths!(2),
+                    _ => widths!(1),
                 }
                 j += w;
             }
+            p += pm;
         }
     }
 }

@@ -42,7 +42,12 @@
 //! `#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]` wrapper where the CPU has AVX-512
 //! (a 16-row `f32` panel is then one 512-bit register, so a tile takes half the instructions),
 //! inside an `avx2,fma` wrapper where it has AVX2 and FMA (two 256-bit registers per panel), both
-//! with fused multiply-adds, and plainly (separate multiply and add) for other CPUs.
+//! with fused multiply-adds, and plainly (separate multiply and add) for other CPUs. On a core
+//! with two 512-bit FMA ports (Intel's AVX-512 cores,
+//! [`has_avx512_two_ports`](crate::kernels::simd::has_avx512_two_ports)) the AVX-512 copy takes
+//! four panels per tile (`4·MR x 6`, 24 independent sums: two ports of latency 4 need at least
+//! 8 in flight); elsewhere (Zen 4: one 512-bit operation per cycle) one panel (`MR x 6`, 6 sums).
+//! The packing is the same for both.
 //!
 //! Every element of `C` is the same sum in the same order whatever the tile shape or the thread
 //! split: `acc = 0; for kk in 0..k { acc = acc + op(A)[i, kk] · B[kk, j] }` (fused on the AVX2
