@@ -36,7 +36,7 @@ pub(super) unsafe fn run_term<T: Float>(t: &Term<T>, u0: usize, u1: usize, isa: 
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => drive_avx2::<T>(t, u0, u1),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => drive_avx512::<T>(t, u0, u1),
+            Isa::Avx512 | Isa::Avx512TwoPorts => drive_avx512::<T>(t, u0, u1),
         }
     }
 }
