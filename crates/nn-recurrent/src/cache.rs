@@ -14,6 +14,7 @@ use crate::fingerprint::Fingerprint;
 use crate::gates::GateLayout;
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
+use nn_core::kernels::gemv::GemvMatrix;
 use nn_core::kernels::packed::PackedMatrix;
 use nn_core::{Float, Result, try_zeros};
 
@@ -51,6 +52,10 @@ pub(crate) struct DirectionCache<T: Float> {
     /// `W_ih` packed for the forward's step product when the steps compute the input part
     /// (`layer::input_in_loop`; packed once per pass); else empty.
     pub packed_ih: PackedMatrix<T>,
+    /// `W_hh` and (when the steps compute the input part) `W_ih` packed for the matrix–vector
+    /// kernel: the forward's step products at batches of at most 3 columns; else empty.
+    pub gemv_hh: GemvMatrix<T>,
+    pub gemv_ih: GemvMatrix<T>,
     /// Scratch of `gates`' rows: the bias column the cells add (forward, its first `G*H`),
     /// then the row sums of the gate gradients, summed once and added to both bias gradients
     /// (backward).
@@ -80,6 +85,8 @@ impl<T: Float> DirectionCache<T> {
             cells: sized(lstm, hidden)?,
             packed_hh: PackedMatrix::new(),
             packed_ih: PackedMatrix::new(),
+            gemv_hh: GemvMatrix::new(),
+            gemv_ih: GemvMatrix::new(),
             bias: vec![T::zero(); d_rows],
         })
     }
@@ -109,6 +116,8 @@ impl<T: Float> DirectionCache<T> {
             cells: sized(lstm, hidden, batch.saturating_mul(2))?,
             packed_hh: PackedMatrix::new(),
             packed_ih: PackedMatrix::new(),
+            gemv_hh: GemvMatrix::new(),
+            gemv_ih: GemvMatrix::new(),
             bias: vec![T::zero(); layout.buffer_rows()],
         })
     }

@@ -12,7 +12,7 @@
 //! blocks of 256, so the last bits may differ.
 //!
 //! Batches of at most [`GEMV_MAX_BATCH`] columns run on the matrix–vector kernel
-//! ([`gemv_sum`]: both products of a layer in one pass over two static halves of the rows, one
+//! ([`gemv_sum`](nn_core::kernels::gemv::gemv_sum): both products of a layer in one pass over two static halves of the rows, one
 //! per core, so each core streams the same half of the weights from its own cache at every
 //! step); larger ones on the packed kernel ([`step_products`]). Either way the weights are packed
 //! into the [`StepScratch`] once per weight version: every `&mut` path to a layer's weights gives
@@ -27,11 +27,11 @@
 
 use crate::cell::{gru, lstm, rnn};
 use crate::gates::GateLayout;
-use crate::layer::{bias_column, input_in_loop, step_products};
+use crate::layer::{bias_column, gemv_step_products, input_in_loop, step_products};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, Recurrent, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
-use nn_core::kernels::gemv::{GemvMatrix, gemv, gemv_sum, gemv_two};
+use nn_core::kernels::gemv::GemvMatrix;
 use nn_core::kernels::packed::{PackedMatrix, packed_matmul_threaded};
 use nn_core::{Accum, Error, Float, Result, Shape, Trans, check_finite, check_shape};
 
@@ -368,28 +368,13 @@ impl<T: Float> Recurrent<T> {
                     // `W_hh h`) leaves nothing to pack in the next.
                     let hh = gemv_packed(gemv_hh, key, &w.weight_hh.value);
                     let ih = x.map(|x| (gemv_packed(gemv_ih, key, &w.weight_ih.value), x));
-                    match (ih, hidden.as_mut(), h_prev) {
-                        // GRU: `W_ih x_t` and `W_hh h_{t-1}` apart.
-                        (Some((ih, x)), Some(hid), Some(hp)) => {
-                            gemv_two(&mut g, ih, &x, hid, hh, &hp)
-                        }
-                        (ih, Some(hid), hp) => {
-                            if let Some((ih, x)) = ih {
-                                gemv(&mut g, Accum::Replace, ih, &x);
-                            }
-                            match hp {
-                                Some(hp) => gemv(hid, Accum::Replace, hh, &hp),
-                                None => hid.fill(T::zero()),
-                            }
-                        }
-                        // RNN, LSTM: `W_ih x_t`, then `W_hh h_{t-1}` added.
-                        (Some((ih, x)), None, Some(hp)) => {
-                            gemv_sum(&mut g, Accum::Replace, ih, &x, hh, &hp)
-                        }
-                        (Some((ih, x)), None, None) => gemv(&mut g, Accum::Replace, ih, &x),
-                        (None, None, Some(hp)) => gemv(&mut g, Accum::Add, hh, &hp),
-                        (None, None, None) => {}
-                    }
+                    gemv_step_products(
+                        &mut g,
+                        hidden.as_mut(),
+                        hh,
+                        h_prev.as_ref(),
+                        ih.as_ref().map(|(w, x)| (*w, x)),
+                    );
                 } else {
                     let w_hh = kernel_packed(packed_hh, key, &w.weight_hh.value);
                     let in_loop = input_in_loop(batch, gh * w.weight_ih.value.ncols());

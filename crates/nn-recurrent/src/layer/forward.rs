@@ -32,6 +32,7 @@ use super::split::{self, ForwardLoop, SharedCols, StepCols};
 use super::{Dims, slot_slice};
 use crate::cache::DirectionCache;
 use crate::gates::GateLayout;
+use crate::step::GEMV_MAX_BATCH;
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
@@ -110,6 +111,8 @@ pub(super) fn forward_direction<T: Float>(
         cells,
         packed_hh,
         packed_ih,
+        gemv_hh,
+        gemv_ih,
         bias,
         ..
     } = dc;
@@ -118,10 +121,21 @@ pub(super) fn forward_direction<T: Float>(
     let gate_row = layout.hidden_first_row();
     bias_column(cell, w, bias);
     let in_loop = input_in_loop(batch, gh * x.nrows());
-    if in_loop {
-        packed_ih.pack(&w.weight_ih.value, Trans::No);
+    // Batches of 1 to 3 columns step on the matrix-vector kernel (the same bits), the rest on
+    // the packed kernel; only the one in use is packed.
+    let small = batch <= GEMV_MAX_BATCH;
+    if small {
+        if in_loop {
+            gemv_ih.pack(&w.weight_ih.value);
+        }
+        gemv_hh.pack(&w.weight_hh.value);
+    } else {
+        if in_loop {
+            packed_ih.pack(&w.weight_ih.value, Trans::No);
+        }
+        packed_hh.pack(&w.weight_hh.value, Trans::No);
     }
-    packed_hh.pack(&w.weight_hh.value, Trans::No);
+    let gemv = small.then_some((&*gemv_hh, &*gemv_ih));
     let (window, cell_cols, hn_cols) = match keep {
         Keep::All => (steps, StepCols::all(steps), StepCols::all(steps)),
         Keep::Window => (
@@ -183,6 +197,7 @@ pub(super) fn forward_direction<T: Float>(
             packed: packed_hh,
             x: x.columns(0, x.ncols()),
             packed_ih,
+            gemv,
             input_in_loop: in_loop,
             base,
             len,

@@ -31,7 +31,7 @@ mod split;
 mod tests;
 
 pub use infer::InferScratch;
-pub(crate) use products::{bias_column, input_in_loop, step_products};
+pub(crate) use products::{bias_column, gemv_step_products, input_in_loop, step_products};
 
 use crate::cache::{LayerCache, Saved};
 use crate::fingerprint::Fingerprint;

@@ -14,6 +14,7 @@ use crate::CellKind;
 use crate::cell::fold_bias;
 use crate::weights::DirectionWeights;
 use nalgebra::{DMatrixView, DMatrixViewMut};
+use nn_core::kernels::gemv::{GemvMatrix, gemv, gemv_sum, gemv_two};
 use nn_core::kernels::packed::{PackedMatrix, packed_matmul, packed_matmul_pair};
 use nn_core::{Accum, Float};
 
@@ -53,6 +54,36 @@ pub(crate) fn step_products<T: Float>(
         }
         (None, Some((w_ih, x_t)), None) => step_product(g, Accum::Replace, w_ih, x_t),
         (None, None, Some(h_prev)) => step_product(g, Accum::Add, w_hh, h_prev),
+        (None, None, None) => {}
+    }
+}
+
+/// [`step_products`] for batches of at most [`GEMV_MAX_BATCH`](crate::step::GEMV_MAX_BATCH)
+/// columns, on the matrix–vector kernel ([`gemv`]: each element the same chain as the packed
+/// kernel's, so the same bits; large products as two static halves of rows on two threads).
+pub(crate) fn gemv_step_products<T: Float>(
+    g: &mut DMatrixViewMut<'_, T>,
+    gru_hidden: Option<&mut DMatrixViewMut<'_, T>>,
+    w_hh: &GemvMatrix<T>,
+    h_prev: Option<&DMatrixView<'_, T>>,
+    input: Option<(&GemvMatrix<T>, &DMatrixView<'_, T>)>,
+) {
+    match (input, gru_hidden, h_prev) {
+        // GRU: `W_ih x_t` and `W_hh h_{t-1}` apart.
+        (Some((ih, x)), Some(hid), Some(hp)) => gemv_two(g, ih, x, hid, w_hh, hp),
+        (ih, Some(hid), hp) => {
+            if let Some((ih, x)) = ih {
+                gemv(g, Accum::Replace, ih, x);
+            }
+            match hp {
+                Some(hp) => gemv(hid, Accum::Replace, w_hh, hp),
+                None => hid.fill(T::zero()),
+            }
+        }
+        // RNN, LSTM: `W_ih x_t`, then `W_hh h_{t-1}` added.
+        (Some((ih, x)), None, Some(hp)) => gemv_sum(g, Accum::Replace, ih, x, w_hh, hp),
+        (Some((ih, x)), None, None) => gemv(g, Accum::Replace, ih, x),
+        (None, None, Some(hp)) => gemv(g, Accum::Add, w_hh, hp),
         (None, None, None) => {}
     }
 }

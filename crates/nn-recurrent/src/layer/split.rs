@@ -25,10 +25,11 @@
 
 use super::Dims;
 use super::handoff::{Handoff, MAX_SIDES, Poll};
-use super::products::{step_product, step_products};
+use super::products::{gemv_step_products, step_product, step_products};
 use crate::CellKind;
 use crate::cell::{gru, lstm, rnn};
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn, U1};
+use nn_core::kernels::gemv::GemvMatrix;
 use nn_core::kernels::packed::PackedMatrix;
 use nn_core::kernels::pool;
 use nn_core::{Accum, Float};
@@ -244,6 +245,9 @@ pub(super) struct ForwardLoop<'a, T: Float> {
     /// compute it (else unused: the gate buffer already holds `W_ih X`).
     pub(super) x: DMatrixView<'a, T>,
     pub(super) packed_ih: &'a PackedMatrix<T>,
+    /// `(W_hh, W_ih)` packed for the matrix-vector kernel, which runs the step products instead
+    /// of the packed kernel when set (batches of at most 3 columns, never split).
+    pub(super) gemv: Option<(&'a GemvMatrix<T>, &'a GemvMatrix<T>)>,
     /// Whether the steps compute `W_ih x_t` ([`input_in_loop`](super::products::input_in_loop)).
     pub(super) input_in_loop: bool,
     /// The steps this loop runs: indices `base..base + len` of the direction's order (all `T`
@@ -359,8 +363,16 @@ unsafe fn forward_steps<T: Float>(
             let mut hidden = (cell == CellKind::Gru).then(|| {
                 DMatrixViewMut::from_slice(unsafe { lp.hidden_gates.cols_mut(b0, nb) }, gh, nb)
             });
-            let input = lp.input_in_loop.then_some((lp.packed_ih, &x_t));
-            step_products(&mut g_t, hidden.as_mut(), lp.packed, h_prev.as_ref(), input);
+            match lp.gemv {
+                Some((hh, ih)) => {
+                    let input = lp.input_in_loop.then_some((ih, &x_t));
+                    gemv_step_products(&mut g_t, hidden.as_mut(), hh, h_prev.as_ref(), input);
+                }
+                None => {
+                    let input = lp.input_in_loop.then_some((lp.packed_ih, &x_t));
+                    step_products(&mut g_t, hidden.as_mut(), lp.packed, h_prev.as_ref(), input);
+                }
+            }
         }
         for b in bs.clone() {
             let col = t * batch + b;
