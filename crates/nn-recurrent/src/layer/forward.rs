@@ -39,6 +39,10 @@ use nalgebra::{DMatrix, DMatrixView};
 use nn_core::kernels::thresholds::PARALLEL_MIN_MACS;
 use nn_core::{Accum, Float, Trans, matmul};
 
+/// The smallest `W_hh` (`G·H·H` multiply-adds per column) whose forward steps run on the
+/// matrix-vector kernel.
+const FORWARD_GEMV_MIN_MACS: usize = 1 << 14;
+
 /// What a layer-direction forward keeps of each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Keep {
@@ -121,9 +125,10 @@ pub(super) fn forward_direction<T: Float>(
     let gate_row = layout.hidden_first_row();
     bias_column(cell, w, bias);
     let in_loop = input_in_loop(batch, gh * x.nrows());
-    // Batches of 1 to 3 columns step on the matrix-vector kernel (the same bits), the rest on
-    // the packed kernel; only the one in use is packed.
-    let small = batch <= GEMV_MAX_BATCH;
+    // Batches of 1 to 3 columns step on the matrix-vector kernel (the same bits) unless `W_hh`
+    // is tiny (there its packing and dispatch cost more than they save: `seed`, `64x16`, ran
+    // 17% slower), the rest on the packed kernel; only the one in use is packed.
+    let small = batch <= GEMV_MAX_BATCH && gh * h >= FORWARD_GEMV_MIN_MACS;
     if small {
         if in_loop {
             gemv_ih.pack(&w.weight_ih.value);
