@@ -2,6 +2,7 @@
 //! vocabulary is kept in the checkpoint and a text with another one is refused on resume, and a
 //! resumed run's banner shows the optimizer settings in force.
 
+use clap::Parser;
 use nn_train::AdamConfig;
 use std::path::Path;
 use std::process::Command;
@@ -176,4 +177,74 @@ fn charlm_resumed_banner_shows_the_saved_lr_in_force() {
         std::fs::read(again.path().join("ckpt.safetensors")).unwrap()
     );
     assert_eq!(result.unwrap().steps, 4);
+}
+
+// Generation: `--sample N` reports its speed (a line and a JSON field), and `--resume
+// CHECKPOINT --steps 0 --sample N` only generates from the saved model (no training, validation,
+// plot or checkpoint write), the text a run that trained to that point sampled.
+
+/// [`tiny`] with two layers and a 40-character sample.
+fn tiny_sampling(dir: &Path, steps: u64) -> charlm::Options {
+    charlm::Options {
+        layers: 2,
+        sample: 40,
+        ..tiny(dir, steps)
+    }
+}
+
+#[test]
+fn charlm_reports_the_generation_speed_and_generates_from_a_checkpoint_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (report, text) = capture(|out| charlm::run(&tiny_sampling(dir, 3), out));
+    let report = report.unwrap();
+    assert!(report.trained);
+    assert!(report.sample_tokens_per_s.is_some_and(|s| s > 0.0));
+    assert!(text.contains("generation: 40 characters in "), "{text}");
+    let json = text.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert!(v["sample_tokens_per_s"].as_f64().unwrap() > 0.0, "{json}");
+
+    // Generation only: the checkpoint is read, not written; no validation or plot.
+    let ckpt = dir.join("ckpt.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    std::fs::remove_file(dir.join("loss.svg")).unwrap();
+    let only = charlm::Options {
+        resume: true,
+        ..tiny_sampling(dir, 0)
+    };
+    let (again, text) = capture(|out| charlm::run(&only, out));
+    let again = again.unwrap();
+    assert!(!again.trained);
+    assert_eq!(again.steps, 3);
+    assert_eq!(
+        again.sample, report.sample,
+        "the trained model's own sample"
+    );
+    assert!(again.sample_tokens_per_s.is_some_and(|s| s > 0.0));
+    assert!(again.val_loss.is_nan());
+    assert!(text.contains("generation only"), "{text}");
+    assert!(!text.contains("validation (estimate)"), "{text}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before);
+    assert!(!dir.join("loss.svg").exists());
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(v["val_loss"].is_null() && v["sample_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn resume_takes_the_checkpoint_path() {
+    let o: charlm::Options =
+        charlm::Args::parse_from(["charlm", "--resume", "m.safetensors", "--steps", "0"]).into();
+    assert!(o.resume);
+    assert_eq!(o.checkpoint.as_deref(), Some(Path::new("m.safetensors")));
+    assert_eq!(o.budget.steps, Some(0));
+    // `--resume` alone keeps the --checkpoint form.
+    let o: charlm::Options =
+        charlm::Args::parse_from(["charlm", "--checkpoint", "c.st", "--resume"]).into();
+    assert!(o.resume && o.checkpoint.as_deref() == Some(Path::new("c.st")));
+    // Two different files are refused before anything runs.
+    let o: charlm::Options =
+        charlm::Args::parse_from(["charlm", "--resume", "a.st", "--checkpoint", "b.st"]).into();
+    let (r, _) = capture(|out| charlm::run(&o, out));
+    assert!(r.unwrap_err().contains("name different files"));
 }
