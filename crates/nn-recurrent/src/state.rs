@@ -78,6 +78,21 @@ impl<T: Float> RecurrentState<T> {
             c.fill(T::zero());
         }
     }
+
+    /// Copies `src` in (a missing `c` as zeros), or zeros when there is none. Shapes were
+    /// checked by the caller.
+    pub(crate) fn copy_initial(&mut self, src: Option<&Self>) {
+        let Some(s) = src else {
+            return self.fill_zero();
+        };
+        self.h.copy_from(&s.h);
+        if let Some(c) = &mut self.c {
+            match &s.c {
+                Some(src) => c.copy_from(src),
+                None => c.fill(T::zero()),
+            }
+        }
+    }
 }
 
 /// The first column of slot `slot` of `batch` columns in a state of `cols` columns; panics with

@@ -160,18 +160,7 @@ impl<T: Float> Recurrent<T> {
             )?;
         }
         scratch.prepare(&self.config, steps, batch)?;
-        match initial {
-            Some(s) => {
-                scratch.initial.h.copy_from(&s.h);
-                if let Some(c) = &mut scratch.initial.c {
-                    match &s.c {
-                        Some(src) => c.copy_from(src),
-                        None => c.fill(T::zero()),
-                    }
-                }
-            }
-            None => scratch.initial.fill_zero(),
-        }
+        scratch.initial.copy_initial(initial);
         let (cell, hidden, dirs, layers) = (
             self.config.cell,
             self.config.hidden_size,

@@ -342,18 +342,7 @@ impl<T: Float> Recurrent<T> {
             )?;
         }
         cache.prepare(&self.config, steps, batch)?;
-        match initial {
-            Some(s) => {
-                cache.initial.h.copy_from(&s.h);
-                if let Some(c) = &mut cache.initial.c {
-                    match &s.c {
-                        Some(src) => c.copy_from(src),
-                        None => c.fill(T::zero()),
-                    }
-                }
-            }
-            None => cache.initial.fill_zero(),
-        }
+        cache.initial.copy_initial(initial);
         let (cell, hidden, dirs) = (
             self.config.cell,
             self.config.hidden_size,
