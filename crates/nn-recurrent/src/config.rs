@@ -163,6 +163,17 @@ pub struct RecurrentConfig {
     pub num_layers: usize,
     /// Two directions `D = 2` when true (default false).
     pub bidirectional: bool,
+    /// PyTorch's `dropout`: the probability `p` in `[0, 1)` of zeroing each value of every
+    /// stacked layer's output except the last, in training passes only (a forward given an
+    /// [`Rng`]); kept values are scaled by `1/(1-p)`. Default 0 (none); absent from older
+    /// checkpoints' JSON, which read as 0; written only when not 0.
+    #[serde(default, skip_serializing_if = "no_dropout")]
+    pub dropout: f64,
+}
+
+/// Whether a config's `dropout` is 0 (then its JSON leaves the field out).
+fn no_dropout(p: &f64) -> bool {
+    *p == 0.0
 }
 
 impl RecurrentConfig {
@@ -174,6 +185,7 @@ impl RecurrentConfig {
             hidden_size,
             num_layers: 1,
             bidirectional: false,
+            dropout: 0.0,
         }
     }
 
@@ -189,14 +201,26 @@ impl RecurrentConfig {
         self
     }
 
+    /// Sets the dropout probability between stacked layers (see the field).
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+
     /// `D`: 2 when bidirectional, else 1.
     pub fn num_directions(&self) -> usize {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Checks that every size is non-zero and that `G·H` and `D·H` (the rows of every tensor and
-    /// the input of layers above the first) do not overflow.
+    /// Checks that every size is non-zero, that `G·H` and `D·H` (the rows of every tensor and
+    /// the input of layers above the first) do not overflow, and that `dropout` is in `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::InvalidConfig(format!(
+                "RecurrentConfig: dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
         for (what, v) in [
             ("input_size", self.input_size),
             ("hidden_size", self.hidden_size),

@@ -15,7 +15,7 @@ use super::Dims;
 use super::forward::{self, Keep, window_columns};
 use crate::cache::DirectionCache;
 use crate::gates::GateLayout;
-use crate::{Recurrent, RecurrentConfig, RecurrentState};
+use crate::{Lengths, Recurrent, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
 use nn_core::{Float, Result, check_finite, try_zeros};
 
@@ -146,10 +146,29 @@ impl<T: Float> Recurrent<T> {
         initial: Option<&RecurrentState<T>>,
         scratch: &'s mut InferScratch<T>,
     ) -> Result<(&'s DMatrix<T>, &'s RecurrentState<T>)> {
+        self.infer_with(x, Lengths::Full(batch), initial, scratch)
+    }
+
+    /// [`Recurrent::infer`] with each sequence's length ([`Lengths`], as in
+    /// [`Recurrent::forward_with`]): the output and final state of `forward_with` on the same
+    /// lengths, bit for bit. Errors: those of `infer`, and lengths outside `1..=T`.
+    pub fn infer_with<'s, 'x>(
+        &self,
+        x: impl Into<DMatrixView<'x, T>>,
+        lengths: Lengths<'_>,
+        initial: Option<&RecurrentState<T>>,
+        scratch: &'s mut InferScratch<T>,
+    ) -> Result<(&'s DMatrix<T>, &'s RecurrentState<T>)> {
         let x: DMatrixView<'x, T> = x.into();
         scratch.done = false;
         self.check_weights("Recurrent::infer parameter")?;
+        let batch = lengths.batch();
         let steps = self.check_sequence("Recurrent::infer input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", &x, batch)?;
+        if !lengths.check("Recurrent::infer lengths", steps)? {
+            return Err(nn_core::Error::InvalidConfig(
+                "Recurrent::infer: variable lengths are not supported yet".into(),
+            ));
+        }
         if let Some(s) = initial {
             self.check_state(
                 "Recurrent::infer initial state",

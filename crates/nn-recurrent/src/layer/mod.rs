@@ -36,9 +36,9 @@ pub(crate) use products::{bias_column, gemv_step_products, input_in_loop, step_p
 use crate::cache::{LayerCache, Saved};
 use crate::fingerprint::Fingerprint;
 use crate::weights::DirectionWeights;
-use crate::{RecurrentCache, RecurrentConfig, RecurrentState};
+use crate::{Lengths, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
-use nn_core::{Accum, Error, Float, Result, Shape, check_finite, check_shape};
+use nn_core::{Accum, Error, Float, Result, Rng, Shape, check_finite, check_shape};
 
 /// A stacked, optionally bidirectional recurrent layer (PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU`).
 ///
@@ -310,7 +310,8 @@ impl<T: Float> Recurrent<T> {
     }
 
     /// Runs the whole sequence batch `x` `(I, T*B)` from `initial` (zeros when `None`);
-    /// results in `cache.output()` and `cache.final_state()`.
+    /// results in `cache.output()` and `cache.final_state()`. The same as
+    /// [`Recurrent::forward_with`] with [`Lengths::Full`]`(batch)` and no dropout.
     ///
     /// `batch` is `B`; `T = x.ncols() / B`. `initial` is `(H, L*D*B)` (an LSTM's `c: None` means
     /// zeros). Errors: wrong input rows, columns not a multiple of `B`, `B = 0` or `T = 0`, a
@@ -327,10 +328,41 @@ impl<T: Float> Recurrent<T> {
         initial: Option<&RecurrentState<T>>,
         cache: &mut RecurrentCache<T>,
     ) -> Result<()> {
+        self.forward_with(x, Lengths::Full(batch), initial, cache, None)
+    }
+
+    /// [`Recurrent::forward`] with each sequence's length and, for training, dropout.
+    ///
+    /// - `lengths`: [`Lengths::Full`]`(B)`, or [`Lengths::Each`] with sequence `b` running steps
+    ///   `0..lengths[b]` (PyTorch's `pack_padded_sequence(x, lengths, enforce_sorted=False)`
+    ///   then `pad_packed_sequence(total_length=T)`): its output past its end is 0, its final
+    ///   state is the state after its own last step (the reverse direction's, after step 0,
+    ///   starting from its own last step), and its padded input columns are never read.
+    /// - `dropout`: `Some(rng)` is a training pass: with the config's `dropout = p > 0`, each
+    ///   value of every layer's output but the top one is zeroed with probability `p` (masks
+    ///   drawn from `rng`) and the rest scaled by `1/(1-p)` before the next layer reads it.
+    ///   `None`, or `p = 0`, runs without dropout (PyTorch's `eval()`).
+    ///
+    /// Errors: those of [`Recurrent::forward`], and lengths outside `1..=T`.
+    pub fn forward_with<'x>(
+        &self,
+        x: impl Into<DMatrixView<'x, T>>,
+        lengths: Lengths<'_>,
+        initial: Option<&RecurrentState<T>>,
+        cache: &mut RecurrentCache<T>,
+        dropout: Option<&mut Rng>,
+    ) -> Result<()> {
         let x: DMatrixView<'x, T> = x.into();
         cache.saved = Saved::Nothing;
         self.check_weights("Recurrent::forward parameter")?;
+        let batch = lengths.batch();
         let steps = self.check_sequence("Recurrent::forward input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", &x, batch)?;
+        if !lengths.check("Recurrent::forward lengths", steps)? {
+            return Err(Error::InvalidConfig(
+                "Recurrent::forward: variable lengths are not supported yet".into(),
+            ));
+        }
+        let _ = dropout;
         cache.input_print = Some(Fingerprint::of(&x));
         if let Some(s) = initial {
             self.check_state(
