@@ -12,6 +12,7 @@
 
 use crate::fingerprint::Fingerprint;
 use crate::gates::GateLayout;
+use crate::lengths::Packing;
 use crate::{CellKind, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
 use nn_core::kernels::gemv::GemvMatrix;
@@ -135,6 +136,69 @@ pub(crate) enum Saved {
     Used,
 }
 
+/// The extra buffers of a variable-length batch ([`crate::Lengths::Each`]), whose passes run in
+/// the packed layout of [`Packing`]: the layers' buffers hold the `N` real columns first, the
+/// states the sequences in sorted order. Sized for `(T, B)` like the rest, on the first
+/// variable-length forward.
+#[derive(Debug)]
+pub(crate) struct PackedBuffers<T: Float> {
+    // (The forward-only pass uses `x`, `output`, `initial` and `final_state`.)
+    /// `(I, T*B)`: the real columns of the input, packed (the layers' input and `dW_ih`'s).
+    pub x: DMatrix<T>,
+    /// `(D*H, T*B)`: the top layer's output in the caller's padded layout, 0 at padded steps.
+    pub output: DMatrix<T>,
+    /// `(D*H, T*B)`: the top layer's output gradient, packed.
+    pub d_top: DMatrix<T>,
+    /// `(I, T*B)`: the input gradient, packed.
+    pub d_x: DMatrix<T>,
+    /// `(H, T*B)`: each step's `h_{t-1}`, packed, for `dW_hh` (see `layer/backward.rs`).
+    pub h_prev: DMatrix<T>,
+    /// The initial state, final state and state gradient with the sequences sorted.
+    pub initial: RecurrentState<T>,
+    pub final_state: RecurrentState<T>,
+    pub d_initial: RecurrentState<T>,
+}
+
+impl<T: Float> PackedBuffers<T> {
+    /// The buffers for `(T, B)`; without `backward` (the forward-only pass) the three gradient
+    /// ones are empty.
+    pub(crate) fn new(
+        config: &RecurrentConfig,
+        steps: usize,
+        batch: usize,
+        backward: bool,
+    ) -> Result<Self> {
+        let (h, d, l) = (
+            config.hidden_size,
+            config.num_directions(),
+            config.num_layers,
+        );
+        let cols = steps * batch;
+        let with_c = config.cell.has_cell_state();
+        let state = || RecurrentState::try_zeros(h, l * d, batch, with_c);
+        let grad = |rows: usize| try_zeros(OP, rows, if backward { cols } else { 0 });
+        Ok(PackedBuffers {
+            x: try_zeros(OP, config.input_size, cols)?,
+            output: try_zeros(OP, d * h, cols)?,
+            d_top: grad(d * h)?,
+            d_x: grad(config.input_size)?,
+            h_prev: grad(h)?,
+            initial: state()?,
+            final_state: state()?,
+            d_initial: state()?,
+        })
+    }
+
+    /// Sets the sorted running state gradient to `d_final` (the caller's order; zeros when
+    /// `None`, an LSTM's `c: None` zeros too).
+    pub(crate) fn initial_d(&mut self, packing: &Packing, d_final: Option<&RecurrentState<T>>) {
+        self.d_initial.fill_zero();
+        if let Some(s) = d_final {
+            packing.permute_state(s, &mut self.d_initial, true);
+        }
+    }
+}
+
 /// Buffers of one stacked layer.
 #[derive(Debug)]
 pub(crate) struct LayerCache<T: Float> {
@@ -162,6 +226,10 @@ pub struct RecurrentCache<T: Float> {
     pub(crate) initial: RecurrentState<T>,
     pub(crate) final_state: RecurrentState<T>,
     pub(crate) d_initial: RecurrentState<T>,
+    /// The step layout of the last forward (the padded one without lengths).
+    pub(crate) packing: Packing,
+    /// The buffers of variable-length batches, once one has run at these sizes.
+    pub(crate) packed: Option<PackedBuffers<T>>,
     empty: DMatrix<T>,
 }
 
@@ -186,6 +254,8 @@ impl<T: Float> RecurrentCache<T> {
             initial: empty_state(),
             final_state: empty_state(),
             d_initial: empty_state(),
+            packing: Packing::default(),
+            packed: None,
             empty: DMatrix::zeros(0, 0),
         }
     }
@@ -201,8 +271,9 @@ impl<T: Float> RecurrentCache<T> {
 
     /// The output `(D*H, T*B)` of the last forward (empty before the first).
     pub fn output(&self) -> &DMatrix<T> {
-        match self.layers.last() {
-            Some(top) if self.forward_shape().is_some() => &top.output,
+        match (self.layers.last(), &self.packed) {
+            (Some(_), Some(p)) if self.forward_shape().is_some() && !self.packing.full => &p.output,
+            (Some(top), _) if self.forward_shape().is_some() => &top.output,
             _ => &self.empty,
         }
     }
@@ -237,6 +308,7 @@ impl<T: Float> RecurrentCache<T> {
         self.sized_for = None;
         self.saved = Saved::Nothing;
         self.layers = Vec::new();
+        self.packed = None;
         let (h, d, l) = (
             config.hidden_size,
             config.num_directions(),

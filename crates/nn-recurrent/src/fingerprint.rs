@@ -123,6 +123,31 @@ impl Fingerprint {
     }
 }
 
+impl Fingerprint {
+    /// The print of the `(rows, n)` matrix whose columns are `m`'s columns `cols` in that order
+    /// (the same as [`Fingerprint::of`] on a copy of them; `m`'s rows are adjacent).
+    pub(crate) fn of_columns<T: Float>(
+        m: &nalgebra::DMatrixView<'_, T>,
+        cols: impl Iterator<Item = usize>,
+    ) -> Self {
+        let rows = m.nrows();
+        let mut lanes = Lanes::new();
+        let mut n = 0;
+        for c in cols {
+            let col = m.column(c);
+            // SAFETY: a column of a `DMatrixView` with row stride 1 is `rows` adjacent values.
+            debug_assert_eq!(m.strides().0, 1);
+            lanes.slice(unsafe { std::slice::from_raw_parts(col.as_ptr(), rows) });
+            n += 1;
+        }
+        Fingerprint {
+            rows,
+            cols: n,
+            hash: lanes.finish(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

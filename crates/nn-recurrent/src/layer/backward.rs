@@ -20,7 +20,7 @@ use crate::cache::DirectionCache;
 use crate::gates::{GateLayout, InputBlock};
 use crate::weights::DirectionWeights;
 use crate::{CellKind, RecurrentState};
-use nalgebra::{DMatrix, DMatrixView};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
 use nn_core::kernels::row_sums::add_row_sums;
 use nn_core::kernels::wgrad::{add_a_bt, add_a_bt_row_sums};
 use nn_core::{Accum, Float, Trans, matmul};
@@ -39,7 +39,8 @@ pub(super) fn backward_direction<T: Float>(
     dy: &DMatrix<T>,
     dc: &mut DirectionCache<T>,
     d_state: &mut RecurrentState<T>,
-    d_x: Option<(&mut DMatrix<T>, Accum)>,
+    d_x: Option<(DMatrixViewMut<'_, T>, Accum)>,
+    h_prev_buf: &mut DMatrix<T>,
 ) {
     let Dims {
         hidden: h,
@@ -47,6 +48,7 @@ pub(super) fn backward_direction<T: Float>(
         batch,
         dir,
         slot,
+        ..
     } = dims;
     let layout = GateLayout::new(cell, h);
     let (gh, rows_out, r0) = (layout.gate_rows(), out.nrows(), dir * h);
@@ -91,7 +93,10 @@ pub(super) fn backward_direction<T: Float>(
         packed: packed_hh,
     };
     split::run_backward(lp);
-    let d_gates = &*d_gates;
+    // The real columns (`N = T*B` without lengths).
+    let total = dims.col(steps);
+    let full = total == steps * batch;
+    let d_gates = d_gates.columns(0, total);
     // Whole-sequence products, each side on its rows of `d_gates`.
     let d_hidden = d_gates.rows(hidden_row, gh);
     // The weight gradients read `dG`, `X` and the hidden sequence in place ([`add_a_bt`]).
@@ -125,7 +130,28 @@ pub(super) fn backward_direction<T: Float>(
         add_row_sums(&mut bias[covered..], &d_gates.rows(covered, rest));
     }
     let shifted = (steps - 1) * batch;
-    if shifted > 0 {
+    if !full {
+        // Variable lengths: step `t`'s `h_{t-1}` columns are not one shift of the output's, so
+        // they are gathered into `h_prev_buf` `(H, N)`, column `off[t] + j` for sequence `j`
+        // (the initial state's column for those that start at `t`), for one product.
+        let h0 = slot_slice(Some(&initial.h), slot, dims);
+        let (out_s, r_out) = (out.as_slice(), out.nrows());
+        let buf = &mut h_prev_buf.as_mut_slice()[..total * h];
+        for t in 0..steps {
+            for j in 0..dims.running(t) {
+                let src = match dims.prev_of(t, j) {
+                    Some(tp) => &out_s[(dims.col(tp) + j) * r_out + r0..][..h],
+                    None => &h0[j * h..][..h],
+                };
+                buf[(dims.col(t) + j) * h..][..h].copy_from_slice(src);
+            }
+        }
+        add_a_bt(
+            &mut w.weight_hh.grad,
+            &d_hidden,
+            &h_prev_buf.view((0, 0), (h, total)),
+        );
+    } else if shifted > 0 {
         // Step t's h_{t-1} is output column block t-1 (forward) or t+1 (reverse).
         let (g0, h0_col) = if dir == 0 { (batch, 0) } else { (0, batch) };
         let h_prev = out.view((r0, h0_col), (h, shifted));
@@ -138,7 +164,7 @@ pub(super) fn backward_direction<T: Float>(
     // The first step's h_{t-1} is the initial state: zeros unless the caller gave one, and a
     // zero product adds nothing.
     let h0 = initial.h.columns(slot * batch, batch);
-    if h0.iter().any(|&v| v != T::zero()) {
+    if full && h0.iter().any(|&v| v != T::zero()) {
         let first = dims.step(0) * batch;
         add_a_bt(&mut w.weight_hh.grad, &d_hidden.columns(first, batch), &h0);
     }
@@ -155,11 +181,11 @@ pub(super) fn backward_direction<T: Float>(
         add_rows(&mut w.bias_ih.grad, b.w_ih_row, b.d_gates_row, b.rows);
     }
     add_rows(&mut w.bias_hh.grad, 0, hidden_row, gh);
-    if let Some((d_x, accum)) = d_x {
+    if let Some((mut d_x, accum)) = d_x {
         // `W_ihᵀ dgx`, block by block: the first writes (or adds, as asked), the rest add.
         for (i, b) in layout.input_blocks().enumerate() {
             matmul(
-                d_x,
+                &mut d_x,
                 if i == 0 { accum } else { Accum::Add },
                 &w.weight_ih.value.rows(b.w_ih_row, b.rows),
                 Trans::Yes,

@@ -73,15 +73,52 @@ pub(crate) fn window_steps(gh: usize, input: usize, steps: usize, batch: usize) 
 }
 
 /// Columns of the forward-only pass's gate buffer for a layer-direction: `B` when the steps
-/// compute the input part, else the longest window (the `T / w` windows of `w =`
-/// [`window_steps`] share the `T` steps, so each has `w` to `2w - 1` steps).
+/// compute the input part, else the longest window: of a full batch (the `T / w` windows of
+/// `w =` [`window_steps`] share the `T` steps, so each has `w` to `2w - 1` steps), or of a
+/// variable-length one ([`packed_window_len`]: fewer than `w·B + B + m` columns, `m` those of
+/// the smallest product on matrixmultiply), at most `T*B`.
 pub(crate) fn window_columns(batch: usize, gh: usize, input: usize, steps: usize) -> usize {
     if input_in_loop(batch, gh * input) {
         batch
     } else {
-        let windows = steps / window_steps(gh, input, steps, batch).max(1);
-        steps.div_ceil(windows.max(1)) * batch
+        let w = window_steps(gh, input, steps, batch).max(1);
+        let windows = steps / w;
+        let full = steps.div_ceil(windows.max(1)) * batch;
+        let packed = (w * batch + batch + min_product_columns(gh, input)).min(steps * batch);
+        full.max(packed)
     }
+}
+
+/// The fewest columns of an input product `(gh x input) · (input x n)` on matrixmultiply
+/// (`PARALLEL_MIN_MACS` multiply-adds).
+fn min_product_columns(gh: usize, input: usize) -> usize {
+    PARALLEL_MIN_MACS.div_ceil(gh.saturating_mul(input).max(1))
+}
+
+/// The steps of the forward-only pass's input-product window that starts at index `base` of the
+/// direction's order, for a variable-length batch: steps are added until the window holds
+/// `target` columns (a full batch's window), except that a window whose rest would be a product
+/// too small for matrixmultiply (under `min_cols` columns) takes the rest too. So every window is
+/// on the kernel of the whole product (all on matrixmultiply when it is, a single window when it
+/// is not), which keeps the training forward's bits.
+fn packed_window_len(dims: &Dims<'_>, base: usize, target: usize, min_cols: usize) -> usize {
+    let total = dims.col(dims.steps);
+    // Columns of the steps before `base` in the direction's order.
+    let before = if dims.dir == 0 {
+        dims.col(base)
+    } else {
+        total - dims.col(dims.steps - base)
+    };
+    let (mut cols, mut len) = (0, 0);
+    while base + len < dims.steps {
+        cols += dims.running(dims.step(base + len));
+        len += 1;
+        let rest = total - before - cols;
+        if cols >= target && (rest == 0 || rest >= min_cols) {
+            break;
+        }
+    }
+    len
 }
 
 /// Forward of one layer-direction over the whole sequence: fills `out`'s rows `dir*H..`, the
@@ -105,6 +142,7 @@ pub(super) fn forward_direction<T: Float>(
         batch,
         dir,
         slot,
+        ..
     } = dims;
     let layout = GateLayout::new(cell, h);
     let (gh, rows_out, r0) = (layout.gate_rows(), out.nrows(), dir * h);
@@ -142,15 +180,15 @@ pub(super) fn forward_direction<T: Float>(
     }
     let gemv = small.then_some((&*gemv_hh, &*gemv_ih));
     let (window, cell_cols, hn_cols) = match keep {
-        Keep::All => (steps, StepCols::all(steps), StepCols::all(steps)),
+        Keep::All => (steps, StepCols::All, StepCols::All),
         Keep::Window => (
             if in_loop {
                 steps
             } else {
                 window_steps(gh, x.nrows(), steps, batch)
             },
-            StepCols { t0: 0, period: 2 },
-            StepCols { t0: 0, period: 1 },
+            StepCols::Ring(2),
+            StepCols::Ring(1),
         ),
     };
     let h0 = slot_slice(Some(&initial.h), slot, dims);
@@ -158,27 +196,38 @@ pub(super) fn forward_direction<T: Float>(
     let c0 = slot_slice(initial.c.as_ref(), slot, dims);
     let b_hn = &w.bias_hh.value.as_slice()[gh.saturating_sub(h)..];
     // Windows of `steps / windows` or one more steps (each at least `window`), in the
-    // direction's order.
+    // direction's order; for a variable-length batch, windows of about `window * B` columns.
     let windows = steps / window;
+    let full = dims.col(steps) == steps * batch;
     let mut base = 0;
-    for k in 0..windows {
-        let len = steps * (k + 1) / windows - steps * k / windows;
+    for k in 0.. {
+        if base == steps {
+            break;
+        }
+        let len = if full {
+            steps * (k + 1) / windows - steps * k / windows
+        } else {
+            let min_cols = min_product_columns(gh, x.nrows());
+            packed_window_len(&dims, base, window * batch, min_cols)
+        };
         // The window's first step in time (its last one in the reverse direction's order).
         let t0 = if dir == 0 { base } else { steps - base - len };
         let gate_cols = match (keep, in_loop) {
-            (Keep::All, _) => StepCols::all(steps),
-            (Keep::Window, true) => StepCols { t0: 0, period: 1 },
-            (Keep::Window, false) => StepCols { t0, period: len },
+            (Keep::All, _) => StepCols::All,
+            (Keep::Window, true) => StepCols::Ring(1),
+            (Keep::Window, false) => StepCols::From(t0),
         };
         if !in_loop {
             // `G_x = W_ih · X` over the window (large products in parts at once, one per thread, see
             // [`matmul`]).
+            let (c0, n) = (dims.col(t0), dims.col(t0 + len) - dims.col(t0));
+            let g0 = gate_cols.col(t0, &dims);
             matmul(
-                &mut gates.view_mut((gate_row, 0), (gh, len * batch)),
+                &mut gates.view_mut((gate_row, g0), (gh, n)),
                 Accum::Replace,
                 &w.weight_ih.value,
                 Trans::No,
-                &x.columns(t0 * batch, len * batch),
+                &x.columns(c0, n),
                 Trans::No,
             );
         }
@@ -213,14 +262,30 @@ pub(super) fn forward_direction<T: Float>(
         split::run_forward(lp);
         base += len;
     }
-    let last = dims.last();
-    final_state
-        .h
-        .columns_mut(slot * batch, batch)
-        .copy_from(&out.view((r0, last * batch), (h, batch)));
-    if let Some(c_n) = &mut final_state.c {
-        c_n.columns_mut(slot * batch, batch)
-            .copy_from(&cells.columns(cell_cols.col(last, batch), batch));
+    // Each sequence's final state is its last step's (the reverse direction's: step 0's).
+    let r_out = out.nrows();
+    let (out_s, cells_s) = (out.as_slice(), cells.as_slice());
+    let h_n = &mut final_state.h.as_mut_slice()[slot * batch * h..][..batch * h];
+    let mut c_n = final_state
+        .c
+        .as_mut()
+        .map(|c| &mut c.as_mut_slice()[slot * batch * h..][..batch * h]);
+    let full = dims.col(steps) == steps * batch;
+    for (j, h_j) in h_n.chunks_exact_mut(h).enumerate() {
+        let last = if dir == 1 {
+            0
+        } else if full {
+            steps - 1
+        } else {
+            // The steps sequence `j` runs: those with more than `j` running.
+            (0..steps).rev().find(|&t| dims.running(t) > j).unwrap_or(0)
+        };
+        let col = dims.col(last) + j;
+        h_j.copy_from_slice(&out_s[col * r_out + r0..][..h]);
+        if let Some(c_n) = &mut c_n {
+            let cc = cell_cols.col(last, &dims) + j;
+            c_n[j * h..][..h].copy_from_slice(&cells_s[cc * h..][..h]);
+        }
     }
 }
 

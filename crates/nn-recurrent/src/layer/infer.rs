@@ -13,8 +13,9 @@
 
 use super::Dims;
 use super::forward::{self, Keep, window_columns};
-use crate::cache::DirectionCache;
+use crate::cache::{DirectionCache, PackedBuffers};
 use crate::gates::GateLayout;
+use crate::lengths::Packing;
 use crate::{Lengths, Recurrent, RecurrentConfig, RecurrentState};
 use nalgebra::{DMatrix, DMatrixView};
 use nn_core::{Float, Result, check_finite, try_zeros};
@@ -39,6 +40,10 @@ pub struct InferScratch<T: Float> {
     /// A copy of the initial state (zeros when none was given).
     initial: RecurrentState<T>,
     final_state: RecurrentState<T>,
+    /// The step layout of the last call, and the buffers of a variable-length batch
+    /// ([`PackedBuffers`]: the packed input, the padded output, the sorted states).
+    packing: Packing,
+    packed: Option<PackedBuffers<T>>,
     empty: DMatrix<T>,
     empty_state: RecurrentState<T>,
 }
@@ -63,6 +68,8 @@ impl<T: Float> InferScratch<T> {
             direction: None,
             initial: none(),
             final_state: none(),
+            packing: Packing::default(),
+            packed: None,
             empty: DMatrix::zeros(0, 0),
             empty_state: none(),
         }
@@ -71,10 +78,10 @@ impl<T: Float> InferScratch<T> {
     /// The output `(D*H, T*B)` of the last successful [`Recurrent::infer`] (PyTorch's `output`
     /// as `[T, B, D*H]` bytes); empty before the first or after a failed one.
     pub fn output(&self) -> &DMatrix<T> {
-        if self.done {
-            &self.outputs[0]
-        } else {
-            &self.empty
+        match &self.packed {
+            Some(p) if self.done && !self.packing.full => &p.output,
+            _ if self.done => &self.outputs[0],
+            _ => &self.empty,
         }
     }
 
@@ -97,6 +104,7 @@ impl<T: Float> InferScratch<T> {
         self.sized_for = None;
         self.outputs = [DMatrix::zeros(0, 0), DMatrix::zeros(0, 0)];
         self.direction = None;
+        self.packed = None;
         let (h, d, l) = (
             config.hidden_size,
             config.num_directions(),
@@ -163,12 +171,9 @@ impl<T: Float> Recurrent<T> {
         scratch.done = false;
         self.check_weights("Recurrent::infer parameter")?;
         let batch = lengths.batch();
-        let steps = self.check_sequence("Recurrent::infer input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", &x, batch)?;
-        if !lengths.check("Recurrent::infer lengths", steps)? {
-            return Err(nn_core::Error::InvalidConfig(
-                "Recurrent::infer: variable lengths are not supported yet".into(),
-            ));
-        }
+        let op = "Recurrent::infer input (rows: I features; columns: T*B, step t of sequence b at t*B + b)";
+        let steps = self.check_sequence(op, &x, batch)?;
+        lengths.check("Recurrent::infer lengths", steps)?;
         if let Some(s) = initial {
             self.check_state(
                 "Recurrent::infer initial state",
@@ -179,6 +184,7 @@ impl<T: Float> Recurrent<T> {
             )?;
         }
         scratch.prepare(&self.config, steps, batch)?;
+        scratch.packing.set(lengths, steps);
         scratch.initial.copy_initial(initial);
         let (cell, hidden, dirs, layers) = (
             self.config.cell,
@@ -190,7 +196,9 @@ impl<T: Float> Recurrent<T> {
             outputs,
             direction,
             initial,
-            final_state,
+            final_state: user_final,
+            packing,
+            packed,
             ..
         } = &mut *scratch;
         let Some(dc) = direction.as_mut() else {
@@ -198,6 +206,21 @@ impl<T: Float> Recurrent<T> {
                 "Recurrent::infer: buffers not sized".into(),
             ));
         };
+        let total = packing.total();
+        // A variable-length batch runs packed, as in `forward_with`.
+        if !packing.full && packed.is_none() {
+            *packed = Some(PackedBuffers::new(&self.config, steps, batch, false)?);
+        }
+        let mut varlen = packed.as_mut().filter(|_| !packing.full);
+        let (x, initial, final_state) = match varlen.as_deref_mut() {
+            Some(p) => {
+                packing.gather(&x, &mut p.x);
+                packing.permute_state(initial, &mut p.initial, true);
+                (p.x.columns(0, total), &p.initial, &mut p.final_state)
+            }
+            None => (x.columns(0, x.ncols()), &*initial, &mut *user_final),
+        };
+        check_finite(op, &x)?;
         let [top, below] = outputs;
         for l in 0..layers {
             // Layer `l` writes `outputs[(L - 1 - l) % 2]` and reads the other one (or `x`).
@@ -207,9 +230,9 @@ impl<T: Float> Recurrent<T> {
                 (&mut *below, &*top)
             };
             let input = if l == 0 {
-                x.columns(0, x.ncols())
+                x.columns(0, total)
             } else {
-                prev.columns(0, prev.ncols())
+                prev.columns(0, total)
             };
             for d in 0..dirs {
                 let dims = Dims {
@@ -218,6 +241,7 @@ impl<T: Float> Recurrent<T> {
                     batch,
                     dir: d,
                     slot: l * dirs + d,
+                    off: &packing.off,
                 };
                 forward::forward_direction(
                     cell,
@@ -232,7 +256,11 @@ impl<T: Float> Recurrent<T> {
                 );
             }
         }
-        check_finite("Recurrent::infer output (overflow)", &scratch.outputs[0])?;
+        check_finite("Recurrent::infer output (overflow)", &top.columns(0, total))?;
+        if let Some(p) = varlen {
+            packing.scatter(top, &mut p.output);
+            packing.permute_state(&p.final_state, user_final, false);
+        }
         check_finite(
             "Recurrent::infer final h (overflow)",
             &scratch.final_state.h,
@@ -241,6 +269,6 @@ impl<T: Float> Recurrent<T> {
             check_finite("Recurrent::infer final c (overflow)", c)?;
         }
         scratch.done = true;
-        Ok((&scratch.outputs[0], &scratch.final_state))
+        Ok((scratch.output(), &scratch.final_state))
     }
 }

@@ -33,7 +33,7 @@ mod tests;
 pub use infer::InferScratch;
 pub(crate) use products::{bias_column, gemv_step_products, input_in_loop, step_products};
 
-use crate::cache::{LayerCache, Saved};
+use crate::cache::{LayerCache, PackedBuffers, Saved};
 use crate::fingerprint::Fingerprint;
 use crate::weights::DirectionWeights;
 use crate::{Lengths, RecurrentCache, RecurrentConfig, RecurrentState};
@@ -96,9 +96,9 @@ fn fresh_version() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The sizes one layer-direction pass works with.
+/// The sizes one layer-direction pass works with, and where each step's columns are.
 #[derive(Clone, Copy, Debug)]
-struct Dims {
+struct Dims<'a> {
     hidden: usize,
     steps: usize,
     batch: usize,
@@ -106,15 +106,20 @@ struct Dims {
     dir: usize,
     /// `l*D + d`: the block of columns of this layer-direction in a state.
     slot: usize,
+    /// The `T + 1` column offsets of the steps ([`Packing`](crate::lengths::Packing)): step
+    /// `t` is columns `off[t]..off[t+1]`, the sorted sequences `0..n_t` still running (all `B`,
+    /// `off[t] = t*B`, without lengths).
+    off: &'a [usize],
 }
 
-impl Dims {
+impl Dims<'_> {
     /// The step processed `s`-th (forward order for `dir = 0`, reversed for `dir = 1`).
     fn step(&self, s: usize) -> usize {
         if self.dir == 0 { s } else { self.steps - 1 - s }
     }
 
-    /// The step whose state feeds step `t`, or `None` when it is the initial state.
+    /// The step whose state feeds step `t` of the sequences that have one, or `None` when all
+    /// start at `t` from the initial state.
     fn prev(&self, t: usize) -> Option<usize> {
         if self.dir == 0 {
             t.checked_sub(1)
@@ -123,14 +128,34 @@ impl Dims {
         }
     }
 
-    /// The step whose state is the final one.
-    fn last(&self) -> usize {
-        self.step(self.steps - 1)
+    /// Step `t`'s first column.
+    fn col(&self, t: usize) -> usize {
+        self.off[t]
+    }
+
+    /// The sequences still running at step `t` (the sorted `0..n_t`).
+    fn running(&self, t: usize) -> usize {
+        self.off[t + 1] - self.off[t]
+    }
+
+    /// At step `t`, the sequences `0..k` continue from [`Dims::prev`]`(t)`; the rest of the
+    /// running ones start there from the initial state (the reverse direction's sequences that
+    /// end at `t`; all of them at the first step).
+    fn continuing(&self, t: usize) -> usize {
+        match self.prev(t) {
+            None => 0,
+            Some(tp) => self.running(tp).min(self.running(t)),
+        }
+    }
+
+    /// The step whose state feeds sequence `j` at step `t`, or `None` for the initial state.
+    fn prev_of(&self, t: usize, j: usize) -> Option<usize> {
+        self.prev(t).filter(|_| j < self.continuing(t))
     }
 }
 
 /// The `(H*B)` values of slot `slot` of a state matrix (`(H, L*D*B)`), or `&[]` for no matrix.
-fn slot_slice<T: Float>(m: Option<&DMatrix<T>>, slot: usize, dims: Dims) -> &[T] {
+fn slot_slice<'m, T: Float>(m: Option<&'m DMatrix<T>>, slot: usize, dims: Dims<'_>) -> &'m [T] {
     let n = dims.hidden * dims.batch;
     m.map_or(&[][..], |m| &m.as_slice()[slot * n..(slot + 1) * n])
 }
@@ -220,7 +245,8 @@ impl<T: Float> Recurrent<T> {
         )
     }
 
-    /// Checks a sequence batch and returns `T`.
+    /// Checks a sequence batch's shape and returns `T` (the caller checks that its real columns
+    /// are finite).
     fn check_sequence<S: nalgebra::RawStorage<T, nalgebra::Dyn, nalgebra::Dyn>>(
         &self,
         op: &'static str,
@@ -248,7 +274,6 @@ impl<T: Float> Recurrent<T> {
                 got: x.ncols(),
             });
         }
-        check_finite(op, x)?;
         Ok(x.ncols() / batch)
     }
 
@@ -355,15 +380,11 @@ impl<T: Float> Recurrent<T> {
         let x: DMatrixView<'x, T> = x.into();
         cache.saved = Saved::Nothing;
         self.check_weights("Recurrent::forward parameter")?;
+        let op = "Recurrent::forward input (rows: I features; columns: T*B, step t of sequence b at t*B + b)";
         let batch = lengths.batch();
-        let steps = self.check_sequence("Recurrent::forward input (rows: I features; columns: T*B, step t of sequence b at t*B + b)", &x, batch)?;
-        if !lengths.check("Recurrent::forward lengths", steps)? {
-            return Err(Error::InvalidConfig(
-                "Recurrent::forward: variable lengths are not supported yet".into(),
-            ));
-        }
+        let steps = self.check_sequence(op, &x, batch)?;
+        lengths.check("Recurrent::forward lengths", steps)?;
         let _ = dropout;
-        cache.input_print = Some(Fingerprint::of(&x));
         if let Some(s) = initial {
             self.check_state(
                 "Recurrent::forward initial state",
@@ -374,18 +395,81 @@ impl<T: Float> Recurrent<T> {
             )?;
         }
         cache.prepare(&self.config, steps, batch)?;
+        cache.packing.set(lengths, steps);
         cache.initial.copy_initial(initial);
-        let (cell, hidden, dirs) = (
-            self.config.cell,
-            self.config.hidden_size,
-            self.config.num_directions(),
-        );
         let RecurrentCache {
             layers,
             initial,
             final_state,
+            packing,
+            packed,
+            input_print,
             ..
         } = cache;
+        let total = packing.total();
+        // A variable-length batch runs packed: its real input columns gathered, its states
+        // with the sequences sorted (`lengths.rs`).
+        if !packing.full && packed.is_none() {
+            *packed = Some(PackedBuffers::new(&self.config, steps, batch, true)?);
+        }
+        let mut varlen = packed.as_mut().filter(|_| !packing.full);
+        let (input, initial, final_state) = match varlen.as_deref_mut() {
+            Some(p) => {
+                packing.gather(&x, &mut p.x);
+                packing.permute_state(initial, &mut p.initial, true);
+                (p.x.columns(0, total), &p.initial, &mut p.final_state)
+            }
+            None => (x.columns(0, x.ncols()), &*initial, &mut *final_state),
+        };
+        check_finite(op, &input)?;
+        *input_print = Some(Fingerprint::of(&input));
+        self.forward_layers(
+            &input,
+            Dims {
+                hidden: self.config.hidden_size,
+                steps,
+                batch,
+                dir: 0,
+                slot: 0,
+                off: &packing.off,
+            },
+            initial,
+            layers,
+            final_state,
+        );
+        // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any
+        // size): such a result is refused, and the cache stays unusable for backward.
+        if let Some(top) = layers.last() {
+            check_finite(
+                "Recurrent::forward output (overflow)",
+                &top.output.columns(0, total),
+            )?;
+            if let Some(p) = varlen {
+                packing.scatter(&top.output, &mut p.output);
+                packing.permute_state(&p.final_state, &mut cache.final_state, false);
+            }
+        }
+        let final_state = &cache.final_state;
+        check_finite("Recurrent::forward final h (overflow)", &final_state.h)?;
+        if let Some(c) = &final_state.c {
+            check_finite("Recurrent::forward final c (overflow)", c)?;
+        }
+        cache.saved = Saved::Forward;
+        Ok(())
+    }
+
+    /// The forward of every layer and direction, bottom up, on `x` (packed as `dims.off` says),
+    /// from `initial` into the layers' buffers and `final_state`.
+    fn forward_layers(
+        &self,
+        x: &DMatrixView<'_, T>,
+        dims: Dims<'_>,
+        initial: &RecurrentState<T>,
+        layers: &mut [LayerCache<T>],
+        final_state: &mut RecurrentState<T>,
+    ) {
+        let dirs = self.config.num_directions();
+        let total = dims.col(dims.steps);
         for l in 0..self.config.num_layers {
             let (below, rest) = layers.split_at_mut(l);
             let LayerCache {
@@ -393,19 +477,17 @@ impl<T: Float> Recurrent<T> {
             } = &mut rest[0];
             let input = match below.last() {
                 None => x.columns(0, x.ncols()),
-                Some(prev) => prev.output.columns(0, prev.output.ncols()),
+                Some(prev) => prev.output.columns(0, total),
             };
             for (d, dc) in directions.iter_mut().enumerate() {
                 let dims = Dims {
-                    hidden,
-                    steps,
-                    batch,
                     dir: d,
                     slot: l * dirs + d,
+                    ..dims
                 };
                 let w = &self.directions[dims.slot];
                 forward::forward_direction(
-                    cell,
+                    self.config.cell,
                     w,
                     &input,
                     dims,
@@ -417,17 +499,6 @@ impl<T: Float> Recurrent<T> {
                 );
             }
         }
-        // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any
-        // size): such a result is refused, and the cache stays unusable for backward.
-        if let Some(top) = layers.last() {
-            check_finite("Recurrent::forward output (overflow)", &top.output)?;
-        }
-        check_finite("Recurrent::forward final h (overflow)", &final_state.h)?;
-        if let Some(c) = &final_state.c {
-            check_finite("Recurrent::forward final c (overflow)", c)?;
-        }
-        cache.saved = Saved::Forward;
-        Ok(())
     }
 
     /// BPTT for the last forward on `x`: adds into every parameter's gradient, writes the input
@@ -482,45 +553,74 @@ impl<T: Float> Recurrent<T> {
             &x,
             Shape(input, cols),
         )?;
-        if cache.input_print != Some(Fingerprint::of(&x)) {
-            return Err(Error::InputChanged {
-                op: "Recurrent::backward",
-            });
-        }
         check_shape(
             "Recurrent::backward d_output",
             d_output,
             Shape(self.output_size(), cols),
         )?;
-        check_finite("Recurrent::backward d_output", d_output)?;
         if let Some(s) = d_final {
             self.check_state("Recurrent::backward d_final", s, batch, self.slots(), true)?;
         }
         if let Some(dx) = &d_input {
             check_shape("Recurrent::backward d_input", *dx, Shape(input, cols))?;
         }
-        // From here on the saved gates are overwritten, whatever the outcome.
-        cache.saved = Saved::Used;
         let RecurrentCache {
             layers,
             initial,
             d_initial,
+            packing,
+            packed,
+            input_print,
+            saved,
             ..
         } = cache;
-        // The running gradients dh (and dc) of each layer-direction live in `d_initial`: they
-        // start as ∂L/∂h_n and end, after step 0 (forward order), as ∂L/∂h0.
-        match d_final {
-            Some(s) => {
-                d_initial.h.copy_from(&s.h);
-                if let Some(dc) = &mut d_initial.c {
-                    match &s.c {
-                        Some(src) => dc.copy_from(src),
-                        None => dc.fill(T::zero()),
-                    }
-                }
-            }
-            None => d_initial.fill_zero(),
+        let total = packing.total();
+        // A variable-length batch: its real columns only, packed (see `forward_with`).
+        let varlen = packed.as_mut().filter(|_| !packing.full);
+        let print = match &varlen {
+            Some(_) => Fingerprint::of_columns(&x, packing.padded_columns()),
+            None => Fingerprint::of(&x),
+        };
+        if *input_print != Some(print) {
+            return Err(Error::InputChanged {
+                op: "Recurrent::backward",
+            });
         }
+        let op = "Recurrent::backward d_output";
+        let mut no_buffer = DMatrix::zeros(0, 0);
+        let (x_in, dy_top, initial, d_state, mut d_x0, h_prev) = match varlen {
+            Some(p) => {
+                packing.gather(&d_output.columns(0, cols), &mut p.d_top);
+                check_finite(op, &p.d_top.columns(0, total))?;
+                p.initial_d(packing, d_final);
+                let d_x0 = d_input.is_some().then(|| p.d_x.columns_mut(0, total));
+                (
+                    p.x.columns(0, total),
+                    &p.d_top,
+                    &p.initial,
+                    &mut p.d_initial,
+                    d_x0,
+                    &mut p.h_prev,
+                )
+            }
+            None => {
+                check_finite(op, d_output)?;
+                d_initial.copy_initial(d_final);
+                let d_x0 = d_input.as_deref_mut().map(|m| m.columns_mut(0, cols));
+                (
+                    x,
+                    d_output,
+                    &*initial,
+                    &mut *d_initial,
+                    d_x0,
+                    &mut no_buffer,
+                )
+            }
+        };
+        // From here on the saved gates are overwritten, whatever the outcome. The running
+        // gradients dh (and dc) of each layer-direction live in `d_state`: they start as
+        // ∂L/∂h_n and end, after step 0 (forward order), as ∂L/∂h0.
+        *saved = Saved::Used;
         let (cell, hidden, dirs, num_layers) = (
             self.config.cell,
             self.config.hidden_size,
@@ -535,17 +635,23 @@ impl<T: Float> Recurrent<T> {
                 directions,
             } = &mut rest[0];
             let dy: &DMatrix<T> = if l + 1 == num_layers {
-                d_output
+                dy_top
             } else {
                 d_out_here
             };
             let (x_in, mut d_x) = match below.last_mut() {
-                None => (x.columns(0, cols), d_input.as_deref_mut()),
+                None => (
+                    x_in.columns(0, total),
+                    d_x0.as_mut().map(|m| m.columns_mut(0, total)),
+                ),
                 Some(LayerCache {
                     output: prev_out,
                     d_output: prev_d,
                     ..
-                }) => (prev_out.columns(0, cols), Some(prev_d)),
+                }) => (
+                    prev_out.columns(0, total),
+                    Some(prev_d.columns_mut(0, total)),
+                ),
             };
             for (d, dc) in directions.iter_mut().enumerate() {
                 let dims = Dims {
@@ -554,6 +660,7 @@ impl<T: Float> Recurrent<T> {
                     batch,
                     dir: d,
                     slot: l * dirs + d,
+                    off: &packing.off,
                 };
                 // Both directions feed the same input: the first writes dX, the second adds.
                 let accum = if d == 0 { Accum::Replace } else { Accum::Add };
@@ -566,10 +673,17 @@ impl<T: Float> Recurrent<T> {
                     output,
                     dy,
                     dc,
-                    d_initial,
-                    d_x.as_deref_mut().map(|m| (m, accum)),
+                    d_state,
+                    d_x.as_mut().map(|m| (m.columns_mut(0, total), accum)),
+                    h_prev,
                 );
             }
+        }
+        if let Some(p) = packed.as_mut().filter(|_| !packing.full) {
+            if let Some(dx) = d_input.as_deref_mut() {
+                packing.scatter(&p.d_x, dx);
+            }
+            packing.permute_state(&p.d_initial, d_initial, false);
         }
         // Finite upstream gradients can still overflow (huge inputs times huge gradients).
         let op = "Recurrent::backward gradient (overflow)";

@@ -219,7 +219,7 @@ impl<'a, T> SharedCols<'a, T> {
 #[derive(Debug)]
 pub(super) struct ForwardLoop<'a, T: Float> {
     pub(super) cell: CellKind,
-    pub(super) dims: Dims,
+    pub(super) dims: Dims<'a>,
     pub(super) gh: usize,
     pub(super) rows_out: usize,
     pub(super) r0: usize,
@@ -260,30 +260,27 @@ pub(super) struct ForwardLoop<'a, T: Float> {
     pub(super) hn_cols: StepCols,
 }
 
-/// Where step `t`'s `B` columns start in a buffer that holds `period` steps from step `t0`:
-/// column `((t - t0) % period) * B`. The training forward keeps every step (`t0 = 0`,
-/// `period = T`: column `t*B`); the forward-only pass keeps one step (`period = 1`), two (the
-/// LSTM's `c`: `c_{t-1}` and `c_t`, `period = 2`), or a window of steps (the input product of
-/// the window starting at step `t0`).
+/// Where step `t`'s columns start in a buffer: the training forward keeps every step
+/// ([`StepCols::All`]: column `off[t]`, [`Dims`]), the forward-only pass one step or two in turn
+/// ([`StepCols::Ring`]`(p)`: column `(t mod p)·B`; the LSTM's `c` keeps `c_{t-1}` and `c_t`), or the
+/// window of steps of the input product that starts at step `t0` ([`StepCols::From`]`(t0)`:
+/// column `off[t] - off[t0]`).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct StepCols {
-    pub(super) t0: usize,
-    pub(super) period: usize,
+pub(super) enum StepCols {
+    All,
+    Ring(usize),
+    From(usize),
 }
 
 impl StepCols {
-    /// Every one of `steps` steps.
-    pub(super) fn all(steps: usize) -> Self {
-        StepCols {
-            t0: 0,
-            period: steps,
-        }
-    }
-
-    /// The first column of step `t` (`t >= t0`).
+    /// The first column of step `t` (`t >= t0` for `From(t0)`).
     #[inline]
-    pub(super) fn col(self, t: usize, batch: usize) -> usize {
-        ((t - self.t0) % self.period) * batch
+    pub(super) fn col(self, t: usize, dims: &Dims<'_>) -> usize {
+        match self {
+            StepCols::All => dims.col(t),
+            StepCols::Ring(period) => (t % period) * dims.batch,
+            StepCols::From(t0) => dims.col(t) - dims.col(t0),
+        }
     }
 }
 
@@ -314,29 +311,35 @@ unsafe fn forward_steps<T: Float>(
         r0,
         ..
     } = *lp;
-    let (h, batch) = (dims.hidden, dims.batch);
+    let h = dims.hidden;
     let steps = lp.len;
     let mut bs = bs;
     for s in first..steps {
-        let (b0, nb) = (bs.start, bs.len());
         let t = dims.step(lp.base + s);
-        let prev = dims.prev(t);
+        // The running sequences of `bs` (sorted longest first: a block of leading columns), of
+        // which `b0..mid` continue from step `tp` and `mid..end` start from the initial state.
+        let (b0, end) = (bs.start, bs.end.min(dims.running(t)));
+        let mid = dims.continuing(t).clamp(b0, end.max(b0));
         let (gcol, ccol, hcol) = (
-            lp.gate_cols.col(t, batch),
-            lp.cell_cols.col(t, batch),
-            lp.hn_cols.col(t, batch),
+            lp.gate_cols.col(t, &dims),
+            lp.cell_cols.col(t, &dims),
+            lp.hn_cols.col(t, &dims),
         );
         // SAFETY (every `cols`/`cols_mut` below): the columns are step `t`'s or `tp`'s column of
-        // sequence `b` (`t*B + b` in the output, `StepCols::col(t) + b` in the other buffers, or
-        // `b` of the GRU's step scratch `hidden_gates`) with `b` in `bs`, this call's own (from
+        // sequence `b` (`off[t] + b` in the output, `StepCols::col(t) + b` in the other buffers,
+        // or `b` of the GRU's step scratch `hidden_gates`) with `b` in `bs`, this call's own (from
         // the caller); `tp != t`, and the one buffer read at step `tp` besides the output, `cells`,
-        // keeps at least two steps (`period` 2 or `T`), so a shared slice of step `tp` never
+        // keeps at least two steps (`Ring(2)` or `All`), so a shared slice of step `tp` never
         // overlaps a mutable one of step `t`; each mutable slice is dropped before another one of
         // the same columns is made.
-        {
-            let h_prev = match prev {
-                Some(tp) => {
-                    let block = unsafe { lp.out.cols(tp * batch + b0, nb) };
+        for (c0, c1, from_prev) in [(b0, mid, true), (mid, end, false)] {
+            if c0 >= c1 {
+                continue;
+            }
+            let nb = c1 - c0;
+            let h_prev = match dims.prev(t) {
+                Some(tp) if from_prev => {
+                    let block = unsafe { lp.out.cols(dims.col(tp) + c0, nb) };
                     Some(DMatrixView::from_slice_with_strides_generic(
                         &block[r0..],
                         Dyn(h),
@@ -345,14 +348,14 @@ unsafe fn forward_steps<T: Float>(
                         Dyn(rows_out),
                     ))
                 }
-                None if lp.h0_zero => None,
-                None => Some(DMatrixView::from_slice(&lp.h0[b0 * h..][..nb * h], h, nb)),
+                _ if lp.h0_zero => None,
+                _ => Some(DMatrixView::from_slice(&lp.h0[c0 * h..][..nb * h], h, nb)),
             };
-            let x_t = lp.x.columns(t * batch + b0, nb);
+            let x_t = lp.x.columns(dims.col(t) + c0, nb);
             // The step's gate rows (a GRU's from `gate_row`, columns `4H` apart) and the GRU's
             // scratch for `W_hh h_{t-1}`.
             let rows = lp.gates.rows;
-            let cols = unsafe { lp.gates.cols_mut(gcol + b0, nb) };
+            let cols = unsafe { lp.gates.cols_mut(gcol + c0, nb) };
             let mut g_t = DMatrixViewMut::from_slice_with_strides_generic(
                 &mut cols[lp.gate_row..],
                 Dyn(gh),
@@ -361,7 +364,7 @@ unsafe fn forward_steps<T: Float>(
                 Dyn(rows),
             );
             let mut hidden = (cell == CellKind::Gru).then(|| {
-                DMatrixViewMut::from_slice(unsafe { lp.hidden_gates.cols_mut(b0, nb) }, gh, nb)
+                DMatrixViewMut::from_slice(unsafe { lp.hidden_gates.cols_mut(c0, nb) }, gh, nb)
             });
             match lp.gemv {
                 Some((hh, ih)) => {
@@ -374,10 +377,11 @@ unsafe fn forward_steps<T: Float>(
                 }
             }
         }
-        for b in bs.clone() {
-            let col = t * batch + b;
+        for b in b0..end {
+            let col = dims.col(t) + b;
+            let prev = dims.prev_of(t, b);
             let h_prev = match prev {
-                Some(tp) => unsafe { &lp.out.cols(tp * batch + b, 1)[r0..r0 + h] },
+                Some(tp) => unsafe { &lp.out.cols(dims.col(tp) + b, 1)[r0..r0 + h] },
                 None => &lp.h0[b * h..][..h],
             };
             let h_new = unsafe { &mut lp.out.cols_mut(col, 1)[r0..r0 + h] };
@@ -386,7 +390,7 @@ unsafe fn forward_steps<T: Float>(
                 CellKind::Rnn(act) => rnn::forward(act, g, lp.bias, h_new),
                 CellKind::Lstm => {
                     let c_prev = match prev {
-                        Some(tp) => unsafe { lp.cells.cols(lp.cell_cols.col(tp, batch) + b, 1) },
+                        Some(tp) => unsafe { lp.cells.cols(lp.cell_cols.col(tp, &dims) + b, 1) },
                         None => &lp.c0[b * h..][..h],
                     };
                     let c_new = unsafe { lp.cells.cols_mut(ccol + b, 1) };
@@ -413,7 +417,7 @@ unsafe fn forward_steps<T: Float>(
 #[derive(Debug)]
 pub(super) struct BackwardLoop<'a, T: Float> {
     pub(super) cell: CellKind,
-    pub(super) dims: Dims,
+    pub(super) dims: Dims<'a>,
     pub(super) gh: usize,
     pub(super) rows_out: usize,
     pub(super) r0: usize,
@@ -459,22 +463,23 @@ unsafe fn backward_steps<T: Float>(
         r0,
         ..
     } = *lp;
-    let (h, steps, batch) = (dims.hidden, dims.steps, dims.batch);
+    let (h, steps) = (dims.hidden, dims.steps);
     let mut bs = bs;
     for s in first..steps {
-        let (b0, nb) = (bs.start, bs.len());
-        // Steps in the reverse of the forward's order.
+        // Steps in the reverse of the forward's order; the running sequences of `bs`.
         let t = dims.step(steps - 1 - s);
-        let prev = dims.prev(t);
-        // SAFETY (every `cols`/`cols_mut` below): the columns are `t*B + b` (or `b` of `dh`,
+        let (b0, end) = (bs.start, bs.end.min(dims.running(t)));
+        let nb = end.saturating_sub(b0);
+        // SAFETY (every `cols`/`cols_mut` below): the columns are `off[t] + b` (or `b` of `dh`,
         // `dc`) with `b` in `bs`, this call's own (from the caller), and each slice is dropped
         // before another one of the same columns is made.
-        for b in bs.clone() {
-            let col = t * batch + b;
+        for b in b0..end {
+            let col = dims.col(t) + b;
+            let prev = dims.prev_of(t, b);
             let dh = unsafe { lp.dh.cols_mut(b, 1) };
             let dy_col = &lp.dy[col * rows_out + r0..][..h];
             let h_prev = match prev {
-                Some(tp) => &lp.out[(tp * batch + b) * rows_out + r0..][..h],
+                Some(tp) => &lp.out[(dims.col(tp) + b) * rows_out + r0..][..h],
                 None => &lp.h0[b * h..][..h],
             };
             let dg = unsafe { lp.d_gates.cols_mut(col, 1) };
@@ -485,7 +490,7 @@ unsafe fn backward_steps<T: Float>(
                 }
                 CellKind::Lstm => {
                     let c_prev = match prev {
-                        Some(tp) => &lp.cells[(tp * batch + b) * h..][..h],
+                        Some(tp) => &lp.cells[(dims.col(tp) + b) * h..][..h],
                         None => &lp.c0[b * h..][..h],
                     };
                     // `dg` holds this step's gates until the cell turns them into `dG_t`.
@@ -503,7 +508,13 @@ unsafe fn backward_steps<T: Float>(
             CellKind::Gru => Accum::Add,
             _ => Accum::Replace,
         };
-        let d_g = unsafe { lp.d_gates.cols(t * batch + b0, nb) };
+        if nb == 0 {
+            if let Some((hand, side)) = handoff {
+                bs = hand.poll(side, bs, s, steps);
+            }
+            continue;
+        }
+        let d_g = unsafe { lp.d_gates.cols(dims.col(t) + b0, nb) };
         step_product(
             &mut DMatrixViewMut::from_slice(unsafe { lp.dh.cols_mut(b0, nb) }, h, nb),
             accum,

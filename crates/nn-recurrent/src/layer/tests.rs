@@ -2,7 +2,7 @@
 
 use super::handoff::GRANTS;
 use super::split::{SLOW_SIDE, force_split};
-use crate::{CellKind, RecurrentCache, RecurrentConfig, RecurrentState};
+use crate::{CellKind, Lengths, RecurrentCache, RecurrentConfig, RecurrentState};
 use nalgebra::DMatrix;
 use nn_core::kernels::pool;
 use nn_core::{Float, Module, Rng};
@@ -22,6 +22,17 @@ fn fill<T: Float>(rows: usize, cols: usize, seed: usize) -> DMatrix<T> {
 
 /// Every result of one forward and backward, as bits.
 fn run<T: Float>(config: &RecurrentConfig, steps: usize, batch: usize, split: bool) -> Vec<u64> {
+    run_lengths::<T>(config, steps, Lengths::Full(batch), split)
+}
+
+/// [`run`] on a batch of these lengths.
+fn run_lengths<T: Float>(
+    config: &RecurrentConfig,
+    steps: usize,
+    lengths: Lengths<'_>,
+    split: bool,
+) -> Vec<u64> {
+    let batch = lengths.batch();
     force_split(Some(split));
     let mut layer = config.init::<T>(&mut Rng::seed_from(3)).unwrap();
     let (i, h) = (config.input_size, config.hidden_size);
@@ -34,7 +45,7 @@ fn run<T: Float>(config: &RecurrentConfig, steps: usize, batch: usize, split: bo
     let x = fill::<T>(i, steps * batch, 0);
     let mut cache = RecurrentCache::new();
     layer
-        .forward(&x, batch, Some(&state(1)), &mut cache)
+        .forward_with(&x, lengths, Some(&state(1)), &mut cache, None)
         .unwrap();
     let d_out = fill::<T>(layer.output_size(), steps * batch, 5);
     let mut d_x = DMatrix::zeros(i, steps * batch);
@@ -84,6 +95,34 @@ fn split_time_loops_give_the_serial_results_bit_for_bit() {
                     "f32 {what}"
                 );
             }
+        }
+    }
+}
+
+/// Variable-length batches: split loops, where a part's sequences finish at different steps
+/// (and a part may have none left running), give the serial bits; so do hand-offs.
+#[test]
+fn split_time_loops_on_variable_lengths_give_the_serial_bits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let steps = 6;
+    // B = 24: the steps compute `W_ih x_t` ([`input_in_loop`]).
+    let long: Vec<usize> = (0..24).map(|b| 1 + (b * 7) % steps).collect();
+    for cell in CellKind::ALL {
+        let config = RecurrentConfig::new(cell, 3, 6)
+            .with_num_layers(2)
+            .with_bidirectional(true);
+        for lengths in [&[2, 6, 1, 3, 6, 5, 1, 4][..], &long] {
+            let l = Lengths::Each(lengths);
+            let serial = run_lengths::<f64>(&config, steps, l, false);
+            assert_eq!(
+                serial,
+                run_lengths::<f64>(&config, steps, l, true),
+                "{cell:?}"
+            );
+            SLOW_SIDE.store(1, Ordering::Relaxed);
+            let handed = run_lengths::<f64>(&config, steps, l, true);
+            SLOW_SIDE.store(0, Ordering::Relaxed);
+            assert_eq!(serial, handed, "{cell:?} with side 0 slow");
         }
     }
 }
