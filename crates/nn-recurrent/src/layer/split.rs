@@ -51,7 +51,7 @@ pub(super) fn run_forward<T: Float>(lp: ForwardLoop<'_, T>) {
             // this call owns, until `for_each_part` has returned from all.
             let steps = |bs, first, poll: Poll<'_>| unsafe { forward_steps(lp, bs, first, poll) };
             pool::for_each_part(parts, |i| {
-                hand.run_side(i, pool::part_range(batch, parts, 1, i), steps)
+                hand.run_side(i, part_sequences(&lp.dims, parts, i), steps)
             });
         }
     }
@@ -74,10 +74,40 @@ pub(super) fn run_backward<T: Float>(lp: BackwardLoop<'_, T>) {
             // until `for_each_part` has returned from all.
             let steps = |bs, first, poll: Poll<'_>| unsafe { backward_steps(lp, bs, first, poll) };
             pool::for_each_part(parts, |i| {
-                hand.run_side(i, pool::part_range(batch, parts, 1, i), steps)
+                hand.run_side(i, part_sequences(&lp.dims, parts, i), steps)
             });
         }
     }
+}
+
+/// The sequences of part `i` of `parts`: [`pool::part_range`] of a full batch; of a
+/// variable-length one, blocks of the sorted sequences with about the same number of real steps
+/// each (part 0 fewer, longer sequences), since a part's sequences each cost their length.
+fn part_sequences(dims: &Dims<'_>, parts: usize, i: usize) -> std::ops::Range<usize> {
+    let (batch, steps) = (dims.batch, dims.steps);
+    let total = dims.col(steps);
+    if total == steps * batch {
+        return pool::part_range(batch, parts, 1, i);
+    }
+    // The real steps of the sorted sequences `0..k`: `Σ_t min(n_t, k)`.
+    let steps_before = |k: usize| (0..steps).map(|t| dims.running(t).min(k)).sum::<usize>();
+    // The first sequence of part `i`: the fewest sequences with `i/parts` of the real steps.
+    let start = |i: usize| {
+        if i >= parts {
+            return batch;
+        }
+        let (mut lo, mut hi) = (0, batch);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if steps_before(mid) * parts >= i * total {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    };
+    start(i)..start(i + 1)
 }
 
 /// Per-step multiply-adds of the step product (`G·H·H·B`) from which a time loop splits its
