@@ -20,6 +20,28 @@ pub enum Lengths<'a> {
     Each(&'a [usize]),
 }
 
+/// `B` sequences of all `T` steps: `forward(&x, 32, ..)` and `forward(&x, Lengths::Full(32), ..)`
+/// alike where a function takes `impl Into<Lengths>`.
+impl From<usize> for Lengths<'_> {
+    fn from(batch: usize) -> Self {
+        Lengths::Full(batch)
+    }
+}
+
+/// Each sequence's length.
+impl<'a> From<&'a [usize]> for Lengths<'a> {
+    fn from(lengths: &'a [usize]) -> Self {
+        Lengths::Each(lengths)
+    }
+}
+
+/// Each sequence's length.
+impl<'a> From<&'a Vec<usize>> for Lengths<'a> {
+    fn from(lengths: &'a Vec<usize>) -> Self {
+        Lengths::Each(lengths)
+    }
+}
+
 impl Lengths<'_> {
     /// `B`.
     pub fn batch(&self) -> usize {

@@ -11,6 +11,10 @@
 //!    by `dW_ih`'s pass over `dG`, [`add_a_bt_row_sums`]), and `dX = W_ihᵀ · dG`, skipped when
 //!    no input gradient is wanted.
 //!
+//! On a variable-length batch the products run over the `N` real columns, and `H_prev` is
+//! gathered into a buffer (column `off[t] + j` = sequence `j`'s `h_{t-1}`, or its initial state),
+//! since its columns are no longer one shift of the output's.
+//!
 //! The running `dh` (`dc`) of each sequence is the layer-direction's slot of the state gradient,
 //! turned from `∂L/∂(h_n, c_n)` into `∂L/∂(h0, c0)`.
 

@@ -16,6 +16,11 @@
 //!    ([`bias_column`]) and its elementwise math writes `h_t` into the output. The time loop is
 //!    [`split`]'s.
 //!
+//! On a variable-length batch (packed, `Dims::off`) each step runs only its running sequences
+//! `0..n_t`; in the reverse direction the sequences that end at step `t` (`n_{t+1} <= j < n_t`)
+//! start there from the initial state, so the step products run in two blocks of columns
+//! ([`Dims::continuing`](super::Dims)). Each sequence's final state is its own last step's.
+//!
 //! The training forward keeps every step's gates (and the LSTM's `c_t`, the GRU's
 //! `W_hn h_{t-1} + b_hn`) for backward ([`Keep::All`]). The forward-only pass
 //! ([`Keep::Window`], [`Recurrent::infer`](crate::Recurrent::infer)) runs the same code on

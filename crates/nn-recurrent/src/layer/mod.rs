@@ -15,6 +15,15 @@
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
+//! Variable lengths ([`Lengths::Each`], `lengths.rs`): the passes run in PyTorch's packed layout.
+//! The real input columns are gathered with the sequences sorted longest first, so step `t` is
+//! the block of columns `off[t]..off[t+1]` of the `n_t` sequences still running; every buffer
+//! holds the `N = Σ lengths` real columns first, and the products over the whole sequence
+//! (`W_ih · X`, the weight gradients, `dX`) run on those `N` columns only. The states are
+//! permuted into the sorted order and back, the output and input gradient scattered back into
+//! the padded layout with zeros at padded steps. A full batch is the special case
+//! `off[t] = t*B` and runs exactly as without lengths.
+//!
 //! Files: `forward` and `backward` (one layer-direction), `split` (the time loops, on one thread
 //! or split into parts of the batch, one per thread; all their `unsafe`), `handoff` (the split
 //! loops' hand-offs of work between parts), `products` (the step products and bias column,

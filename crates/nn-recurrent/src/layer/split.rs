@@ -18,6 +18,10 @@
 //! thread count. A part that finishes takes over half of the remaining sequences of a part still
 //! running ([`super::handoff`]), so a core slowed by the machine costs less waiting.
 //!
+//! Variable-length batches (sorted longest first): a step runs the part's sequences that are
+//! still running (a block of leading columns), and the parts are blocks of equal real steps
+//! rather than equal counts ([`part_sequences`]).
+//!
 //! All parts write the same buffers, each only the columns of its own sequences: a
 //! [`SharedCols`] holds a buffer's unique borrow and hands out columns. All the `unsafe` of the
 //! split loops is in this file; callers build a [`ForwardLoop`] or [`BackwardLoop`] from their
