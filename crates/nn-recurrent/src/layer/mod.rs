@@ -12,6 +12,8 @@
 //! weight, bias and input gradients over the whole sequence); both directions of a layer add into
 //! the layer below's output gradient. The running `dh` (`dc`) of each layer-direction lives in the
 //! cache's `d_initial`: it starts as `∂L/∂(h_n, c_n)` and ends as `∂L/∂(h0, c0)`.
+//! A training pass with dropout ([`dropout`]) masks each layer's output but the top one before
+//! the next layer reads it, and masks that output's gradient the same way in backward.
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
@@ -28,9 +30,10 @@
 //! or split into parts of the batch, one per thread; all their `unsafe`), `handoff` (the split
 //! loops' hand-offs of work between parts), `products` (the step products and bias column,
 //! shared with [`Recurrent::step`]), `infer` (the forward-only pass, [`Recurrent::infer`], on the
-//! forward's code), `tests`.
+//! forward's code), `dropout` (the masks between stacked layers in training), `tests`.
 
 mod backward;
+mod dropout;
 mod forward;
 mod handoff;
 mod infer;
@@ -375,7 +378,10 @@ impl<T: Float> Recurrent<T> {
     /// - `dropout`: `Some(rng)` is a training pass: with the config's `dropout = p > 0`, each
     ///   value of every layer's output but the top one is zeroed with probability `p` (masks
     ///   drawn from `rng`) and the rest scaled by `1/(1-p)` before the next layer reads it.
-    ///   `None`, or `p = 0`, runs without dropout (PyTorch's `eval()`).
+    ///   `None`, or `p = 0`, runs without dropout (PyTorch's `eval()`). One [`Rng::uniform`]
+    ///   per value (`< p` drops it), in column-major order of each layer's output, layer by
+    ///   layer bottom up; a pass without dropout (also a single layer) draws nothing. The cache
+    ///   keeps the masks: [`Recurrent::backward`] multiplies the gradients by the same ones.
     ///
     /// Errors: those of [`Recurrent::forward`], and lengths outside `1..=T`.
     pub fn forward_with<'x>(
@@ -393,7 +399,8 @@ impl<T: Float> Recurrent<T> {
         let batch = lengths.batch();
         let steps = self.check_sequence(op, &x, batch)?;
         lengths.check("Recurrent::forward lengths", steps)?;
-        let _ = dropout;
+        // Dropout draws only when it changes something: existing runs keep their rng stream.
+        let dropout = dropout.filter(|_| self.config.dropout > 0.0 && self.config.num_layers > 1);
         if let Some(s) = initial {
             self.check_state(
                 "Recurrent::forward initial state",
@@ -406,6 +413,7 @@ impl<T: Float> Recurrent<T> {
         cache.prepare(&self.config, steps, batch)?;
         cache.packing.set(lengths, steps);
         cache.initial.copy_initial(initial);
+        cache.dropout_used = dropout.is_some();
         let RecurrentCache {
             layers,
             initial,
@@ -445,6 +453,7 @@ impl<T: Float> Recurrent<T> {
             initial,
             layers,
             final_state,
+            dropout,
         );
         // Finite inputs can still overflow (a ReLU RNN fed huge values, loaded weights of any
         // size): such a result is refused, and the cache stays unusable for backward.
@@ -476,16 +485,22 @@ impl<T: Float> Recurrent<T> {
         initial: &RecurrentState<T>,
         layers: &mut [LayerCache<T>],
         final_state: &mut RecurrentState<T>,
+        mut dropout: Option<&mut Rng>,
     ) {
         let dirs = self.config.num_directions();
         let total = dims.col(dims.steps);
         for l in 0..self.config.num_layers {
             let (below, rest) = layers.split_at_mut(l);
             let LayerCache {
-                output, directions, ..
+                output,
+                directions,
+                mask,
+                dropped,
+                ..
             } = &mut rest[0];
             let input = match below.last() {
                 None => x.columns(0, x.ncols()),
+                Some(prev) if dropout.is_some() => prev.dropped.columns(0, total),
                 Some(prev) => prev.output.columns(0, total),
             };
             for (d, dc) in directions.iter_mut().enumerate() {
@@ -507,6 +522,12 @@ impl<T: Float> Recurrent<T> {
                     forward::Keep::All,
                 );
             }
+            if let Some(rng) = dropout
+                .as_deref_mut()
+                .filter(|_| l + 1 < self.config.num_layers)
+            {
+                dropout::draw_and_apply(rng, self.config.dropout, output, total, mask, dropped);
+            }
         }
     }
 
@@ -518,7 +539,8 @@ impl<T: Float> Recurrent<T> {
     /// One backward per forward, as in PyTorch without `retain_graph`: backward writes the gate
     /// gradients over the gates the forward saved (one `(G·H, T·B)` buffer fewer per
     /// layer-direction), so a second backward needs a new forward. `cache.output()` and
-    /// `cache.final_state()` stay.
+    /// `cache.final_state()` stay. After a training forward with dropout
+    /// ([`Recurrent::forward_with`]), the gradients are those of that pass, through its masks.
     ///
     /// Errors: a cache without a forward of a layer with these settings, or whose forward a
     /// backward has already used, an `x`, `d_output`,
@@ -581,6 +603,7 @@ impl<T: Float> Recurrent<T> {
             packed,
             input_print,
             saved,
+            dropout_used,
             ..
         } = cache;
         let total = packing.total();
@@ -642,6 +665,7 @@ impl<T: Float> Recurrent<T> {
                 output,
                 d_output: d_out_here,
                 directions,
+                ..
             } = &mut rest[0];
             let dy: &DMatrix<T> = if l + 1 == num_layers {
                 dy_top
@@ -656,11 +680,12 @@ impl<T: Float> Recurrent<T> {
                 Some(LayerCache {
                     output: prev_out,
                     d_output: prev_d,
+                    dropped,
                     ..
-                }) => (
-                    prev_out.columns(0, total),
-                    Some(prev_d.columns_mut(0, total)),
-                ),
+                }) => {
+                    let read = if *dropout_used { dropped } else { prev_out };
+                    (read.columns(0, total), Some(prev_d.columns_mut(0, total)))
+                }
             };
             for (d, dc) in directions.iter_mut().enumerate() {
                 let dims = Dims {
@@ -686,6 +711,10 @@ impl<T: Float> Recurrent<T> {
                     d_x.as_mut().map(|m| (m.columns_mut(0, total), accum)),
                     h_prev,
                 );
+            }
+            // The layer below gets ∂L/∂(its output) = mask ⊙ ∂L/∂(the masked output read here).
+            if let Some(prev) = below.last_mut().filter(|_| *dropout_used) {
+                dropout::backward(&prev.mask, &mut prev.d_output, total);
             }
         }
         if let Some(p) = packed.as_mut().filter(|_| !packing.full) {
