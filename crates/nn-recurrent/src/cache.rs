@@ -2,7 +2,8 @@
 //!
 //! Per layer `l`: the output `(D*H, T*B)` (rows `d*H..(d+1)*H` are direction `d`'s hidden
 //! sequence, so the hidden states are stored once, in the output), and for layers below the top
-//! the gradient arriving at that output from the layer above. Per layer-direction
+//! the gradient arriving at that output from the layer above (and, with dropout, the mask and the
+//! masked output the layer above reads). Per layer-direction
 //! ([`DirectionCache`]): the gates (over which backward writes the gate gradients), the part of
 //! the GRU's hidden side that backward reads, the LSTM's cell sequence, and `W_hh` packed for the
 //! step products.
@@ -142,6 +143,11 @@ pub(crate) struct LayerCache<T: Float> {
     pub output: DMatrix<T>,
     /// `(D*H, T*B)` below the top layer: `∂L/∂output` from the layer above; empty on top.
     pub d_output: DMatrix<T>,
+    /// `(D*H, T*B)` below the top layer when the config's `dropout > 0`, else empty: the
+    /// training forward's dropout mask (`0` or `1/(1-p)`, `layer::dropout`) and the masked
+    /// output the layer above reads.
+    pub mask: DMatrix<T>,
+    pub dropped: DMatrix<T>,
     /// One per direction.
     pub directions: Vec<DirectionCache<T>>,
 }
@@ -157,6 +163,9 @@ pub struct RecurrentCache<T: Float> {
     pub(crate) saved: Saved,
     /// The print of the forward's input, which backward's `x` must match.
     pub(crate) input_print: Option<Fingerprint>,
+    /// Whether the forward applied dropout (the layers above the first read `dropped`, and
+    /// backward applies the same masks).
+    pub(crate) dropout_used: bool,
     pub(crate) layers: Vec<LayerCache<T>>,
     /// A copy of the forward's initial state (zeros when none was given).
     pub(crate) initial: RecurrentState<T>,
@@ -182,6 +191,7 @@ impl<T: Float> RecurrentCache<T> {
             sized_for: None,
             saved: Saved::Nothing,
             input_print: None,
+            dropout_used: false,
             layers: Vec::new(),
             initial: empty_state(),
             final_state: empty_state(),
@@ -243,6 +253,14 @@ impl<T: Float> RecurrentCache<T> {
             config.num_layers,
         );
         let cols = steps * batch;
+        // Dropout's buffers: layers below the top, when the config drops.
+        let dropout_buffer = |k: usize| {
+            if config.dropout > 0.0 && k + 1 < l {
+                try_zeros(OP, d * h, cols)
+            } else {
+                Ok(DMatrix::zeros(0, 0))
+            }
+        };
         self.layers = (0..l)
             .map(|k| {
                 Ok(LayerCache {
@@ -252,6 +270,8 @@ impl<T: Float> RecurrentCache<T> {
                     } else {
                         DMatrix::zeros(0, 0)
                     },
+                    mask: dropout_buffer(k)?,
+                    dropped: dropout_buffer(k)?,
                     directions: (0..d)
                         .map(|_| DirectionCache::new(config.cell, h, cols, batch))
                         .collect::<Result<_>>()?,

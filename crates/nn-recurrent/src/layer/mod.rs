@@ -12,6 +12,8 @@
 //! weight, bias and input gradients over the whole sequence); both directions of a layer add into
 //! the layer below's output gradient. The running `dh` (`dc`) of each layer-direction lives in the
 //! cache's `d_initial`: it starts as `∂L/∂(h_n, c_n)` and ends as `∂L/∂(h0, c0)`.
+//! A training pass with dropout ([`dropout`]) masks each layer's output but the top one before
+//! the next layer reads it, and masks that output's gradient the same way in backward.
 //!
 //! Nothing is allocated inside the time loops; all buffers live in the [`RecurrentCache`].
 //!
@@ -19,9 +21,10 @@
 //! or split into parts of the batch, one per thread; all their `unsafe`), `handoff` (the split
 //! loops' hand-offs of work between parts), `products` (the step products and bias column,
 //! shared with [`Recurrent::step`]), `infer` (the forward-only pass, [`Recurrent::infer`], on the
-//! forward's code), `tests`.
+//! forward's code), `dropout` (the masks between stacked layers in training), `tests`.
 
 mod backward;
+mod dropout;
 mod forward;
 mod handoff;
 mod infer;
@@ -341,7 +344,10 @@ impl<T: Float> Recurrent<T> {
     /// - `dropout`: `Some(rng)` is a training pass: with the config's `dropout = p > 0`, each
     ///   value of every layer's output but the top one is zeroed with probability `p` (masks
     ///   drawn from `rng`) and the rest scaled by `1/(1-p)` before the next layer reads it.
-    ///   `None`, or `p = 0`, runs without dropout (PyTorch's `eval()`).
+    ///   `None`, or `p = 0`, runs without dropout (PyTorch's `eval()`). One [`Rng::uniform`]
+    ///   per value (`< p` drops it), in column-major order of each layer's output, layer by
+    ///   layer bottom up; a pass without dropout (also a single layer) draws nothing. The cache
+    ///   keeps the masks: [`Recurrent::backward`] multiplies the gradients by the same ones.
     ///
     /// Errors: those of [`Recurrent::forward`], and lengths outside `1..=T`.
     pub fn forward_with<'x>(
@@ -362,7 +368,9 @@ impl<T: Float> Recurrent<T> {
                 "Recurrent::forward: variable lengths are not supported yet".into(),
             ));
         }
-        let _ = dropout;
+        // Dropout draws only when it changes something: existing runs keep their rng stream.
+        let mut dropout =
+            dropout.filter(|_| self.config.dropout > 0.0 && self.config.num_layers > 1);
         cache.input_print = Some(Fingerprint::of(&x));
         if let Some(s) = initial {
             self.check_state(
@@ -375,6 +383,7 @@ impl<T: Float> Recurrent<T> {
         }
         cache.prepare(&self.config, steps, batch)?;
         cache.initial.copy_initial(initial);
+        cache.dropout_used = dropout.is_some();
         let (cell, hidden, dirs) = (
             self.config.cell,
             self.config.hidden_size,
@@ -389,10 +398,15 @@ impl<T: Float> Recurrent<T> {
         for l in 0..self.config.num_layers {
             let (below, rest) = layers.split_at_mut(l);
             let LayerCache {
-                output, directions, ..
+                output,
+                directions,
+                mask,
+                dropped,
+                ..
             } = &mut rest[0];
             let input = match below.last() {
                 None => x.columns(0, x.ncols()),
+                Some(prev) if dropout.is_some() => prev.dropped.columns(0, prev.dropped.ncols()),
                 Some(prev) => prev.output.columns(0, prev.output.ncols()),
             };
             for (d, dc) in directions.iter_mut().enumerate() {
@@ -414,6 +428,19 @@ impl<T: Float> Recurrent<T> {
                     dc,
                     final_state,
                     forward::Keep::All,
+                );
+            }
+            if let Some(rng) = dropout
+                .as_deref_mut()
+                .filter(|_| l + 1 < self.config.num_layers)
+            {
+                dropout::draw_and_apply(
+                    rng,
+                    self.config.dropout,
+                    output,
+                    steps * batch,
+                    mask,
+                    dropped,
                 );
             }
         }
@@ -438,7 +465,8 @@ impl<T: Float> Recurrent<T> {
     /// One backward per forward, as in PyTorch without `retain_graph`: backward writes the gate
     /// gradients over the gates the forward saved (one `(G·H, T·B)` buffer fewer per
     /// layer-direction), so a second backward needs a new forward. `cache.output()` and
-    /// `cache.final_state()` stay.
+    /// `cache.final_state()` stay. After a training forward with dropout
+    /// ([`Recurrent::forward_with`]), the gradients are those of that pass, through its masks.
     ///
     /// Errors: a cache without a forward of a layer with these settings, or whose forward a
     /// backward has already used, an `x`, `d_output`,
@@ -505,6 +533,7 @@ impl<T: Float> Recurrent<T> {
             layers,
             initial,
             d_initial,
+            dropout_used,
             ..
         } = cache;
         // The running gradients dh (and dc) of each layer-direction live in `d_initial`: they
@@ -533,6 +562,7 @@ impl<T: Float> Recurrent<T> {
                 output,
                 d_output: d_out_here,
                 directions,
+                ..
             } = &mut rest[0];
             let dy: &DMatrix<T> = if l + 1 == num_layers {
                 d_output
@@ -544,8 +574,12 @@ impl<T: Float> Recurrent<T> {
                 Some(LayerCache {
                     output: prev_out,
                     d_output: prev_d,
+                    dropped,
                     ..
-                }) => (prev_out.columns(0, cols), Some(prev_d)),
+                }) => {
+                    let read = if *dropout_used { dropped } else { prev_out };
+                    (read.columns(0, cols), Some(prev_d))
+                }
             };
             for (d, dc) in directions.iter_mut().enumerate() {
                 let dims = Dims {
@@ -569,6 +603,10 @@ impl<T: Float> Recurrent<T> {
                     d_initial,
                     d_x.as_deref_mut().map(|m| (m, accum)),
                 );
+            }
+            // The layer below gets ∂L/∂(its output) = mask ⊙ ∂L/∂(the masked output read here).
+            if let Some(prev) = below.last_mut().filter(|_| *dropout_used) {
+                dropout::backward(&prev.mask, &mut prev.d_output, cols);
             }
         }
         // Finite upstream gradients can still overflow (huge inputs times huge gradients).
