@@ -469,7 +469,7 @@ impl<T: Float> Trainer<T> {
     /// parameters, the optimizer (state, learning rate and step count) and the step counter are
     /// those from before the step, also when a later truncated-BPTT window fails after earlier
     /// ones made their updates; the carried state is dropped (the next step starts from zeros),
-    /// and what the batch source drew from the trainer's [`Rng`] stays drawn.
+    /// and what the batch source and the dropout masks drew from the trainer's [`Rng`] stays drawn.
     pub fn train_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
         let result = self.try_step(source);
         if result.is_err() {

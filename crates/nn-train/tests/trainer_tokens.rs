@@ -262,3 +262,50 @@ fn bad_batches_are_typed_errors() {
         ));
     }
 }
+
+#[test]
+fn training_steps_draw_dropout_masks_and_evaluation_does_not() {
+    let source = || {
+        batch_fn(|_, rng: &mut Rng, b: &mut Batch<f32>| {
+            fill(rng, b);
+            Ok(())
+        })
+    };
+    let (mut with, mut without) = (trainer(0.5, 6, Bptt::Full), trainer(0.0, 6, Bptt::Full));
+    with.run(2, &mut source(), None, &mut |_| {}).unwrap();
+    without.run(2, &mut source(), None, &mut |_| {}).unwrap();
+    // The same batches were drawn; the masks drew more from the generator and changed the update.
+    assert_ne!(with.rng, without.rng);
+    assert_ne!(bits(&with.model), bits(&without.model));
+    // Evaluation of the dropout model: no masks, the same loss every time.
+    let ids: Vec<usize> = (0..T * B).map(|i| 1 + i % (V - 1)).collect();
+    let targets: Vec<usize> = ids.iter().map(|&i| (i + 1) % V).collect();
+    let mut ws = SeqWorkspace::new();
+    let eval = |ws: &mut SeqWorkspace<f32>| {
+        with.model
+            .loss(&ids, B, None, Target::NextToken(&targets), ws)
+            .unwrap()
+            .to_bits()
+    };
+    let first = eval(&mut ws);
+    assert_eq!(eval(&mut ws), first);
+    // ...and the loss of the same model with dropout 0 (the setting only acts in training).
+    let mut no_p = with.model.clone();
+    no_p.rnn = RecurrentConfig::new(CellKind::Lstm, E, 8)
+        .with_num_layers(2)
+        .init(&mut Rng::seed_from(0))
+        .unwrap();
+    for l in 0..2 {
+        *no_p.rnn.weights_mut(l, 0).unwrap() = with.model.rnn.weights(l, 0).unwrap().clone();
+    }
+    let plain = no_p
+        .loss(
+            &ids,
+            B,
+            None,
+            Target::NextToken(&targets),
+            &mut SeqWorkspace::new(),
+        )
+        .unwrap();
+    assert_eq!(plain.to_bits(), first);
+}
