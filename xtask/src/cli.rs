@@ -62,6 +62,16 @@ pub fn positive_u64(s: &str) -> Result<u64, String> {
     positive_usize(s).map(|n| n as u64)
 }
 
+/// A probability in `[0, 1)` (dropout).
+pub fn dropout_probability(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be in [0, 1), got {v}"))
+    }
+}
+
 /// A finite number > 0.
 pub fn positive_f64(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;

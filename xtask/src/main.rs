@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[command(name = "xtask", bin_name = "cargo xtask")]
 enum Command {
     /// Run a demo (default: hello); `cargo xtask demo --help` lists them
-    Demo(xtask::demo::DemoArgs),
+    Demo(Box<xtask::demo::DemoArgs>),
     /// Run the reference workloads (benches/workloads.json)
     Bench(xtask::bench::Args),
     /// Check every PyTorch fixture file in DIR
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     }
     let outcome = xtask::cli::parse::<Command>("xtask", &args).and_then(|command| match command {
         None => Ok(true),
-        Some(Command::Demo(args)) => xtask::demo::run(args),
+        Some(Command::Demo(args)) => xtask::demo::run(*args),
         Some(Command::Bench(args)) => xtask::bench::run(&args),
         Some(Command::CheckFixtures { dir }) => xtask::fixtures::command(&dir),
     });

@@ -248,3 +248,84 @@ fn resume_takes_the_checkpoint_path() {
     let (r, _) = capture(|out| charlm::run(&o, out));
     assert!(r.unwrap_err().contains("name different files"));
 }
+
+/// [`tiny`] with two layers, an embedding of 6 and dropout 0.25.
+fn tiny_embedded(dir: &Path, steps: u64) -> charlm::Options {
+    charlm::Options {
+        layers: 2,
+        embed: Some(6),
+        dropout: 0.25,
+        sample: 30,
+        ..tiny(dir, steps)
+    }
+}
+
+#[test]
+fn charlm_with_an_embedding_and_dropout_resumes_bit_for_bit_and_samples() {
+    let straight = tempfile::tempdir().unwrap();
+    let (report, text) = capture(|out| charlm::run(&tiny_embedded(straight.path(), 4), out));
+    let report = report.unwrap();
+    assert!(report.val_loss.is_finite() && report.sample.chars().count() == 30);
+    assert!(
+        text.contains("embedding ") && text.contains("(dropout 0.25 between layers)"),
+        "{text}"
+    );
+    let ckpt = |dir: &Path| dir.join("ckpt.safetensors");
+    let file = nn_core::tensor_io::TensorFile::open(ckpt(straight.path())).unwrap();
+    assert_eq!(file.shape("embed.weight").unwrap()[1], 6);
+
+    // Two steps, then two more from the checkpoint: the same file, byte for byte.
+    let split = tempfile::tempdir().unwrap();
+    capture(|out| charlm::run(&tiny_embedded(split.path(), 2), out))
+        .0
+        .unwrap();
+    let resumed = charlm::Options {
+        resume: true,
+        ..tiny_embedded(split.path(), 4)
+    };
+    let (again, _) = capture(|out| charlm::run(&resumed, out));
+    let again = again.unwrap();
+    assert_eq!(again.sample, report.sample);
+    assert_eq!(again.val_loss, report.val_loss);
+    assert_eq!(
+        std::fs::read(ckpt(split.path())).unwrap(),
+        std::fs::read(ckpt(straight.path())).unwrap()
+    );
+
+    // Generation only from the checkpoint, and a resume with another --embed is refused.
+    let only = charlm::Options {
+        resume: true,
+        ..tiny_embedded(straight.path(), 0)
+    };
+    let (gen_only, _) = capture(|out| charlm::run(&only, out));
+    assert_eq!(gen_only.unwrap().sample, report.sample);
+    let other = charlm::Options {
+        embed: Some(5),
+        ..only
+    };
+    let e = capture(|out| charlm::run(&other, out)).0.unwrap_err();
+    assert!(
+        e.starts_with("--resume: ") && e.contains("embedding"),
+        "{e}"
+    );
+}
+
+#[test]
+fn charlm_dropout_needs_stacked_layers_and_a_probability() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one_layer = charlm::Options {
+        dropout: 0.5,
+        ..tiny(tmp.path(), 1)
+    };
+    let e = capture(|out| charlm::run(&one_layer, out)).0.unwrap_err();
+    assert!(e.contains("--layers 2"), "{e}");
+    for p in ["1", "-0.1", "nan"] {
+        assert!(
+            charlm::Args::try_parse_from(["charlm", "--dropout", p]).is_err(),
+            "{p}"
+        );
+    }
+    assert!(charlm::Args::try_parse_from(["charlm", "--embed", "0"]).is_err());
+    let o: charlm::Options = charlm::Args::parse_from(["charlm"]).into();
+    assert_eq!((o.embed, o.dropout), (None, 0.0));
+}

@@ -62,6 +62,13 @@ pub enum Error {
         /// The number of classes.
         classes: usize,
     },
+    /// Every class target of a loss is [`IGNORE_INDEX`](crate::loss::IGNORE_INDEX): there is no
+    /// position to average over (PyTorch returns NaN there).
+    #[error("{op}: every target is ignore_index (IGNORE_INDEX): no position has a loss")]
+    AllTargetsIgnored {
+        /// The operation.
+        op: &'static str,
+    },
     /// A token id is not below the vocabulary size (an embedding's rows, or the input features of a layer fed tokens).
     #[error("{op}: token {token} at position {index} is outside the vocabulary of {vocab}")]
     TokenOutOfRange {

@@ -10,6 +10,11 @@
 //! - Binary cross-entropy with logits (`F.binary_cross_entropy_with_logits`), targets in `[0, 1]`:
 //!   `L = mean [max(z,0) − z t + log(1 + e^{−|z|})]`, `∂L/∂z = (σ(z) − t) / (C N)`.
 //!
+//! Class targets may be [`IGNORE_INDEX`] (PyTorch's `ignore_index=-100`; targets here are
+//! `usize`, so the sentinel is `usize::MAX`): such a position has no loss and a zero gradient,
+//! and `N` above counts only the other positions (PyTorch's mean over the kept targets). When
+//! every target is ignored the result is [`Error::AllTargetsIgnored`], not PyTorch's NaN.
+//!
 //! Backward functions *write* the prediction gradient (they do not add). Bad input — wrong
 //! shapes, an empty batch, a target out of range, a NaN — is an [`Error`], never a panic.
 //! Results are finite or an error: a loss (or an MSE gradient) that overflows from finite
@@ -33,7 +38,15 @@ fn finite_loss<T: Float>(op: &'static str, loss: T) -> Result<T> {
     }
 }
 
-fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) -> Result<()> {
+/// The class target of a position that gets no loss and a zero gradient: PyTorch's
+/// `ignore_index` (its default `-100`; targets are `usize` here, so the sentinel is
+/// `usize::MAX`). Means are over the other positions; when every target is ignored the losses
+/// return [`Error::AllTargetsIgnored`].
+pub const IGNORE_INDEX: usize = usize::MAX;
+
+/// Checks logits (or probabilities) against class targets; returns how many targets are not
+/// [`IGNORE_INDEX`] (at least one).
+fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) -> Result<usize> {
     let (classes, n) = z.shape();
     if n == 0 {
         return Err(Error::Empty { op, what: "batch" });
@@ -51,7 +64,11 @@ fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) 
             got: targets.len(),
         });
     }
-    if let Some((index, &target)) = targets.iter().enumerate().find(|(_, t)| **t >= classes) {
+    if let Some((index, &target)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, t)| **t >= classes && **t != IGNORE_INDEX)
+    {
         return Err(Error::TargetOutOfRange {
             op,
             index,
@@ -59,23 +76,31 @@ fn check_classes<T: Float>(op: &'static str, z: &DMatrix<T>, targets: &[usize]) 
             classes,
         });
     }
-    check_finite(op, z)
+    let kept = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+    if kept == 0 {
+        return Err(Error::AllTargetsIgnored { op });
+    }
+    check_finite(op, z)?;
+    Ok(kept)
 }
 
 /// Mean softmax cross-entropy of logits `(C, N)` against class indices; an overflow (logits
 /// spread over more than the type's range) is [`Error::NonFinite`].
 pub fn softmax_cross_entropy<T: Float>(logits: &DMatrix<T>, targets: &[usize]) -> Result<T> {
-    check_classes("softmax_cross_entropy", logits, targets)?;
+    let kept = check_classes("softmax_cross_entropy", logits, targets)?;
     let c = logits.nrows();
     let mut total = T::zero();
     for (col, &t) in logits.as_slice().chunks_exact(c).zip(targets) {
+        if t == IGNORE_INDEX {
+            continue;
+        }
         let max = col.iter().copied().fold(col[0], |a, b| a.max(b));
         let sum = col.iter().fold(T::zero(), |s, &v| s + (v - max).exp());
         total += sum.ln() + max - col[t];
     }
     finite_loss(
         "softmax_cross_entropy loss (overflow)",
-        total / T::cast(targets.len() as f64),
+        total / T::cast(kept as f64),
     )
 }
 
@@ -130,7 +155,7 @@ pub fn softmax_cross_entropy_to<T: Float>(
     targets: &[usize],
     d_logits: &mut DMatrix<T>,
 ) -> Result<T> {
-    check_classes("softmax_cross_entropy", logits, targets)?;
+    let kept = check_classes("softmax_cross_entropy", logits, targets)?;
     check_shape(
         "softmax_cross_entropy d_logits",
         d_logits,
@@ -138,7 +163,7 @@ pub fn softmax_cross_entropy_to<T: Float>(
     )?;
     let c = logits.nrows();
     let n = targets.len();
-    let inv_n = T::one() / T::cast(n as f64);
+    let inv_n = T::one() / T::cast(kept as f64);
     let (l, d) = (logits.as_slice(), d_logits.as_mut_slice());
     let parts = crate::kernels::pool::threads().min(n);
     let total = if l.len() >= SPLIT_MIN_VALUES && n >= 2 {
@@ -216,7 +241,8 @@ fn cross_entropy_parts<T: Float>(
 
 /// The columns of [`softmax_cross_entropy_to`] (`c` classes each): writes their gradients
 /// (scaled by `inv_n`) and returns the sum of their losses, in column order; each column's loss
-/// also goes to `losses` unless it is empty.
+/// also goes to `losses` unless it is empty. A column whose target is [`IGNORE_INDEX`] gets a
+/// zero gradient and a loss of 0, not added.
 fn cross_entropy_columns<T: Float>(
     logits: &[T],
     d_logits: &mut [T],
@@ -232,6 +258,13 @@ fn cross_entropy_columns<T: Float>(
         .zip(targets)
         .enumerate()
     {
+        if t == IGNORE_INDEX {
+            d.fill(T::zero());
+            if let Some(slot) = losses.get_mut(j) {
+                *slot = 0.0;
+            }
+            continue;
+        }
         let (max, sum) = crate::kernels::simd::dispatch(
             #[inline(always)]
             || exp_shifted(col, d),
@@ -265,7 +298,8 @@ pub fn softmax_cross_entropy_with_grad<T: Float>(
     Ok((loss, d))
 }
 
-/// Writes `∂L/∂logits = (softmax − onehot)/N` of the mean softmax cross-entropy.
+/// Writes `∂L/∂logits = (softmax − onehot)/N` of the mean softmax cross-entropy (zero in the
+/// columns of ignored targets).
 pub fn softmax_cross_entropy_backward<T: Float>(
     logits: &DMatrix<T>,
     targets: &[usize],
@@ -274,10 +308,13 @@ pub fn softmax_cross_entropy_backward<T: Float>(
     softmax_cross_entropy_to(logits, targets, d_logits).map(|_| ())
 }
 
-fn check_probs<T: Float>(op: &'static str, p: &DMatrix<T>, targets: &[usize]) -> Result<()> {
-    check_classes(op, p, targets)?;
+fn check_probs<T: Float>(op: &'static str, p: &DMatrix<T>, targets: &[usize]) -> Result<usize> {
+    let kept = check_classes(op, p, targets)?;
     let c = p.nrows();
     for (n, &t) in targets.iter().enumerate() {
+        if t == IGNORE_INDEX {
+            continue;
+        }
         let v = p[(t, n)];
         if v.partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
             return Err(Error::NonFinite {
@@ -287,31 +324,37 @@ fn check_probs<T: Float>(op: &'static str, p: &DMatrix<T>, targets: &[usize]) ->
             });
         }
     }
-    Ok(())
+    Ok(kept)
 }
 
 /// Mean cross-entropy of probabilities `(C, N)` (each column a distribution) against class
-/// indices. A target probability that is not positive is an error (its log is not finite).
+/// indices ([`IGNORE_INDEX`] skipped). A target probability that is not positive is an error
+/// (its log is not finite).
 pub fn cross_entropy<T: Float>(probs: &DMatrix<T>, targets: &[usize]) -> Result<T> {
-    check_probs("cross_entropy", probs, targets)?;
+    let kept = check_probs("cross_entropy", probs, targets)?;
     let total = targets
         .iter()
         .enumerate()
+        .filter(|&(_, &t)| t != IGNORE_INDEX)
         .fold(T::zero(), |s, (n, &t)| s - probs[(t, n)].ln());
-    Ok(total / T::cast(targets.len() as f64))
+    Ok(total / T::cast(kept as f64))
 }
 
-/// Writes `∂L/∂p` of [`cross_entropy`]: `−1/(N p)` at each target, zero elsewhere.
+/// Writes `∂L/∂p` of [`cross_entropy`]: `−1/(N p)` at each target, zero elsewhere (and in the
+/// columns of ignored targets).
 pub fn cross_entropy_backward<T: Float>(
     probs: &DMatrix<T>,
     targets: &[usize],
     d_probs: &mut DMatrix<T>,
 ) -> Result<()> {
-    check_probs("cross_entropy", probs, targets)?;
+    let kept = check_probs("cross_entropy", probs, targets)?;
     check_shape("cross_entropy d_probs", d_probs, Shape::from(probs))?;
     d_probs.fill(T::zero());
-    let n = T::cast(targets.len() as f64);
+    let n = T::cast(kept as f64);
     for (j, &t) in targets.iter().enumerate() {
+        if t == IGNORE_INDEX {
+            continue;
+        }
         d_probs[(t, j)] = -T::one() / (n * probs[(t, j)]);
     }
     Ok(())

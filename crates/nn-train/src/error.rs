@@ -77,6 +77,17 @@ pub enum Error {
         /// What the file has.
         got: String,
     },
+    /// A [`SeqModel`](crate::SeqModel) given the other kind of input than it takes: token ids
+    /// to a model without an embedding, or a dense `(I, T*B)` matrix to one with an embedding.
+    #[error("{op}: the model takes {expected}, but was given {got}")]
+    InputKind {
+        /// The operation.
+        op: &'static str,
+        /// What the model takes: `"token ids"` or `"a dense (I, T*B) input"`.
+        expected: &'static str,
+        /// What it was given.
+        got: &'static str,
+    },
     /// A model file ([`crate::model_file`]) of another kind, or whose header has no usable
     /// model config.
     #[error("model file {path}: {reason}")]

@@ -70,7 +70,9 @@ pub use optim::{
 };
 pub use sample::{SampleConfig, sample, sample_logits};
 pub use schedule::LrSchedule;
-pub use seq_model::{Objective, SeqModel, SeqModelConfig, SeqWorkspace, Target};
+pub use seq_model::{
+    EmbeddingConfig, Objective, SeqInput, SeqModel, SeqModelConfig, SeqWorkspace, Target,
+};
 pub use seq_step::SeqStepScratch;
 pub use trainer::{
     Batch, BatchSource, Bptt, Clip, Progress, StepReport, Targets, TrainReport, Trainer,

@@ -1,7 +1,9 @@
 //! Sampling token sequences from a trained character-level [`SeqModel`].
 //!
-//! The model reads one-hot tokens (`I = V`) and its head gives `V` logits `z`. From a zero state,
-//! the `prime` tokens are fed one by one with [`Recurrent::step`](nn_recurrent::Recurrent::step);
+//! The model reads one-hot tokens (`I = V`), or token ids through its embedding (`V` rows), and
+//! its head gives `V` logits `z`. From a zero state, the `prime` tokens are fed one by one with
+//! [`Recurrent::step`](nn_recurrent::Recurrent::step) (on the one-hot column, read as a column
+//! of `W_ih`, or on the token's embedding row);
 //! then, `count` times, the next token is drawn from
 //! `p_i ∝ exp(z_i / temperature)` restricted to the `top_k` largest logits (all when `top_k` is
 //! 0), and fed back. `temperature = 0` picks the largest logit (greedy). The draw is
@@ -122,8 +124,8 @@ fn draw<T: Float>(
 }
 
 /// Feeds `prime` into `model` and samples `count` further tokens; returns those `count` tokens.
-/// Needs a unidirectional layer with one-hot inputs (`input_size == output_size`), a non-empty
-/// prime, tokens below the vocabulary size and a finite, non-negative temperature. A `count`
+/// Needs a unidirectional layer with one-hot inputs (`input_size == output_size`) or an
+/// embedding of `output_size` tokens, a non-empty prime, tokens below the vocabulary size and a finite, non-negative temperature. A `count`
 /// whose output cannot be allocated (`usize::MAX`, 10^12 tokens) is `TooLarge`, before any
 /// work.
 pub fn sample<T: Float>(
@@ -134,11 +136,20 @@ pub fn sample<T: Float>(
     rng: &mut Rng,
 ) -> Result<Vec<usize>> {
     let vocab = model.output_size();
-    if model.input_size() != vocab {
-        return Err(invalid(format!(
-            "sampling feeds tokens back one-hot: input size {} must equal output size {vocab}",
-            model.input_size()
-        )));
+    match &model.embed {
+        Some(e) if e.vocab_size() != vocab => {
+            return Err(invalid(format!(
+                "sampling feeds tokens back: the embedding's vocabulary {} must equal output size {vocab}",
+                e.vocab_size()
+            )));
+        }
+        None if model.input_size() != vocab => {
+            return Err(invalid(format!(
+                "sampling feeds tokens back one-hot: input size {} must equal output size {vocab}",
+                model.input_size()
+            )));
+        }
+        _ => {}
     }
     if prime.is_empty() {
         return Err(invalid("sampling needs at least one prime token"));
@@ -156,6 +167,7 @@ pub fn sample<T: Float>(
     let mut state = model.rnn.zero_state(1);
     let mut scratch = StepScratch::default();
     let mut logits = DMatrix::<T>::zeros(vocab, 1);
+    let mut row = DMatrix::<T>::zeros(0, 0);
     let mut order = Vec::with_capacity(vocab);
     let mut out = Vec::new();
     out.try_reserve_exact(count)
@@ -167,8 +179,15 @@ pub fn sample<T: Float>(
     let mut token = prime[0];
     // `count` tokens fit in memory, so this sum does not overflow.
     for i in 0..(prime.len() - 1) + count {
-        // The token's one-hot input, read as a column of `W_ih` (the same bits as the product).
-        let h = model.rnn.step_tokens(&[token], &mut state, &mut scratch)?;
+        let h = match &model.embed {
+            Some(embed) => {
+                embed.forward_into(&[token], &mut row)?;
+                model.rnn.step(&row, &mut state, &mut scratch)?
+            }
+            // The token's one-hot input, read as a column of `W_ih` (the same bits as the
+            // product).
+            None => model.rnn.step_tokens(&[token], &mut state, &mut scratch)?,
+        };
         if i + 1 < prime.len() {
             token = prime[i + 1];
             continue;

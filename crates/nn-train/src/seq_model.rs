@@ -1,9 +1,11 @@
 //! The sequence model the trainer, fixtures, demos and benchmarks use: a recurrent layer, then a
 //! Dense head on its outputs.
 //!
-//! Shapes (`I` input features, `H` hidden, `D` directions, `O` outputs, `T` steps, `B` batch):
+//! Shapes (`I` input features, `H` hidden, `D` directions, `O` outputs, `T` steps, `B` batch,
+//! `V` vocabulary, `E` embedding size):
 //! ```text
-//! x      (I, T*B)      column t*B + b = step t of sequence b
+//! x      (I, T*B)      column t*B + b = step t of sequence b          (no embedding)
+//! ids    [T*B]         index t*B + b; x = W_emb[ids]ᵀ (E, T*B), I = E  (with an embedding)
 //! out    (D*H, T*B)    = Recurrent(x, h0)            (also the final state h_n, c_n)
 //! logits (O, T*B)      = W · out + b                 (objective NextToken: every step)
 //! logits (O, B)        = W · out[:, (T-1)B..TB] + b  (LastStepClass, LastStepMse: last step only)
@@ -17,24 +19,42 @@
 //!   (column `t*B + b`; per-step regression, e.g. the next value of a series at every step):
 //!   `L = Σ (logits − y)² / (O·T·B)`.
 //!
+//! Class targets may be [`loss::IGNORE_INDEX`] (PyTorch's `ignore_index`, e.g. padded
+//! positions): no loss there, and the mean is over the other positions.
+//!
+//! Input ([`SeqInput`], `input.rs`): a model without an embedding reads a dense `x`; one with an
+//! embedding (PyTorch's `nn.Embedding(V, E, padding_idx)` first) reads token ids, the layer reads
+//! the gathered rows (no one-hot product), and backward adds `dx` (the layer's input gradient)
+//! into the rows the ids used. The other kind of input is [`crate::Error::InputKind`].
+//!
+//! Dropout (the layer's `dropout` setting, between stacked layers) applies only in
+//! [`SeqModel::forward_backward_with_dropout`] given an [`Rng`]; every other pass runs without
+//! it (PyTorch's `eval()`).
+//!
 //! Backward: `dW += dlogits · outᵀ`, `db += Σ_columns dlogits`, `d_out = Wᵀ · dlogits` (zero in
 //! the columns without a loss), then BPTT through the recurrent layer with a zero gradient for
 //! the final state, which is where truncated BPTT cuts the graph.
 //!
-//! Parameter names: `rnn.<PyTorch name>` (`rnn.weight_ih_l0`, ...), `head.weight`, `head.bias`,
-//! so `torch.nn.Module`s with attributes `rnn` and `head` load the same `state_dict`.
+//! Parameter names: `embed.weight` (with an embedding), `rnn.<PyTorch name>`
+//! (`rnn.weight_ih_l0`, ...), `head.weight`, `head.bias`, in that order, so `torch.nn.Module`s
+//! with attributes `embed`, `rnn` and `head` load the same `state_dict`.
 //! All buffers live in a [`SeqWorkspace`], sized on first use for a `(T, B)` and then reused.
 //! One step at a time (streaming): [`SeqModel::step`] (`seq_step.rs`); model files:
 //! [`SeqModel::save`], [`SeqModel::load`] (`model_file.rs`).
 
-use crate::error::{Error, Result, invalid};
-use nalgebra::{DMatrix, DMatrixView};
-use nn_core::{Dense, Float, Module, Param, Rng, Shape, loss, visit_prefixed, visit_prefixed_mut};
-use nn_recurrent::{Recurrent, RecurrentCache, RecurrentConfig, RecurrentState};
+use crate::error::{Result, invalid};
+use nalgebra::DMatrix;
+use nn_core::{
+    Dense, Embedding, Float, Module, Param, Rng, loss, visit_prefixed, visit_prefixed_mut,
+};
+use nn_recurrent::{Lengths, Recurrent, RecurrentCache, RecurrentConfig, RecurrentState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod infer;
+mod input;
+
+pub use input::SeqInput;
 
 /// What a training step minimizes, without the targets themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,10 +102,46 @@ impl<T: Float> Target<'_, T> {
     }
 }
 
-/// Settings of a [`SeqModel`]: the recurrent layer's and the head's output size. As JSON, the
-/// layer's fields and `output` in one object ([`SeqModelConfig::to_json`]).
+/// Settings of a [`SeqModel`]'s token embedding: PyTorch's
+/// `nn.Embedding(vocab, dim, padding_idx=padding_idx)`. As JSON
+/// `{"vocab":V,"dim":E}` (and `"padding_idx"` when set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingConfig {
+    /// Tokens `V`.
+    pub vocab: usize,
+    /// Vector size `E` (the recurrent layer's input size).
+    pub dim: usize,
+    /// The row that stays zero and gets no gradient, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding_idx: Option<usize>,
+}
+
+impl EmbeddingConfig {
+    /// `vocab` vectors of size `dim`, no padding row.
+    pub fn new(vocab: usize, dim: usize) -> Self {
+        EmbeddingConfig {
+            vocab,
+            dim,
+            padding_idx: None,
+        }
+    }
+
+    /// Sets the padding row.
+    pub fn with_padding_idx(mut self, padding_idx: usize) -> Self {
+        self.padding_idx = Some(padding_idx);
+        self
+    }
+}
+
+/// Settings of a [`SeqModel`]: the optional embedding, the recurrent layer and the head's output
+/// size. As JSON, the layer's fields, `output` and (only when there is one) `embedding` in one
+/// object ([`SeqModelConfig::to_json`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeqModelConfig {
+    /// A token embedding before the layer (`None`: dense input). Absent from the JSON when
+    /// `None`, so configs without one keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
     /// The recurrent layer.
     #[serde(flatten)]
     pub rnn: RecurrentConfig,
@@ -97,19 +153,43 @@ pub struct SeqModelConfig {
 impl SeqModelConfig {
     /// A recurrent layer `rnn` followed by a head with `output_size` outputs.
     pub fn new(rnn: RecurrentConfig, output_size: usize) -> Self {
-        SeqModelConfig { rnn, output_size }
+        SeqModelConfig {
+            embedding: None,
+            rnn,
+            output_size,
+        }
     }
 
-    /// Builds the model: the layer with PyTorch's init, then the head with `nn.Linear`'s
-    /// (`U(-1/√(D*H), 1/√(D*H))`), both drawn from `rng` in that order.
+    /// Puts a token embedding before the layer; its `dim` must be the layer's input size.
+    pub fn with_embedding(mut self, embedding: EmbeddingConfig) -> Self {
+        self.embedding = Some(embedding);
+        self
+    }
+
+    /// Builds the model: the embedding (if any) with PyTorch's `N(0, 1)`, the layer with
+    /// PyTorch's init, then the head with `nn.Linear`'s (`U(-1/√(D*H), 1/√(D*H))`), all drawn
+    /// from `rng` in that order. An embedding whose `dim` is not the layer's input size, or
+    /// whose `padding_idx` is outside its vocabulary, is an error.
     pub fn init<T: Float>(&self, rng: &mut Rng) -> Result<SeqModel<T>> {
+        let embed = match &self.embedding {
+            Some(e) => {
+                check_embedding_dim(e.dim, &self.rnn)?;
+                Some(Embedding::new(e.vocab, e.dim, e.padding_idx, rng)?)
+            }
+            None => None,
+        };
         let rnn = self.rnn.init::<T>(rng)?;
         let head = Dense::new(rnn.output_size(), self.output_size, rng)?;
-        SeqModel::new(rnn, head)
+        let model = SeqModel::new(rnn, head)?;
+        match embed {
+            Some(e) => model.with_embedding(e),
+            None => Ok(model),
+        }
     }
 
     /// The settings as JSON, as stored in checkpoints: the layer's fields (`cell`, `input`,
-    /// `hidden`, `layers`, `bidirectional`) and `output`, e.g.
+    /// `hidden`, `layers`, `bidirectional`, and `dropout` when not 0), `output`, and
+    /// `embedding` when there is one, e.g.
     /// `{"bidirectional":false,"cell":"lstm","hidden":8,"input":4,"layers":1,"output":4}`.
     pub fn to_json(&self) -> Value {
         // A struct of integers, booleans and a name: serializing it cannot fail.
@@ -122,9 +202,23 @@ impl SeqModelConfig {
     }
 }
 
-/// A recurrent layer and a Dense head applied to every step's output.
+/// The embedding's size must be what the layer reads.
+fn check_embedding_dim(dim: usize, rnn: &RecurrentConfig) -> Result<()> {
+    if dim != rnn.input_size {
+        return Err(invalid(format!(
+            "embedding dim {dim} must be the recurrent layer's input size {}",
+            rnn.input_size
+        )));
+    }
+    Ok(())
+}
+
+/// An optional token embedding, a recurrent layer and a Dense head applied to every step's
+/// output.
 #[derive(Clone, Debug)]
 pub struct SeqModel<T: Float> {
+    /// The token embedding, if the model reads token ids (parameter name `embed.weight`).
+    pub embed: Option<Embedding<T>>,
     /// The recurrent layer (parameter names prefixed `rnn.`).
     pub rnn: Recurrent<T>,
     /// The head `D*H -> O` (names `head.weight`, `head.bias`).
@@ -142,6 +236,10 @@ pub struct SeqWorkspace<T: Float> {
     d_logits: DMatrix<T>,
     /// `(D*H, T*B)`.
     d_output: DMatrix<T>,
+    /// With an embedding: the gathered rows `(E, T*B)`, the layer's input.
+    embedded: DMatrix<T>,
+    /// With an embedding: the layer's input gradient `(E, T*B)`.
+    d_embedded: DMatrix<T>,
 }
 
 impl<T: Float> Default for SeqWorkspace<T> {
@@ -174,6 +272,8 @@ impl<T: Float> SeqWorkspace<T> {
             logits: DMatrix::zeros(0, 0),
             d_logits: DMatrix::zeros(0, 0),
             d_output: DMatrix::zeros(0, 0),
+            embedded: DMatrix::zeros(0, 0),
+            d_embedded: DMatrix::zeros(0, 0),
         }
     }
     /// The head's output of the last forward: `(O, T*B)` (NextToken) or `(O, B)` (last step).
@@ -192,9 +292,6 @@ impl<T: Float> SeqWorkspace<T> {
     pub fn cache(&self) -> &RecurrentCache<T> {
         &self.cache
     }
-    pub(crate) fn cache_mut(&mut self) -> &mut RecurrentCache<T> {
-        &mut self.cache
-    }
 }
 
 impl<T: Float> SeqModel<T> {
@@ -207,17 +304,41 @@ impl<T: Float> SeqModel<T> {
                 rnn.output_size()
             )));
         }
-        Ok(SeqModel { rnn, head })
+        Ok(SeqModel {
+            embed: None,
+            rnn,
+            head,
+        })
+    }
+
+    /// Puts `embed` before the layer: the model then reads token ids. Its vector size `E` must
+    /// be the layer's input size.
+    pub fn with_embedding(mut self, embed: Embedding<T>) -> Result<Self> {
+        check_embedding_dim(embed.dim(), self.rnn.config())?;
+        self.embed = Some(embed);
+        Ok(self)
     }
 
     /// The settings of this model.
     pub fn config(&self) -> SeqModelConfig {
-        SeqModelConfig::new(self.rnn.config().clone(), self.head.output_size())
+        SeqModelConfig {
+            embedding: self.embed.as_ref().map(|e| EmbeddingConfig {
+                vocab: e.vocab_size(),
+                dim: e.dim(),
+                padding_idx: e.padding_idx(),
+            }),
+            ..SeqModelConfig::new(self.rnn.config().clone(), self.head.output_size())
+        }
     }
 
-    /// Input features `I`.
+    /// The layer's input features `I` (`E` with an embedding).
     pub fn input_size(&self) -> usize {
         self.rnn.config().input_size
+    }
+
+    /// The vocabulary `V` of the embedding, or `None` for a model of dense input.
+    pub fn vocab_size(&self) -> Option<usize> {
+        self.embed.as_ref().map(Embedding::vocab_size)
     }
 
     /// Outputs `O`.
@@ -225,57 +346,62 @@ impl<T: Float> SeqModel<T> {
         self.head.output_size()
     }
 
-    pub(crate) fn steps(&self, x: &DMatrixView<'_, T>, batch: usize) -> Result<usize> {
-        if batch == 0 || x.ncols() == 0 {
-            return Err(nn_core::Error::Empty {
-                op: "SeqModel",
-                what: if batch == 0 { "batch" } else { "steps" },
-            }
-            .into());
-        }
-        if !x.ncols().is_multiple_of(batch) || x.nrows() != self.input_size() {
-            return Err(nn_core::Error::ShapeMismatch {
-                op: "SeqModel input (rows: I features; columns: T*B, step t of sequence b at t*B + b)",
-                expected: Shape(self.input_size(), x.ncols().div_ceil(batch) * batch),
-                got: Shape::from(x),
-            }
-            .into());
-        }
-        Ok(x.ncols() / batch)
-    }
-
     /// Runs the layer from `initial` (zeros when `None`) and the head on every step
     /// (`last_step_only = false`, logits `(O, T*B)`) or on the last step (`(O, B)`).
-    /// Results in `ws.logits()`, `ws.output()`, `ws.final_state()`. `x` is a matrix (`&x`) or a
-    /// view (a window of a longer batch, `x.columns(t0 * b, n * b)`, with no copy).
+    /// Results in `ws.logits()`, `ws.output()`, `ws.final_state()`. `x` is a matrix (`&x`), a
+    /// view (a window of a longer batch, `x.columns(t0 * b, n * b)`, with no copy), or, for a
+    /// model with an embedding, the `T*B` token ids (`&ids`, `&ids[t0 * b..(t0 + n) * b]`).
+    /// No dropout (evaluation).
     pub fn forward<'x>(
         &self,
-        x: impl Into<DMatrixView<'x, T>>,
+        x: impl Into<SeqInput<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         last_step_only: bool,
         ws: &mut SeqWorkspace<T>,
     ) -> Result<()> {
-        let x: DMatrixView<'x, T> = x.into();
-        let steps = self.steps(&x, batch)?;
+        self.forward_dropout(x.into(), batch, initial, last_step_only, ws, None)
+            .map(|_| ())
+    }
+
+    /// [`SeqModel::forward`], with dropout masks drawn from `dropout` when the layer's `dropout`
+    /// is above 0 (with 0 the generator is not touched). Returns `T`.
+    pub(crate) fn forward_dropout(
+        &self,
+        x: SeqInput<'_, T>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        last_step_only: bool,
+        ws: &mut SeqWorkspace<T>,
+        dropout: Option<&mut Rng>,
+    ) -> Result<usize> {
+        let SeqWorkspace {
+            cache,
+            logits,
+            d_logits,
+            embedded,
+            ..
+        } = ws;
+        let (input, steps) = self.layer_input(x, batch, embedded)?;
         let (first, cols) = if last_step_only {
             ((steps - 1) * batch, batch)
         } else {
             (0, steps * batch)
         };
         // Before the layer runs, so that a batch whose logits cannot be held fails at once.
-        ensure(&mut ws.logits, "SeqModel logits", self.output_size(), cols)?;
+        ensure(logits, "SeqModel logits", self.output_size(), cols)?;
         ensure(
-            &mut ws.d_logits,
+            d_logits,
             "SeqModel logit gradient",
             self.output_size(),
             cols,
         )?;
-        self.rnn.forward(x, batch, initial, &mut ws.cache)?;
-        let out = ws.cache.output();
-        self.head
-            .forward_to(&out.columns(first, cols), &mut ws.logits)?;
-        Ok(())
+        let dropout = dropout.filter(|_| self.rnn.config().dropout > 0.0);
+        self.rnn
+            .forward_with(input, Lengths::Full(batch), initial, cache, dropout)?;
+        let out = cache.output();
+        self.head.forward_to(&out.columns(first, cols), logits)?;
+        Ok(steps)
     }
 
     /// Writes the loss gradient into `ws.d_logits` and returns the loss, finite (the logits are,
@@ -298,7 +424,7 @@ impl<T: Float> SeqModel<T> {
     /// of the wrong shape (`StepMse`: `(O, T*B)`) are [`nn_core::Error::ShapeMismatch`].
     pub fn loss<'x>(
         &self,
-        x: impl Into<DMatrixView<'x, T>>,
+        x: impl Into<SeqInput<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
@@ -312,19 +438,36 @@ impl<T: Float> SeqModel<T> {
     /// every parameter (zero them first; nothing else is changed) and returns the loss. The
     /// final state is in `ws.final_state()`. The loss is finite: when the forward or the loss
     /// overflows, the result is [`nn_core::Error::NonFinite`] and the gradients are left
-    /// untouched.
+    /// untouched. No dropout: see [`SeqModel::forward_backward_with_dropout`].
     pub fn forward_backward<'x>(
         &mut self,
-        x: impl Into<DMatrixView<'x, T>>,
+        x: impl Into<SeqInput<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
         ws: &mut SeqWorkspace<T>,
     ) -> Result<T> {
-        let x: DMatrixView<'x, T> = x.into();
-        let loss = self.loss(x, batch, initial, target, ws)?;
-        let steps = x.ncols() / batch;
+        self.forward_backward_with_dropout(x, batch, initial, target, ws, None)
+    }
+
+    /// [`SeqModel::forward_backward`] as a training pass: with `dropout = Some(rng)` and the
+    /// layer's `dropout` setting `p > 0`, the masks between stacked layers are drawn from `rng`
+    /// (what [`crate::Trainer`] passes: its own generator, saved in checkpoints). With `None`,
+    /// or `p = 0` (the generator is then not touched), the bits of
+    /// [`SeqModel::forward_backward`].
+    pub fn forward_backward_with_dropout<'x>(
+        &mut self,
+        x: impl Into<SeqInput<'x, T>>,
+        batch: usize,
+        initial: Option<&RecurrentState<T>>,
+        target: Target<'_, T>,
+        ws: &mut SeqWorkspace<T>,
+        dropout: Option<&mut Rng>,
+    ) -> Result<T> {
+        let x: SeqInput<'x, T> = x.into();
         let last_only = target.objective().last_step_only();
+        let steps = self.forward_dropout(x, batch, initial, last_only, ws, dropout)?;
+        let loss = Self::loss_to(target, ws)?;
         let first = if last_only { (steps - 1) * batch } else { 0 };
         let cols = ws.logits.ncols();
         ensure(
@@ -341,19 +484,49 @@ impl<T: Float> SeqModel<T> {
             &ws.d_logits,
             Some(&mut ws.d_output.columns_mut(first, cols)),
         )?;
-        self.rnn
-            .backward(x, &mut ws.cache, &ws.d_output, None, None)
-            .map_err(Error::from)?;
+        match (x, &mut self.embed) {
+            (SeqInput::Dense(x), _) => {
+                self.rnn
+                    .backward(x, &mut ws.cache, &ws.d_output, None, None)?;
+            }
+            (SeqInput::Tokens(ids), Some(embed)) => {
+                // The layer's input gradient, added into the rows the ids read.
+                ensure(
+                    &mut ws.d_embedded,
+                    "SeqModel embedding gradient",
+                    embed.dim(),
+                    steps * batch,
+                )?;
+                self.rnn.backward(
+                    &ws.embedded,
+                    &mut ws.cache,
+                    &ws.d_output,
+                    None,
+                    Some(&mut ws.d_embedded),
+                )?;
+                embed.backward(ids, &ws.d_embedded)?;
+            }
+            // The forward refused token ids without an embedding.
+            (SeqInput::Tokens(_), None) => {
+                return Err(invalid("SeqModel: token ids need an embedding"));
+            }
+        }
         Ok(loss)
     }
 }
 
 impl<T: Float> Module<T> for SeqModel<T> {
     fn visit(&self, f: &mut dyn FnMut(&str, &Param<T>)) {
+        if let Some(e) = &self.embed {
+            visit_prefixed("embed", e, f);
+        }
         visit_prefixed("rnn", &self.rnn, f);
         visit_prefixed("head", &self.head, f);
     }
     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<T>)) {
+        if let Some(e) = &mut self.embed {
+            visit_prefixed_mut("embed", e, f);
+        }
         visit_prefixed_mut("rnn", &mut self.rnn, f);
         visit_prefixed_mut("head", &mut self.head, f);
     }

@@ -1,7 +1,8 @@
 //! A trainer for sequence tasks: mini-batches from a caller's [`BatchSource`], full or truncated
 //! BPTT, clipping, a learning-rate schedule, validation and progress reporting.
 //!
-//! One training step `s = 1, 2, …` takes one batch `x` `(I, T*B)` with its targets and:
+//! One training step `s = 1, 2, …` takes one batch `x` `(I, T*B)` (or, for a model with an
+//! embedding, `T*B` token ids) with its targets and:
 //! 1. sets the learning rate to `schedule.lr_at(base_lr, s − 1)`;
 //! 2. splits the `T` steps into windows: one window of `T` (full BPTT) or windows of `k` steps
 //!    (truncated BPTT; the last may be shorter). Each window runs from the previous window's final
@@ -29,6 +30,12 @@
 //! writing any cost a second pass over the parameters), and training stops before any
 //! checkpoint is written.
 //!
+//! Class targets may be [`IGNORE_INDEX`] (padding): the loss is the mean over the other
+//! positions, a truncated-BPTT window with none only carries the state, and a batch with none
+//! at all is [`nn_core::Error::AllTargetsIgnored`]. Training passes draw the dropout masks of a
+//! layer with `dropout > 0` from the trainer's [`Rng`] (after the batch source's draws);
+//! validation runs without dropout.
+//!
 //! The trainer owns the model, the optimizer and the [`Rng`] the batch source draws from, so a
 //! checkpoint ([`Trainer::save_checkpoint`]) captures everything a resumed run needs to continue
 //! bit for bit.
@@ -37,8 +44,9 @@ use crate::clip::{clip_grad_norm, clip_grad_value, first_non_finite_grad, grad_n
 use crate::error::{Error, Result, invalid};
 use crate::optim::Optimizer;
 use crate::schedule::LrSchedule;
-use crate::seq_model::{Objective, SeqModel, SeqWorkspace, Target};
+use crate::seq_model::{Objective, SeqInput, SeqModel, SeqWorkspace, Target};
 use nalgebra::DMatrix;
+use nn_core::loss::IGNORE_INDEX;
 use nn_core::{Float, Module, Rng};
 use nn_recurrent::RecurrentState;
 use std::time::Instant;
@@ -124,7 +132,8 @@ impl TrainerConfig {
 /// Targets of a batch, owned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Targets<T: Float> {
-    /// Class indices: `T*B` for NextToken (index `t*B + b`), `B` for LastStepClass.
+    /// Class indices: `T*B` for NextToken (index `t*B + b`), `B` for LastStepClass; a position
+    /// without a loss (padding) holds [`IGNORE_INDEX`].
     Classes(Vec<usize>),
     /// `(O, B)` values for LastStepMse, `(O, T*B)` for StepMse (column `t*B + b`).
     Values(DMatrix<T>),
@@ -133,8 +142,10 @@ pub enum Targets<T: Float> {
 /// One mini-batch, filled in place by a [`BatchSource`] (so its buffers are reused).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch<T: Float> {
-    /// `(I, T*B)`, column `t*B + b`.
+    /// `(I, T*B)`, column `t*B + b`; empty (no columns) for a model with an embedding.
     pub x: DMatrix<T>,
+    /// For a model with an embedding: `T*B` token ids, index `t*B + b` (empty otherwise).
+    pub ids: Vec<usize>,
     /// `B`.
     pub batch: usize,
     /// The targets.
@@ -145,6 +156,7 @@ impl<T: Float> Default for Batch<T> {
     fn default() -> Self {
         Batch {
             x: DMatrix::zeros(0, 0),
+            ids: Vec::new(),
             batch: 0,
             targets: Targets::Classes(Vec::new()),
         }
@@ -154,7 +166,16 @@ impl<T: Float> Default for Batch<T> {
 impl<T: Float> Batch<T> {
     /// Number of time steps `T`.
     pub fn steps(&self) -> usize {
-        self.x.ncols().checked_div(self.batch).unwrap_or(0)
+        self.columns().checked_div(self.batch).unwrap_or(0)
+    }
+
+    /// `T*B`: the ids when there are any, else the columns of `x`.
+    pub fn columns(&self) -> usize {
+        if self.ids.is_empty() {
+            self.x.ncols()
+        } else {
+            self.ids.len()
+        }
     }
 }
 
@@ -366,17 +387,23 @@ impl<T: Float> Trainer<T> {
             }
             .into());
         }
-        let i = self.model.input_size();
-        if b.x.nrows() != i || b.x.ncols() != steps * b.batch {
-            return Err(nn_core::Error::ShapeMismatch {
-                op: "Trainer batch x",
-                expected: nn_core::Shape(i, steps * b.batch),
-                got: nn_core::Shape::from(&b.x),
-            }
-            .into());
+        let cols = b.columns();
+        if self.model.embed.is_some() && b.x.ncols() != 0 {
+            return Err(Error::InputKind {
+                op: "Trainer batch",
+                expected: "token ids (Batch::ids, with x empty)",
+                got: "a dense input (Batch::x)",
+            });
         }
+        // The kind of input, its shape, and every id in the vocabulary.
+        let input = if b.ids.is_empty() {
+            SeqInput::from(&b.x)
+        } else {
+            SeqInput::Tokens(&b.ids)
+        };
+        self.model.check_input(&input, b.batch)?;
         let (len_ok, want) = match (&b.targets, self.config.objective) {
-            (Targets::Classes(t), Objective::NextToken) => (t.len() == b.x.ncols(), b.x.ncols()),
+            (Targets::Classes(t), Objective::NextToken) => (t.len() == cols, cols),
             (Targets::Classes(t), Objective::LastStepClass) => (t.len() == b.batch, b.batch),
             (Targets::Values(_), Objective::LastStepMse | Objective::StepMse) => (true, 0),
             (_, obj) => {
@@ -407,19 +434,27 @@ impl<T: Float> Trainer<T> {
         let classes = self.model.output_size();
         match &b.targets {
             Targets::Classes(t) => {
-                if let Some((index, &target)) = t.iter().enumerate().find(|(_, c)| **c >= classes) {
+                let op = "Trainer batch targets";
+                if let Some((index, &target)) = t
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| **c >= classes && **c != IGNORE_INDEX)
+                {
                     return Err(nn_core::Error::TargetOutOfRange {
-                        op: "Trainer batch targets",
+                        op,
                         index,
                         target,
                         classes,
                     }
                     .into());
                 }
+                if t.iter().all(|&c| c == IGNORE_INDEX) {
+                    return Err(nn_core::Error::AllTargetsIgnored { op }.into());
+                }
             }
             Targets::Values(y) => {
                 let cols = if self.config.objective == Objective::StepMse {
-                    b.x.ncols()
+                    cols
                 } else {
                     b.batch
                 };
@@ -434,7 +469,7 @@ impl<T: Float> Trainer<T> {
     /// parameters, the optimizer (state, learning rate and step count) and the step counter are
     /// those from before the step, also when a later truncated-BPTT window fails after earlier
     /// ones made their updates; the carried state is dropped (the next step starts from zeros),
-    /// and what the batch source drew from the trainer's [`Rng`] stays drawn.
+    /// and what the batch source and the dropout masks drew from the trainer's [`Rng`] stays drawn.
     pub fn train_step<S: BatchSource<T> + ?Sized>(&mut self, source: &mut S) -> Result<StepReport> {
         let result = self.try_step(source);
         if result.is_err() {
@@ -460,6 +495,7 @@ impl<T: Float> Trainer<T> {
         let Trainer {
             model,
             optimizer,
+            rng,
             config,
             batch,
             window_x,
@@ -500,19 +536,29 @@ impl<T: Float> Trainer<T> {
             while t0 < steps {
                 let n = window.min(steps - t0);
                 let last = t0 + n == steps;
-                let x: &DMatrix<T> = if n == steps {
-                    &batch.x
+                let x: SeqInput<'_, T> = if !batch.ids.is_empty() {
+                    SeqInput::Tokens(&batch.ids[t0 * b..(t0 + n) * b])
+                } else if n == steps {
+                    (&batch.x).into()
                 } else {
                     if window_x.shape() != (batch.x.nrows(), n * b) {
                         *window_x = DMatrix::zeros(batch.x.nrows(), n * b);
                     }
                     window_x.copy_from(&batch.x.columns(t0 * b, n * b));
-                    window_x
+                    (&*window_x).into()
                 };
                 let w = &mut ws[usize::from(n != window)];
                 let initial = if carry { state.as_ref() } else { None };
-                if objective.last_step_only() && !last {
-                    model.rnn.forward(x, b, initial, w.cache_mut())?;
+                // A NextToken window whose targets are all IGNORE_INDEX has no loss term.
+                let no_loss = match (&batch.targets, objective) {
+                    (Targets::Classes(t), Objective::NextToken) => {
+                        t[t0 * b..(t0 + n) * b].iter().all(|&c| c == IGNORE_INDEX)
+                    }
+                    _ => false,
+                };
+                if (objective.last_step_only() && !last) || no_loss {
+                    // Forward only, to carry the state (a training pass: dropout applies).
+                    model.forward_dropout(x, b, initial, true, w, Some(&mut *rng))?;
                 } else {
                     let target = match (&batch.targets, objective) {
                         (Targets::Classes(t), Objective::NextToken) => {
@@ -532,7 +578,14 @@ impl<T: Float> Trainer<T> {
                         (Targets::Values(y), _) => Target::LastStepMse(y),
                     };
                     model.zero_grad();
-                    let loss = model.forward_backward(x, b, initial, target, w)?;
+                    let loss = model.forward_backward_with_dropout(
+                        x,
+                        b,
+                        initial,
+                        target,
+                        w,
+                        Some(&mut *rng),
+                    )?;
                     if !loss.finite() {
                         return Err(Error::NonFiniteLoss {
                             step,
@@ -553,10 +606,14 @@ impl<T: Float> Trainer<T> {
                         clip_grad_value(model, v);
                     }
                     optimizer.step(model)?;
-                    let weight = if !objective.last_step_only() {
-                        n as f64
-                    } else {
-                        1.0
+                    // The window's loss terms over B (n when no target is ignored).
+                    let weight = match (target, objective.last_step_only()) {
+                        (Target::NextToken(t), _) => {
+                            let kept = t.iter().filter(|&&c| c != IGNORE_INDEX).count();
+                            kept as f64 / b as f64
+                        }
+                        (_, false) => n as f64,
+                        (_, true) => 1.0,
                     };
                     loss_sum += loss.as_f64() * weight;
                     weight_sum += weight;

@@ -1,7 +1,12 @@
 //! `cargo xtask demo charlm`: a character language model on any text file.
 //!
 //! Data: the text's characters form the vocabulary (`V`), inputs are one-hot `(V, T*B)` and the
-//! targets are the next characters ([`super::text`]). The last 10% of the text is validation.
+//! targets are the next characters ([`super::text`]). With `--embed N` the model starts with an
+//! embedding `(V, N)` (`embed.weight`) and reads the `T*B` character ids instead (default: the
+//! one-hot input, bit for bit as before). `--dropout P` (with `--layers` 2 or more) drops each
+//! value between stacked layers with probability `P` in training steps (masks drawn from the
+//! trainer's checkpointed generator); validation and sampling run without it. The last 10% of
+//! the text is validation.
 //!
 //! Training (f32): each step takes `B` windows of `T = --seq` characters at random positions of
 //! the training text, each started from a zero state, and makes one update on the mean
@@ -44,7 +49,7 @@ use super::limits;
 use super::options::{self, OptimizerName, Output, err};
 use super::plot::{self, Series};
 use super::progress::{Bar, Budget};
-use super::text::{Corpus, DEFAULT_CORPUS, one_hot_windows, read_text_file};
+use super::text::{Corpus, DEFAULT_CORPUS, one_hot_windows, read_text_file, token_windows};
 use crate::cli;
 use clap::Parser;
 use nalgebra::DMatrix;
@@ -52,8 +57,8 @@ use nn_core::Rng;
 use nn_core::tensor_io::TensorFile;
 use nn_recurrent::{CellKind, RecurrentConfig};
 use nn_train::{
-    Batch, Clip, Objective, Optimizer, OptimizerConfig, SampleConfig, SeqModel, SeqModelConfig,
-    SeqWorkspace, Target, Targets, Trainer, TrainerConfig, batch_fn,
+    Batch, Clip, EmbeddingConfig, Objective, Optimizer, OptimizerConfig, SampleConfig, SeqModel,
+    SeqModelConfig, SeqWorkspace, Target, Targets, Trainer, TrainerConfig, batch_fn,
 };
 use plotters::style::{BLUE, RED};
 use std::path::PathBuf;
@@ -80,6 +85,13 @@ pub struct Args {
     /// Stacked layers.
     #[arg(long, value_name = "L", default_value_t = 2, value_parser = cli::positive_usize)]
     pub layers: usize,
+    /// Start with an embedding of N values per character (the layer reads N features instead
+    /// of the one-hot V) [default: one-hot input].
+    #[arg(long, value_name = "N", value_parser = cli::positive_usize)]
+    pub embed: Option<usize>,
+    /// Dropout probability between stacked layers, in training steps (needs --layers 2 or more).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = cli::dropout_probability)]
+    pub dropout: f64,
     /// Characters per training window.
     #[arg(long, value_name = "T", default_value_t = 64, value_parser = cli::positive_usize)]
     pub seq: usize,
@@ -153,6 +165,10 @@ pub struct Options {
     pub hidden: usize,
     /// Stacked layers.
     pub layers: usize,
+    /// Embedding size (`None`: one-hot input).
+    pub embed: Option<usize>,
+    /// Dropout between stacked layers.
+    pub dropout: f64,
     /// Window length `T`.
     pub seq: usize,
     /// Windows per step `B`.
@@ -199,6 +215,8 @@ impl From<Args> for Options {
             cell: a.cell,
             hidden: a.hidden,
             layers: a.layers,
+            embed: a.embed,
+            dropout: a.dropout,
             seq: a.seq,
             batch: a.batch,
             optimizer: a.optimizer.config(a.lr),
@@ -285,17 +303,21 @@ fn mean_loss(
     ws: &mut SeqWorkspace<f32>,
 ) -> Result<f64, String> {
     let mut x = DMatrix::zeros(0, 0);
-    let mut targets = Vec::new();
+    let (mut ids, mut targets) = (Vec::new(), Vec::new());
     let (mut sum, mut count) = (0.0, 0usize);
     for chunk in starts.chunks(VAL_CHUNK) {
         let cols = seq * chunk.len();
-        if x.shape() != (corpus.vocab_size(), cols) {
-            x = DMatrix::zeros(corpus.vocab_size(), cols);
+        let loss = if model.embed.is_some() {
+            token_windows(&corpus.ids, chunk, seq, &mut ids, &mut targets);
+            model.loss(&ids, chunk.len(), None, Target::NextToken(&targets), ws)
+        } else {
+            if x.shape() != (corpus.vocab_size(), cols) {
+                x = DMatrix::zeros(corpus.vocab_size(), cols);
+            }
+            one_hot_windows(&corpus.ids, chunk, seq, &mut x, &mut targets);
+            model.loss(&x, chunk.len(), None, Target::NextToken(&targets), ws)
         }
-        one_hot_windows(&corpus.ids, chunk, seq, &mut x, &mut targets);
-        let loss = model
-            .loss(&x, chunk.len(), None, Target::NextToken(&targets), ws)
-            .map_err(err)?;
+        .map_err(err)?;
         sum += f64::from(loss) * cols as f64;
         count += cols;
     }
@@ -332,9 +354,16 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     let (corpus, text_name) = load_text(options)?;
     let (v, seq, batch) = (corpus.vocab_size(), options.seq, options.batch);
     let split = corpus.split;
+    if options.dropout > 0.0 && options.layers < 2 {
+        return Err(format!(
+            "--dropout {} needs --layers 2 or more: it applies between stacked layers",
+            options.dropout
+        ));
+    }
     limits::charlm(
         options.cell,
         v,
+        options.embed,
         options.hidden,
         options.layers,
         seq,
@@ -363,10 +392,14 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
     }
 
     let mut rng = Rng::seed_from(options.seed);
-    let rnn = RecurrentConfig::new(options.cell, v, options.hidden).with_num_layers(options.layers);
-    let model = SeqModelConfig::new(rnn, v)
-        .init::<f32>(&mut rng)
-        .map_err(err)?;
+    let rnn = RecurrentConfig::new(options.cell, options.embed.unwrap_or(v), options.hidden)
+        .with_num_layers(options.layers)
+        .with_dropout(options.dropout);
+    let mut model_config = SeqModelConfig::new(rnn, v);
+    if let Some(e) = options.embed {
+        model_config = model_config.with_embedding(EmbeddingConfig::new(v, e));
+    }
+    let model = model_config.init::<f32>(&mut rng).map_err(err)?;
     let optimizer = Optimizer::new(options.optimizer).map_err(err)?;
     let config = TrainerConfig::new(Objective::NextToken)
         .with_clip(Clip::Norm(options.clip))
@@ -386,6 +419,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
 
     let ids = corpus.ids.clone();
     let carry = options.carry;
+    let embedded = options.embed.is_some();
     let mut starts = vec![0; batch];
     let mut source = batch_fn(move |step: u64, rng: &mut Rng, b: &mut Batch<f32>| {
         for (j, s) in starts.iter_mut().enumerate() {
@@ -395,14 +429,18 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
                 rng.below(split - seq)
             };
         }
-        if b.x.shape() != (v, seq * batch) {
-            b.x = DMatrix::zeros(v, seq * batch);
-        }
         let mut targets = match std::mem::replace(&mut b.targets, Targets::Classes(Vec::new())) {
             Targets::Classes(t) => t,
             Targets::Values(_) => Vec::new(),
         };
-        one_hot_windows(&ids, &starts, seq, &mut b.x, &mut targets);
+        if embedded {
+            token_windows(&ids, &starts, seq, &mut b.ids, &mut targets);
+        } else {
+            if b.x.shape() != (v, seq * batch) {
+                b.x = DMatrix::zeros(v, seq * batch);
+            }
+            one_hot_windows(&ids, &starts, seq, &mut b.x, &mut targets);
+        }
         b.batch = batch;
         b.targets = Targets::Classes(targets);
         Ok(())
@@ -423,10 +461,18 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
         corpus.ids.len() - split
     ))?;
     out.line(format_args!(
-        "model: {} layer(s) of {} {} units + Dense head; seq {seq}, batch {batch}, {} lr {}, clip {}{}",
+        "model: {}{} layer(s) of {} {} units{} + Dense head; seq {seq}, batch {batch}, {} lr {}, clip {}{}",
+        options
+            .embed
+            .map_or(String::new(), |e| format!("embedding {v}×{e}, ")),
         options.layers,
         options.hidden,
         format_args!("{:#}", options.cell),
+        if options.dropout > 0.0 {
+            format!(" (dropout {} between layers)", options.dropout)
+        } else {
+            String::new()
+        },
         // The settings in force: a resumed run's are the checkpoint's.
         trainer.optimizer.config().kind(),
         trainer.optimizer.lr(),

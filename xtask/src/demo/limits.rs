@@ -92,11 +92,13 @@ fn check(buffers: &[(String, Option<usize>)]) -> Result<(), String> {
     )
 }
 
-/// `charlm`: vocabulary `v`, the text's `chars` (its indices are held twice), `--sample`
+/// `charlm`: vocabulary `v`, an embedding of `embed` values per character (the layer's input;
+/// `None`: one-hot, `v`), the text's `chars` (its indices are held twice), `--sample`
 /// characters, and training windows `T × B` next to validation chunks of `T × val_batch`.
 pub fn charlm(
     cell: CellKind,
     v: usize,
+    embed: Option<usize>,
     hidden: usize,
     layers: usize,
     seq: usize,
@@ -109,8 +111,19 @@ pub fn charlm(
         .checked_add(val_batch)
         .and_then(|b| b.checked_mul(seq));
     let sizes = format!("T {seq} × (B {batch} + {val_batch})");
-    let mut buffers = vec![parameters(cell, v, hidden, layers, v)];
-    buffers.extend(step_buffers(cell, v, hidden, layers, v, columns, &sizes));
+    // With an embedding the layer reads `E` features; the table is `(V, E)`, counted five
+    // times as the other parameters.
+    let input = embed.unwrap_or(v);
+    let mut buffers = vec![parameters(cell, input, hidden, layers, v)];
+    if let Some(e) = embed {
+        buffers.push((
+            format!("the embedding ({v} × {e})"),
+            bytes(5 * F32, &[v, e]),
+        ));
+    }
+    buffers.extend(step_buffers(
+        cell, input, hidden, layers, v, columns, &sizes,
+    ));
     buffers.push((
         format!("the text's indices (2 × {chars} characters)"),
         bytes(16, &[chars]),
@@ -168,10 +181,10 @@ mod tests {
     #[test]
     fn defaults_fit_and_huge_sizes_do_not() {
         let lstm = CellKind::Lstm;
-        assert!(charlm(lstm, 100, 256, 2, 64, 32, 64, 1 << 20, 500).is_ok());
+        assert!(charlm(lstm, 100, None, 256, 2, 64, 32, 64, 1 << 20, 500).is_ok());
         assert!(adding(lstm, 64, 100, 32, 1000).is_ok());
         assert!(reber(lstm, 16, 32, 256, 64).is_ok());
-        let e = charlm(lstm, 1_114_111, 256, 2, 64, 32, 64, 1 << 20, 500).unwrap_err();
+        let e = charlm(lstm, 1_114_111, None, 256, 2, 64, 32, 64, 1 << 20, 500).unwrap_err();
         assert!(e.contains("head's outputs") && e.contains("1114111"), "{e}");
         assert!(adding(lstm, 64, 100, 1 << 61, 1000).is_err());
         assert!(adding(lstm, usize::MAX, 100, 32, 1000).is_err());

@@ -131,6 +131,28 @@ pub fn one_hot_windows<T: Float>(
     }
 }
 
+/// [`one_hot_windows`] for a model with an embedding: the `T*B` input ids (index `t*B + b`)
+/// instead of the one-hot matrix, and the same targets.
+pub fn token_windows(
+    ids: &[usize],
+    starts: &[usize],
+    steps: usize,
+    input: &mut Vec<usize>,
+    targets: &mut Vec<usize>,
+) {
+    let batch = starts.len();
+    input.clear();
+    input.resize(steps * batch, 0);
+    targets.clear();
+    targets.resize(steps * batch, 0);
+    for (b, &s) in starts.iter().enumerate() {
+        for t in 0..steps {
+            input[t * batch + b] = ids[s + t];
+            targets[t * batch + b] = ids[s + t + 1];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +169,9 @@ mod tests {
         assert_eq!(t, vec![1, 2, 2, 0, 0, 1]);
         assert_eq!(x[(0, 0)], 1.0);
         assert_eq!(x[(1, 1)], 1.0);
+        let (mut ids, mut t2) = (Vec::new(), Vec::new());
+        token_windows(&c.ids, &[0, 1], 3, &mut ids, &mut t2);
+        assert_eq!((ids, t2), (vec![0, 1, 1, 2, 2, 0], t));
         assert!(Corpus::new("aaaa", 1).is_err());
         assert!(Corpus::new("ab", 5).is_err());
         assert!(DEFAULT_CORPUS.len() > 10_000);

@@ -1,10 +1,11 @@
 //! Forward only for a [`SeqModel`]: the layer's [`Recurrent::infer`](nn_recurrent::Recurrent::infer)
 //! (no cache for backward) and the head, `logits (O, T*B)` or `(O, B)` as in
-//! [`SeqModel::forward`], bit for bit.
+//! [`SeqModel::forward`], bit for bit. With an embedding, the ids' rows `(E, T*B)` are gathered
+//! into a buffer allocated for the call, then read as the dense input is.
 
-use super::{SeqModel, ensure};
+use super::{SeqInput, SeqModel, ensure};
 use crate::error::Result;
-use nalgebra::{DMatrix, DMatrixView};
+use nalgebra::DMatrix;
 use nn_core::Float;
 use nn_recurrent::{InferScratch, RecurrentState};
 
@@ -12,19 +13,19 @@ impl<T: Float> SeqModel<T> {
     /// The logits of [`SeqModel::forward`] (the same bits), without keeping what backward needs:
     /// the layer's output and final state stay in `scratch` ([`InferScratch::output`],
     /// [`InferScratch::final_state`]), the head's output goes into `logits` (resized to `(O, T*B)`,
-    /// or `(O, B)` with `last_step_only`, when its shape differs). Errors as
-    /// [`SeqModel::forward`].
+    /// or `(O, B)` with `last_step_only`, when its shape differs). `x` is dense input or token
+    /// ids, as in [`SeqModel::forward`]. Errors as [`SeqModel::forward`].
     pub fn infer<'x>(
         &self,
-        x: impl Into<DMatrixView<'x, T>>,
+        x: impl Into<SeqInput<'x, T>>,
         batch: usize,
         initial: Option<&RecurrentState<T>>,
         last_step_only: bool,
         scratch: &mut InferScratch<T>,
         logits: &mut DMatrix<T>,
     ) -> Result<()> {
-        let x: DMatrixView<'x, T> = x.into();
-        let steps = self.steps(&x, batch)?;
+        let mut gathered = DMatrix::zeros(0, 0);
+        let (x, steps) = self.layer_input(x.into(), batch, &mut gathered)?;
         let (first, cols) = if last_step_only {
             ((steps - 1) * batch, batch)
         } else {
