@@ -27,6 +27,13 @@
 //! the gathered rows (no one-hot product), and backward adds `dx` (the layer's input gradient)
 //! into the rows the ids used. The other kind of input is [`crate::Error::InputKind`].
 //!
+//! Variable-length batches (PyTorch's packed sequences): every pass takes `batch` as `B` or as
+//! each sequence's length ([`Lengths`]; `lengths.rs`). The layer runs only the real steps
+//! ([`Recurrent::forward_with`]); the losses cover the real positions only (`NextToken` ignores
+//! the padded positions' targets whatever they hold, `StepMse` is the mean over the real
+//! columns), and the last-step objectives read each sequence's own last step. The ids of a
+//! padded position must still be in the vocabulary (PyTorch pads with `padding_idx`).
+//!
 //! Dropout (the layer's `dropout` setting, between stacked layers) applies only in
 //! [`SeqModel::forward_backward_with_dropout`] given an [`Rng`]; every other pass runs without
 //! it (PyTorch's `eval()`).
@@ -53,6 +60,7 @@ use serde_json::Value;
 
 mod infer;
 mod input;
+mod lengths;
 
 pub use input::SeqInput;
 
@@ -240,6 +248,11 @@ pub struct SeqWorkspace<T: Float> {
     embedded: DMatrix<T>,
     /// With an embedding: the layer's input gradient `(E, T*B)`.
     d_embedded: DMatrix<T>,
+    /// A variable-length batch's last-step objectives: each sequence's last output `(D*H, B)`
+    /// and its gradient; its `NextToken` targets with the padded positions ignored.
+    last_out: DMatrix<T>,
+    d_last_out: DMatrix<T>,
+    targets: Vec<usize>,
 }
 
 impl<T: Float> Default for SeqWorkspace<T> {
@@ -274,6 +287,9 @@ impl<T: Float> SeqWorkspace<T> {
             d_output: DMatrix::zeros(0, 0),
             embedded: DMatrix::zeros(0, 0),
             d_embedded: DMatrix::zeros(0, 0),
+            last_out: DMatrix::zeros(0, 0),
+            d_last_out: DMatrix::zeros(0, 0),
+            targets: Vec::new(),
         }
     }
     /// The head's output of the last forward: `(O, T*B)` (NextToken) or `(O, B)` (last step).
@@ -351,16 +367,17 @@ impl<T: Float> SeqModel<T> {
     /// Results in `ws.logits()`, `ws.output()`, `ws.final_state()`. `x` is a matrix (`&x`), a
     /// view (a window of a longer batch, `x.columns(t0 * b, n * b)`, with no copy), or, for a
     /// model with an embedding, the `T*B` token ids (`&ids`, `&ids[t0 * b..(t0 + n) * b]`).
-    /// No dropout (evaluation).
-    pub fn forward<'x>(
+    /// `batch` is `B` (`32`), or each sequence's length (`&lengths[..]`,
+    /// [`Lengths::Each`]: a variable-length batch, see the module doc). No dropout (evaluation).
+    pub fn forward<'x, 'l>(
         &self,
         x: impl Into<SeqInput<'x, T>>,
-        batch: usize,
+        batch: impl Into<Lengths<'l>>,
         initial: Option<&RecurrentState<T>>,
         last_step_only: bool,
         ws: &mut SeqWorkspace<T>,
     ) -> Result<()> {
-        self.forward_dropout(x.into(), batch, initial, last_step_only, ws, None)
+        self.forward_dropout(x.into(), batch.into(), initial, last_step_only, ws, None)
             .map(|_| ())
     }
 
@@ -369,17 +386,19 @@ impl<T: Float> SeqModel<T> {
     pub(crate) fn forward_dropout(
         &self,
         x: SeqInput<'_, T>,
-        batch: usize,
+        lengths: Lengths<'_>,
         initial: Option<&RecurrentState<T>>,
         last_step_only: bool,
         ws: &mut SeqWorkspace<T>,
         dropout: Option<&mut Rng>,
     ) -> Result<usize> {
+        let batch = lengths.batch();
         let SeqWorkspace {
             cache,
             logits,
             d_logits,
             embedded,
+            last_out,
             ..
         } = ws;
         let (input, steps) = self.layer_input(x, batch, embedded)?;
@@ -398,18 +417,34 @@ impl<T: Float> SeqModel<T> {
         )?;
         let dropout = dropout.filter(|_| self.rnn.config().dropout > 0.0);
         self.rnn
-            .forward_with(input, Lengths::Full(batch), initial, cache, dropout)?;
+            .forward_with(input, lengths, initial, cache, dropout)?;
         let out = cache.output();
-        self.head.forward_to(&out.columns(first, cols), logits)?;
+        if last_step_only && matches!(lengths, Lengths::Each(_)) {
+            // Each sequence's own last step.
+            ensure(last_out, "SeqModel last outputs", out.nrows(), batch)?;
+            for (j, c) in lengths::last_columns(lengths, steps).enumerate() {
+                last_out.column_mut(j).copy_from(&out.column(c));
+            }
+            self.head.forward_to(&*last_out, logits)?;
+        } else {
+            self.head.forward_to(&out.columns(first, cols), logits)?;
+        }
         Ok(steps)
     }
 
     /// Writes the loss gradient into `ws.d_logits` and returns the loss, finite (the logits are,
     /// as [`Dense::forward_to`] checks; a loss that overflows is `NonFinite`).
-    fn loss_to(target: Target<'_, T>, ws: &mut SeqWorkspace<T>) -> Result<T> {
+    fn loss_to(target: Target<'_, T>, lengths: Lengths<'_>, ws: &mut SeqWorkspace<T>) -> Result<T> {
         Ok(match target {
-            Target::NextToken(t) | Target::LastStepClass(t) => {
+            Target::NextToken(t) => {
+                let t = lengths::mask_targets(t, lengths, &mut ws.targets);
                 loss::softmax_cross_entropy_to(&ws.logits, t, &mut ws.d_logits)?
+            }
+            Target::LastStepClass(t) => {
+                loss::softmax_cross_entropy_to(&ws.logits, t, &mut ws.d_logits)?
+            }
+            Target::StepMse(y) if matches!(lengths, Lengths::Each(_)) => {
+                lengths::masked_mse(&ws.logits, y, lengths, &mut ws.d_logits)?
             }
             Target::LastStepMse(y) | Target::StepMse(y) => {
                 let l = loss::mse(&ws.logits, y)?;
@@ -422,16 +457,17 @@ impl<T: Float> SeqModel<T> {
     /// Forward and loss, without gradients (validation). The loss is finite: a forward or a loss
     /// that overflows (or weights that are not finite) is [`nn_core::Error::NonFinite`]. Targets
     /// of the wrong shape (`StepMse`: `(O, T*B)`) are [`nn_core::Error::ShapeMismatch`].
-    pub fn loss<'x>(
+    pub fn loss<'x, 'l>(
         &self,
         x: impl Into<SeqInput<'x, T>>,
-        batch: usize,
+        batch: impl Into<Lengths<'l>>,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
         ws: &mut SeqWorkspace<T>,
     ) -> Result<T> {
-        self.forward(x, batch, initial, target.objective().last_step_only(), ws)?;
-        Self::loss_to(target, ws)
+        let lengths = batch.into();
+        self.forward(x, lengths, initial, target.objective().last_step_only(), ws)?;
+        Self::loss_to(target, lengths, ws)
     }
 
     /// One training step's forward, loss and backward: adds the gradients of the loss into
@@ -439,10 +475,10 @@ impl<T: Float> SeqModel<T> {
     /// final state is in `ws.final_state()`. The loss is finite: when the forward or the loss
     /// overflows, the result is [`nn_core::Error::NonFinite`] and the gradients are left
     /// untouched. No dropout: see [`SeqModel::forward_backward_with_dropout`].
-    pub fn forward_backward<'x>(
+    pub fn forward_backward<'x, 'l>(
         &mut self,
         x: impl Into<SeqInput<'x, T>>,
-        batch: usize,
+        batch: impl Into<Lengths<'l>>,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
         ws: &mut SeqWorkspace<T>,
@@ -455,19 +491,21 @@ impl<T: Float> SeqModel<T> {
     /// (what [`crate::Trainer`] passes: its own generator, saved in checkpoints). With `None`,
     /// or `p = 0` (the generator is then not touched), the bits of
     /// [`SeqModel::forward_backward`].
-    pub fn forward_backward_with_dropout<'x>(
+    pub fn forward_backward_with_dropout<'x, 'l>(
         &mut self,
         x: impl Into<SeqInput<'x, T>>,
-        batch: usize,
+        batch: impl Into<Lengths<'l>>,
         initial: Option<&RecurrentState<T>>,
         target: Target<'_, T>,
         ws: &mut SeqWorkspace<T>,
         dropout: Option<&mut Rng>,
     ) -> Result<T> {
         let x: SeqInput<'x, T> = x.into();
+        let lengths: Lengths<'l> = batch.into();
+        let batch = lengths.batch();
         let last_only = target.objective().last_step_only();
-        let steps = self.forward_dropout(x, batch, initial, last_only, ws, dropout)?;
-        let loss = Self::loss_to(target, ws)?;
+        let steps = self.forward_dropout(x, lengths, initial, last_only, ws, dropout)?;
+        let loss = Self::loss_to(target, lengths, ws)?;
         let first = if last_only { (steps - 1) * batch } else { 0 };
         let cols = ws.logits.ncols();
         ensure(
@@ -479,11 +517,24 @@ impl<T: Float> SeqModel<T> {
         if last_only {
             ws.d_output.fill(T::zero());
         }
-        self.head.backward_to(
-            &ws.cache.output().columns(first, cols),
-            &ws.d_logits,
-            Some(&mut ws.d_output.columns_mut(first, cols)),
-        )?;
+        if last_only && matches!(lengths, Lengths::Each(_)) {
+            // Each sequence's own last step (gathered by the forward).
+            let rows = ws.last_out.nrows();
+            ensure(&mut ws.d_last_out, "SeqModel last outputs", rows, batch)?;
+            self.head
+                .backward_to(&ws.last_out, &ws.d_logits, Some(&mut ws.d_last_out))?;
+            for (j, c) in lengths::last_columns(lengths, steps).enumerate() {
+                ws.d_output
+                    .column_mut(c)
+                    .copy_from(&ws.d_last_out.column(j));
+            }
+        } else {
+            self.head.backward_to(
+                &ws.cache.output().columns(first, cols),
+                &ws.d_logits,
+                Some(&mut ws.d_output.columns_mut(first, cols)),
+            )?;
+        }
         match (x, &mut self.embed) {
             (SeqInput::Dense(x), _) => {
                 self.rnn

@@ -48,7 +48,7 @@ use crate::seq_model::{Objective, SeqInput, SeqModel, SeqWorkspace, Target};
 use nalgebra::DMatrix;
 use nn_core::loss::IGNORE_INDEX;
 use nn_core::{Float, Module, Rng};
-use nn_recurrent::RecurrentState;
+use nn_recurrent::{Lengths, RecurrentState};
 use std::time::Instant;
 
 /// How far back gradients flow.
@@ -148,6 +148,11 @@ pub struct Batch<T: Float> {
     pub ids: Vec<usize>,
     /// `B`.
     pub batch: usize,
+    /// Each sequence's length, for a variable-length batch (`B` of them, each in `1..=T`;
+    /// PyTorch's packed sequences, see [`nn_recurrent::Lengths`]): the steps past a sequence's
+    /// end are padding, never read, and have no loss. Empty: every sequence has `T` steps.
+    /// Variable-length batches train with full BPTT.
+    pub lengths: Vec<usize>,
     /// The targets.
     pub targets: Targets<T>,
 }
@@ -158,6 +163,7 @@ impl<T: Float> Default for Batch<T> {
             x: DMatrix::zeros(0, 0),
             ids: Vec::new(),
             batch: 0,
+            lengths: Vec::new(),
             targets: Targets::Classes(Vec::new()),
         }
     }
@@ -402,6 +408,32 @@ impl<T: Float> Trainer<T> {
             SeqInput::Tokens(&b.ids)
         };
         self.model.check_input(&input, b.batch)?;
+        if !b.lengths.is_empty() {
+            if b.lengths.len() != b.batch {
+                return Err(nn_core::Error::LengthMismatch {
+                    op: "Trainer batch lengths (one per sequence)",
+                    expected: b.batch,
+                    got: b.lengths.len(),
+                }
+                .into());
+            }
+            if let Some((i, &len)) = b
+                .lengths
+                .iter()
+                .enumerate()
+                .find(|&(_, &len)| len == 0 || len > steps)
+            {
+                return Err(invalid(format!(
+                    "Trainer batch: sequence {i} has length {len}; every length must be in 1..={steps} (T)"
+                )));
+            }
+            if matches!(self.config.bptt, Bptt::Truncated { window } if window < steps) {
+                return Err(invalid(
+                    "Trainer: a variable-length batch (Batch::lengths) trains with full BPTT, \
+                     not truncated windows",
+                ));
+            }
+        }
         let (len_ok, want) = match (&b.targets, self.config.objective) {
             (Targets::Classes(t), Objective::NextToken) => (t.len() == cols, cols),
             (Targets::Classes(t), Objective::LastStepClass) => (t.len() == b.batch, b.batch),
@@ -531,6 +563,11 @@ impl<T: Float> Trainer<T> {
             }
         }
         let (mut loss_sum, mut weight_sum, mut max_norm, mut updates) = (0.0, 0.0, 0.0f64, 0);
+        let lengths = if batch.lengths.is_empty() {
+            Lengths::Full(b)
+        } else {
+            Lengths::Each(&batch.lengths)
+        };
         let mut windows = || -> Result<()> {
             let mut t0 = 0;
             while t0 < steps {
@@ -558,7 +595,7 @@ impl<T: Float> Trainer<T> {
                 };
                 if (objective.last_step_only() && !last) || no_loss {
                     // Forward only, to carry the state (a training pass: dropout applies).
-                    model.forward_dropout(x, b, initial, true, w, Some(&mut *rng))?;
+                    model.forward_dropout(x, lengths, initial, true, w, Some(&mut *rng))?;
                 } else {
                     let target = match (&batch.targets, objective) {
                         (Targets::Classes(t), Objective::NextToken) => {
@@ -580,7 +617,7 @@ impl<T: Float> Trainer<T> {
                     model.zero_grad();
                     let loss = model.forward_backward_with_dropout(
                         x,
-                        b,
+                        lengths,
                         initial,
                         target,
                         w,

@@ -7,7 +7,7 @@ use super::{SeqInput, SeqModel, ensure};
 use crate::error::Result;
 use nalgebra::DMatrix;
 use nn_core::Float;
-use nn_recurrent::{InferScratch, RecurrentState};
+use nn_recurrent::{InferScratch, Lengths, RecurrentState};
 
 impl<T: Float> SeqModel<T> {
     /// The logits of [`SeqModel::forward`] (the same bits), without keeping what backward needs:
@@ -15,16 +15,18 @@ impl<T: Float> SeqModel<T> {
     /// [`InferScratch::final_state`]), the head's output goes into `logits` (resized to `(O, T*B)`,
     /// or `(O, B)` with `last_step_only`, when its shape differs). `x` is dense input or token
     /// ids, as in [`SeqModel::forward`]. Errors as [`SeqModel::forward`].
-    pub fn infer<'x>(
+    pub fn infer<'x, 'l>(
         &self,
         x: impl Into<SeqInput<'x, T>>,
-        batch: usize,
+        batch: impl Into<Lengths<'l>>,
         initial: Option<&RecurrentState<T>>,
         last_step_only: bool,
         scratch: &mut InferScratch<T>,
         logits: &mut DMatrix<T>,
     ) -> Result<()> {
         let mut gathered = DMatrix::zeros(0, 0);
+        let lengths: Lengths<'l> = batch.into();
+        let batch = lengths.batch();
         let (x, steps) = self.layer_input(x.into(), batch, &mut gathered)?;
         let (first, cols) = if last_step_only {
             ((steps - 1) * batch, batch)
@@ -32,8 +34,17 @@ impl<T: Float> SeqModel<T> {
             (0, steps * batch)
         };
         ensure(logits, "SeqModel logits", self.output_size(), cols)?;
-        let (out, _) = self.rnn.infer(x, batch, initial, scratch)?;
-        self.head.forward_to(&out.columns(first, cols), logits)?;
+        let (out, _) = self.rnn.infer_with(x, lengths, initial, scratch)?;
+        if last_step_only && matches!(lengths, Lengths::Each(_)) {
+            // Each sequence's own last step, gathered (as `SeqModel::forward` does).
+            let mut last = DMatrix::zeros(out.nrows(), batch);
+            for (j, c) in super::lengths::last_columns(lengths, steps).enumerate() {
+                last.column_mut(j).copy_from(&out.column(c));
+            }
+            self.head.forward_to(&last, logits)?;
+        } else {
+            self.head.forward_to(&out.columns(first, cols), logits)?;
+        }
         Ok(())
     }
 }
