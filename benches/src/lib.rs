@@ -4,11 +4,14 @@
 //! A workload's step is what PyTorch's `torch_reference.py` times: a one-layer recurrent layer over
 //! `T` steps of `B` random `I`-feature sequences (f32), a Dense head `H -> V` on every step, mean
 //! softmax cross-entropy over all `T*B` random targets, full backward, clipping by global norm 5,
-//! and a plain SGD update (lr 0.1), with PyTorch's default initialization.
+//! and a plain SGD update (lr 0.1), with PyTorch's default initialization. A workload with
+//! `"lengths": "uniform"` is a variable-length batch (lengths uniform in `1..=T`, sequence 0 of
+//! length `T`, the loss over the real positions only; PyTorch runs it packed); its tokens/s
+//! still counts `B*T` per step.
 
 use nalgebra::DMatrix;
 use nn_core::{Init, Module, Rng};
-use nn_recurrent::{CellKind, RecurrentConfig};
+use nn_recurrent::{CellKind, Lengths, RecurrentConfig};
 use nn_train::{
     Optimizer, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target, clip_grad_norm,
 };
@@ -40,6 +43,18 @@ pub struct Workload {
     /// `T`.
     #[serde(deserialize_with = "positive")]
     pub steps: usize,
+    /// `"uniform"`: a variable-length batch (lengths drawn uniformly from `1..=T`, sequence 0 of
+    /// length `T`; the loss over the real positions only). Absent: every sequence has `T` steps.
+    #[serde(default)]
+    pub lengths: Option<LengthDist>,
+}
+
+/// How a variable-length workload draws its lengths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LengthDist {
+    /// Uniform in `1..=T`, the first sequence `T`.
+    Uniform,
 }
 
 /// A size of at least 1.
@@ -84,6 +99,8 @@ pub struct Step {
     x: DMatrix<f32>,
     targets: Vec<usize>,
     batch: usize,
+    /// Each sequence's length (a variable-length workload), else empty.
+    lengths: Vec<usize>,
 }
 
 impl std::fmt::Debug for Step {
@@ -103,7 +120,22 @@ impl Step {
         let x = Init::Normal { std: 1.0 }
             .matrix(w.input, w.steps * w.batch, &mut rng)
             .map_err(|e| e.to_string())?;
-        let targets = (0..w.steps * w.batch).map(|_| rng.below(w.vocab)).collect();
+        let mut targets: Vec<usize> = (0..w.steps * w.batch).map(|_| rng.below(w.vocab)).collect();
+        // As `torch_reference.py`: lengths uniform in 1..=T, the first sequence T, and the
+        // padded positions' targets ignored.
+        let lengths = match w.lengths {
+            None => Vec::new(),
+            Some(LengthDist::Uniform) => {
+                let mut l: Vec<usize> = (0..w.batch).map(|_| 1 + rng.below(w.steps)).collect();
+                l[0] = w.steps;
+                for (c, t) in targets.iter_mut().enumerate() {
+                    if c / w.batch >= l[c % w.batch] {
+                        *t = nn_core::loss::IGNORE_INDEX;
+                    }
+                }
+                l
+            }
+        };
         Ok(Step {
             model,
             optimizer: Optimizer::new(SgdConfig::new(0.1)).map_err(e)?,
@@ -111,6 +143,7 @@ impl Step {
             x,
             targets,
             batch: w.batch,
+            lengths,
         })
     }
 
@@ -118,11 +151,16 @@ impl Step {
     pub fn run(&mut self) -> Result<f32, String> {
         let e = |e: nn_train::Error| e.to_string();
         self.model.zero_grad();
+        let lengths = if self.lengths.is_empty() {
+            Lengths::Full(self.batch)
+        } else {
+            Lengths::Each(&self.lengths)
+        };
         let loss = self
             .model
             .forward_backward(
                 &self.x,
-                self.batch,
+                lengths,
                 None,
                 Target::NextToken(&self.targets),
                 &mut self.ws,
