@@ -7,10 +7,11 @@
 //! legal one); the second-to-last step, where only the symbol seen at position 1 is legal, needs
 //! memory across the whole string.
 //!
-//! Padding: strings in a batch have different lengths. Each is padded to the batch's longest
-//! with `E` after its final `E`, and the targets there are `E`, so every padded position is an
-//! easy "E follows E" term in the training loss (it dilutes the mean, changes nothing else).
-//! Evaluation looks only at real positions (`0 .. len - 1` of each string).
+//! Lengths: strings in a batch have different lengths. The batch is a variable-length one
+//! (`Batch::lengths`, PyTorch's packed sequences): string `j` of `n` symbols runs `n - 1` steps,
+//! the columns past them are padding that the layer never reads, and the loss covers the real
+//! positions only. Evaluation runs the held-out strings the same way and looks at their real
+//! positions (`0 .. len - 1` of each string).
 //!
 //! Training draws 32 fresh strings per step; every 50 steps the 256 held-out strings (drawn
 //! once from their own generator) are checked, and training stops when all succeed or the
@@ -74,7 +75,6 @@ const DEFAULT_SECONDS: f64 = 60.0;
 pub const TEST_SIZE: usize = 256;
 /// Steps between checks.
 pub const CHECK_EVERY: u64 = 50;
-const E: usize = 6;
 /// The length the memory estimate assumes for a batch's longest string (most are under 30).
 const STEPS_ESTIMATE: usize = 64;
 
@@ -128,20 +128,25 @@ pub struct Report {
     pub train_s: f64,
 }
 
-/// One-hot inputs `(7, T*B)` and targets of `strings`, padded with `E` to the longest
-/// (`T` = longest length − 1).
-fn encode(strings: &[Vec<usize>], x: &mut DMatrix<f32>, targets: &mut Vec<usize>) {
+/// One-hot inputs `(7, T*B)`, targets and lengths of `strings` (`T` = longest length − 1;
+/// string `j` runs `len − 1` steps, and the columns after them are padding, left 0).
+fn encode(
+    strings: &[Vec<usize>],
+    x: &mut DMatrix<f32>,
+    targets: &mut Vec<usize>,
+    lengths: &mut Vec<usize>,
+) {
     let b = strings.len();
     let steps = strings.iter().map(Vec::len).max().unwrap_or(1) - 1;
     *x = DMatrix::zeros(SYMBOLS.len(), steps * b);
     targets.clear();
-    targets.resize(steps * b, E);
+    targets.resize(steps * b, nn_core::loss::IGNORE_INDEX);
+    lengths.clear();
     for (j, s) in strings.iter().enumerate() {
-        for t in 0..steps {
-            x[(s.get(t).copied().unwrap_or(E), t * b + j)] = 1.0;
-            if t + 1 < s.len() {
-                targets[t * b + j] = s[t + 1];
-            }
+        lengths.push(s.len() - 1);
+        for t in 0..s.len() - 1 {
+            x[(s[t], t * b + j)] = 1.0;
+            targets[t * b + j] = s[t + 1];
         }
     }
 }
@@ -152,15 +157,21 @@ struct TestSet {
     strings: Vec<Vec<usize>>,
     legal: Vec<Vec<u8>>,
     x: DMatrix<f32>,
+    lengths: Vec<usize>,
 }
 
 impl TestSet {
     fn new(rng: &mut Rng) -> TestSet {
         let strings: Vec<_> = (0..TEST_SIZE).map(|_| reber::generate(rng)).collect();
         let legal = strings.iter().map(|s| reber::legal_next(s)).collect();
-        let mut x = DMatrix::zeros(0, 0);
-        encode(&strings, &mut x, &mut Vec::new());
-        TestSet { strings, legal, x }
+        let (mut x, mut lengths) = (DMatrix::zeros(0, 0), Vec::new());
+        encode(&strings, &mut x, &mut Vec::new(), &mut lengths);
+        TestSet {
+            strings,
+            legal,
+            x,
+            lengths,
+        }
     }
 
     /// The number of strings whose every real step ranks all legal symbols above all illegal.
@@ -170,7 +181,9 @@ impl TestSet {
         ws: &mut SeqWorkspace<f32>,
     ) -> Result<usize, String> {
         let b = self.strings.len();
-        model.forward(&self.x, b, None, false, ws).map_err(err)?;
+        model
+            .forward(&self.x, &self.lengths, None, false, ws)
+            .map_err(err)?;
         let logits = ws.logits();
         let ok = |j: usize| {
             self.legal[j].iter().enumerate().all(|(t, &mask)| {
@@ -222,7 +235,7 @@ pub fn run(options: &Options, out: &mut Output<'_>) -> Result<Report, String> {
             Targets::Classes(t) => t,
             Targets::Values(_) => Vec::new(),
         };
-        encode(&strings, &mut b.x, &mut targets);
+        encode(&strings, &mut b.x, &mut targets, &mut b.lengths);
         b.batch = batch;
         b.targets = Targets::Classes(targets);
         Ok(())
