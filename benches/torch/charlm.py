@@ -2,9 +2,10 @@
 """PyTorch counterpart of `cargo xtask demo charlm`, for comparing validation loss at equal time.
 
 Usage: python3 benches/torch/charlm.py TEXT [--seconds 120] [--threads 2] [--embed N] [--dropout P]
-Same model and settings as the demo's target run: one-hot characters (or, with --embed N, an
-nn.Embedding(V, N)), a 2-layer LSTM of 256 units (with --dropout P, nn.LSTM's dropout=P between
-the layers, off during validation), a Linear head, random windows of --seq 64 (batch 32) from a zero state, Adam lr 0.002, gradient
+Same model and settings as the demo's target run: one-hot characters (with --embed N, an
+nn.Embedding(V, N) fed the character ids, as the demo's --embed), a 2-layer LSTM of 256 units
+(dropout=P between the layers in training, as the demo's --dropout),
+a Linear head, random windows of --seq 64 (batch 32) from a zero state, Adam lr 0.002, gradient
 clipping at global norm 5. The last 10% of the text is validation: mean cross-entropy in nats per
 character over non-overlapping windows of --seq characters, each from a zero state.
 Needs torch (pip install torch). Not part of any test run.
@@ -35,14 +36,16 @@ train, valid = ids[:split], ids[split:]
 embed = torch.nn.Embedding(V, a.embed) if a.embed else None
 rnn = torch.nn.LSTM(a.embed or V, 256, num_layers=2, dropout=a.dropout)
 head = torch.nn.Linear(256, V)
-params = (list(embed.parameters()) if embed else []) + list(rnn.parameters()) + list(head.parameters())
+params = list(rnn.parameters()) + list(head.parameters())
+if embed is not None:
+    params = list(embed.parameters()) + params
 opt = torch.optim.Adam(params, lr=0.002)
 eye = torch.eye(V)
 
 
 def loss_of(windows):  # windows: [B, seq+1]
-    ids = windows[:, :-1].T  # [T, B]
-    x = embed(ids) if embed else eye[ids]  # [T, B, E or V]
+    tokens = windows[:, :-1].T  # [T, B]
+    x = embed(tokens) if embed is not None else eye[tokens]  # [T, B, E or V]
     out, _ = rnn(x)
     logits = head(out).reshape(-1, V)
     return torch.nn.functional.cross_entropy(logits, windows[:, 1:].T.reshape(-1))
@@ -61,11 +64,11 @@ while trained < a.seconds:
     trained += time.perf_counter() - t0
     steps += 1
 
-rnn.eval()
+rnn.eval()  # no dropout in validation
 with torch.no_grad():
     n = (len(valid) - 1) // a.seq
     w = torch.stack([valid[i * a.seq : i * a.seq + a.seq + 1] for i in range(n)])
     total = sum(loss_of(w[i : i + 256]).item() * len(w[i : i + 256]) for i in range(0, n, 256))
-print(json.dumps({"framework": "pytorch", "embed": a.embed, "dropout": a.dropout, "steps": steps, "train_s": trained,
+print(json.dumps({"framework": "pytorch", "steps": steps, "train_s": trained,
                   "tokens_per_s": steps * a.batch * a.seq / trained,
                   "train_loss": loss.item(), "val_loss": total / n}), flush=True)
