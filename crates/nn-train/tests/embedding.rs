@@ -6,10 +6,14 @@ use nalgebra::DMatrix;
 use nn_core::loss::IGNORE_INDEX;
 use nn_core::{Module, Rng, gradcheck};
 use nn_recurrent::{CellKind, InferScratch, RecurrentConfig};
+use nn_testutil::{CountingAlloc, allocations};
 use nn_train::{
     EmbeddingConfig, Error, SampleConfig, SeqModel, SeqModelConfig, SeqStepScratch, SeqWorkspace,
     Target,
 };
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const V: usize = 6;
 const E: usize = 4;
@@ -146,6 +150,11 @@ fn token_input_is_the_dense_path_on_the_gathered_rows_bit_for_bit() {
         );
     }
     assert_eq!(&state, ws.final_state());
+    // A warm step allocates nothing.
+    let n = allocations(|| {
+        model.step(&ids[..B], &mut state, &mut scratch).unwrap();
+    });
+    assert_eq!(n, 0);
 }
 
 #[test]
