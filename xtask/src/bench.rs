@@ -138,7 +138,12 @@ mod tests {
         let text =
             std::fs::read_to_string(crate::project_root().join("benches/workloads.json")).unwrap();
         let all = Workload::parse_all(&text).unwrap();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 7);
+        let varlen = &all[6];
+        assert_eq!(
+            (varlen.name.as_str(), varlen.lengths),
+            ("lstm-m-varlen", Some(benches::LengthDist::Uniform))
+        );
         let seed = &all[0];
         assert_eq!((seed.name.as_str(), seed.hidden), ("seed", 16));
         let mut step = Step::new(seed, 1).unwrap();
