@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"seed": 50, "small": 3, "rnn-m": 1.5, "lstm-m": 1.2, "gru-m": 2, "lstm-l": 1.2}
+TARGETS = {"seed": 50, "small": 3, "rnn-m": 1.5, "lstm-m": 1.2, "gru-m": 2, "lstm-l": 1.2,
+           "lstm-m-varlen": 3}
 
 
 def tokens_per_s(cmd, name):
