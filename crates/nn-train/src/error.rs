@@ -50,16 +50,16 @@ pub enum Error {
         /// What the model has there, or `nothing`.
         got: String,
     },
-    /// An optimizer step made a parameter or its optimizer state NaN or infinite (an overflow
-    /// from a huge gradient or parameter). The update was applied: the model is no longer
-    /// usable, and the trainer stops before it writes a checkpoint.
+    /// An optimizer step would have made a parameter or its optimizer state NaN or infinite (an
+    /// overflow from a huge gradient or parameter). The step was refused: the parameters, the
+    /// gradients, the optimizer state and its step count are as they were.
     #[error(
-        "{optimizer} step {step}: the update of `{param}` is not finite; the model is no longer usable"
+        "{optimizer} step {step}: the update of `{param}` is not finite; the step was not taken"
     )]
     NonFiniteUpdate {
         /// The optimizer kind (`"adam"`, `"sgd"`, ...).
         optimizer: &'static str,
-        /// The optimizer step (1-based) that overflowed.
+        /// The optimizer step (1-based) that was refused.
         step: u64,
         /// The first parameter whose new value or state is not finite.
         param: String,

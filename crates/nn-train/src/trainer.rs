@@ -24,11 +24,10 @@
 //! training with [`Error::NonFiniteInput`], [`Error::NonFiniteLoss`] or [`Error::NonFiniteGrad`]
 //! naming the step (a forward or loss that overflows, with `nn_core`'s `NonFinite`), and the
 //! parameters, the optimizer (state and step count) and the trainer's step count stay those of
-//! the last good step. An update that overflows from finite gradients is
-//! [`Error::NonFiniteUpdate`]: with truncated BPTT the step is undone from that copy; with one
-//! update per step the model then holds the overflowed values (checking every update before
-//! writing any cost a second pass over the parameters), and training stops before any
-//! checkpoint is written.
+//! the last good step. An update that would overflow from finite gradients is
+//! [`Error::NonFiniteUpdate`]: the optimizer refuses it with nothing changed
+//! ([`Optimizer::step`] is all or nothing), and with truncated BPTT the earlier windows'
+//! updates are undone from that copy, so here too the step leaves everything as it was.
 //!
 //! Class targets may be [`IGNORE_INDEX`] (padding): the loss is the mean over the other
 //! positions, a truncated-BPTT window with none only carries the state, and a batch with none

@@ -1,6 +1,8 @@
 //! Reliability promises found missing by an adversarial pass, one test each:
 //! - no optimizer step returns `Ok` with broken parameters (settings refused when built or
-//!   loaded, a step that would make a value non-finite refused with nothing changed);
+//!   loaded, a step that would make a value non-finite refused with nothing changed: the
+//!   parameters, gradients, every state buffer and the step count keep their bits, for every
+//!   optimizer);
 //! - a training step is all or nothing, also with truncated BPTT (the whole batch is checked
 //!   before the first update; a later window that overflows undoes the earlier updates);
 //! - the sequence model's loss is finite or an error;
@@ -10,7 +12,7 @@ use nalgebra::DMatrix;
 use nn_core::tensor_io::{TensorFile, TensorWriter};
 use nn_core::{Dense, Module, Rng};
 use nn_recurrent::{CellKind, Nonlinearity, RecurrentConfig};
-use nn_testutil::param_values;
+use nn_testutil::{param_bits, param_values};
 use nn_train::{
     AdagradConfig, AdamConfig, Batch, Bptt, Error, Objective, Optimizer, OptimizerConfig,
     RmsPropConfig, SampleConfig, SeqModel, SeqModelConfig, SeqWorkspace, SgdConfig, Target,
@@ -74,9 +76,10 @@ fn no_step_returns_ok_with_broken_parameters() {
         .is_ok()
     );
 
-    // A step whose update overflows is an error naming the optimizer and the parameter (the
-    // update is applied: checking every update before writing any cost a second pass).
+    // A step whose update overflows is an error naming the optimizer and the parameter, and is
+    // not taken (every optimizer: `an_overflowing_step_is_refused_with_nothing_changed`).
     let mut d = dense(0);
+    let before = param_values(&d);
     let mut opt = Optimizer::<f32>::new(SgdConfig::new(1e30)).unwrap();
     d.weight.grad.fill(1e10);
     let err = opt.step(&mut d).unwrap_err();
@@ -87,8 +90,8 @@ fn no_step_returns_ok_with_broken_parameters() {
         ),
         "{err}"
     );
-    assert!(d.weight.value.iter().any(|v| !v.is_finite()));
-    assert_eq!(opt.steps(), 1);
+    assert_eq!(param_values(&d), before);
+    assert_eq!(opt.steps(), 0);
 
     // A later step names the parameter that overflowed, not the first one visited.
     let mut d = dense(1);
@@ -164,6 +167,110 @@ fn no_step_returns_ok_with_broken_parameters() {
     huge[0] = 1e39;
     let file = adam_state_file(&DMatrix::from_element(2, 3, 0.25), &huge);
     invalid(fresh.read_state(&file, "optim", &d));
+}
+
+/// Every optimizer and variant the crate has, with a learning rate at which a gradient of
+/// `f32::MAX` overflows the update (and, for the adaptive ones, `g²` overflows the state).
+fn every_optimizer() -> Vec<OptimizerConfig> {
+    vec![
+        SgdConfig::new(4.0).into(),
+        SgdConfig::new(4.0).with_weight_decay(0.1).into(),
+        SgdConfig::new(4.0).with_momentum(0.9).into(),
+        SgdConfig::new(4.0)
+            .with_momentum(0.9)
+            .with_dampening(0.5)
+            .into(),
+        SgdConfig::new(4.0)
+            .with_momentum(0.9)
+            .with_nesterov(true)
+            .with_weight_decay(0.01)
+            .into(),
+        AdagradConfig::new(0.1).into(),
+        AdagradConfig::new(0.1)
+            .with_lr_decay(0.1)
+            .with_weight_decay(0.01)
+            .with_initial_accumulator_value(0.5)
+            .into(),
+        RmsPropConfig::new(0.01).into(),
+        RmsPropConfig::new(0.01).with_momentum(0.9).into(),
+        RmsPropConfig::new(0.01).with_centered(true).into(),
+        RmsPropConfig::new(0.01)
+            .with_centered(true)
+            .with_momentum(0.5)
+            .with_weight_decay(0.01)
+            .into(),
+        AdamConfig::new(0.01).into(),
+        AdamConfig::new(0.01).with_weight_decay(0.01).into(),
+        AdamConfig::adamw(0.01).into(),
+    ]
+}
+
+/// The bits of every state buffer, in order.
+fn state_bits(opt: &Optimizer<f32>) -> Vec<u32> {
+    opt.state()
+        .iter()
+        .flat_map(|s| s.buffers.iter().flat_map(|b| b.iter().map(|v| v.to_bits())))
+        .collect()
+}
+
+fn grad_bits(m: &impl Module<f32>) -> Vec<u32> {
+    let mut bits = Vec::new();
+    m.visit(&mut |_, p| bits.extend(p.grad.iter().map(|v| v.to_bits())));
+    bits
+}
+
+#[test]
+fn an_overflowing_step_is_refused_with_nothing_changed() {
+    for config in every_optimizer() {
+        for refused_at in [1, 3] {
+            // Valid steps, then one whose bias update overflows: the weight, visited first,
+            // would be updated by a step written in place.
+            let mut d = dense(5);
+            let mut opt = Optimizer::<f32>::new(config).unwrap();
+            for k in 1..refused_at {
+                d.weight.grad.fill(0.25 / k as f32);
+                d.bias.grad.fill(-0.5);
+                opt.step(&mut d).unwrap();
+            }
+            d.bias.grad[1] = f32::MAX;
+            let twin = (d.clone(), opt.clone());
+            let (params, grads, state) = (param_bits(&d), grad_bits(&d), state_bits(&opt));
+            let err = opt.step(&mut d).unwrap_err();
+            let kind = config.kind();
+            assert!(
+                matches!(
+                    &err,
+                    Error::NonFiniteUpdate { optimizer, step, param }
+                        if *optimizer == kind && *step == refused_at && param == "bias"
+                ),
+                "{config:?}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(kind) && msg.contains("`bias`"), "{msg}");
+            assert_eq!(param_bits(&d), params, "{config:?}: parameters changed");
+            assert_eq!(grad_bits(&d), grads, "{config:?}: gradients changed");
+            assert_eq!(state_bits(&opt), state, "{config:?}: state changed");
+            assert_eq!(opt.steps(), refused_at - 1, "{config:?}: step count moved");
+            assert_eq!(opt.state().len(), if refused_at == 1 { 0 } else { 2 });
+            // The refused step leaves no trace: the next valid step gives the bits of an
+            // optimizer that never saw it.
+            let (mut d2, mut opt2) = twin;
+            for (m, o) in [(&mut d, &mut opt), (&mut d2, &mut opt2)] {
+                m.bias.grad.fill(0.125);
+                o.step(m).unwrap();
+            }
+            assert_eq!(param_bits(&d), param_bits(&d2), "{config:?}");
+            assert_eq!(state_bits(&opt), state_bits(&opt2), "{config:?}");
+            assert_eq!(opt.steps(), refused_at);
+        }
+    }
+    // A gradient of another shape than its parameter is an error, not a panic or a partial step.
+    let mut d = dense(6);
+    let mut opt = Optimizer::<f32>::new(AdamConfig::new(0.01)).unwrap();
+    let before = param_bits(&d);
+    d.bias.grad = DMatrix::zeros(1, 1);
+    invalid(opt.step(&mut d));
+    assert_eq!((param_bits(&d), opt.steps()), (before, 0));
 }
 
 fn gru(vocab: usize, seed: u64) -> SeqModel<f64> {

@@ -86,34 +86,54 @@ impl AdagradConfig {
         &["sum"]
     }
 
-    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. It writes the new `p` and state.
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`: the new `p`
+    /// into `out`, the new state into `out_state` (the inputs are left as they are). Returns
+    /// `true` when every new value is finite.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
-        p: &mut [T],
+        p: &[T],
         g: &[T],
-        state: &mut [DMatrix<T>],
-    ) {
-        let [sum] = state else {
+        state: &[DMatrix<T>],
+        out: &mut [T],
+        out_state: &mut [DMatrix<T>],
+    ) -> bool {
+        let ([sum], [sum_out]) = (state, out_state) else {
             unreachable!("Adagrad has one buffer")
         };
+        let n = p.len();
+        let (g, out) = (&g[..n], &mut out[..n]);
+        let (sum, sum_out) = (&sum.as_slice()[..n], &mut sum_out.as_mut_slice()[..n]);
         let clr: T = lit(lr / (1.0 + (t - 1) as f64 * self.lr_decay));
         let eps: T = lit(self.eps);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
-        for ((p, &g), s) in p.iter_mut().zip(g).zip(sum.as_mut_slice()) {
-            let g = if decay { g + wd * *p } else { g };
-            let sn = *s + g * g;
-            let pn = *p - clr * (g / (sn.sqrt() + eps));
-            (*p, *s) = (pn, sn);
+        let mut ok = true;
+        for i in 0..n {
+            let (p, g) = (p[i], g[i]);
+            let g = if decay { g + wd * p } else { g };
+            let sn = sum[i] + g * g;
+            let pn = p - clr * (g / (sn.sqrt() + eps));
+            (out[i], sum_out[i]) = (pn, sn);
+            ok &= pn.finite() & sn.finite();
         }
+        ok
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn step(cfg: &AdagradConfig, t: u64, p: &mut [f64], g: &[f64], st: &mut Vec<DMatrix<f64>>) {
+        let (mut out, mut out_st) = (p.to_vec(), st.clone());
+        assert!(cfg.apply(cfg.lr, t, p, g, st, &mut out, &mut out_st));
+        p.copy_from_slice(&out);
+        *st = out_st;
+    }
 
     #[test]
     fn lr_decay_accumulator_and_weight_decay() {
@@ -127,10 +147,10 @@ mod tests {
             .with_eps(0.0);
         let mut p = [2.0];
         let mut st = vec![DMatrix::from_element(1, 1, 1.0)];
-        cfg.apply(0.1, 1, &mut p, &[0.0], &mut st);
+        step(&cfg, 1, &mut p, &[0.0], &mut st);
         let p1 = 2.0 - 0.1 / 2f64.sqrt();
         assert!((p[0] - p1).abs() < 1e-15);
-        cfg.apply(0.1, 2, &mut p, &[1.0], &mut st);
+        step(&cfg, 2, &mut p, &[1.0], &mut st);
         let g = 1.0 + 0.5 * p1;
         let want = p1 - (0.1 / 1.5) * (g / (2.0 + g * g).sqrt());
         assert!((p[0] - want).abs() < 1e-15, "{} vs {want}", p[0]);

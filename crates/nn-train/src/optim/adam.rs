@@ -107,18 +107,28 @@ impl AdamConfig {
         &["exp_avg", "exp_avg_sq"]
     }
 
-    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. It writes the new `p` and state.
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`: the new `p`
+    /// into `out`, the new state into `out_state` (the inputs are left as they are). Returns
+    /// `true` when every new value is finite.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
-        p: &mut [T],
+        p: &[T],
         g: &[T],
-        state: &mut [DMatrix<T>],
-    ) {
-        let [m, v] = state else {
+        state: &[DMatrix<T>],
+        out: &mut [T],
+        out_state: &mut [DMatrix<T>],
+    ) -> bool {
+        let ([m, v], [m_out, v_out]) = (state, out_state) else {
             unreachable!("Adam has two buffers")
         };
+        let n = p.len();
+        let (g, out) = (&g[..n], &mut out[..n]);
+        let (m, m_out) = (&m.as_slice()[..n], &mut m_out.as_mut_slice()[..n]);
+        let (v, v_out) = (&v.as_slice()[..n], &mut v_out.as_mut_slice()[..n]);
         let (b1, b2) = self.betas;
         // Scalars are computed in f64, as PyTorch computes them in Python floats.
         let bias_correction1 = 1.0 - b1.powf(t as f64);
@@ -132,23 +142,21 @@ impl AdamConfig {
         let wd: T = lit(self.weight_decay);
         let shrink: T = lit(1.0 - lr * self.weight_decay);
         let decoupled = self.weight_decay != 0.0 && self.decoupled_weight_decay;
-        for (((p, &g), m), v) in p
-            .iter_mut()
-            .zip(g)
-            .zip(m.as_mut_slice())
-            .zip(v.as_mut_slice())
-        {
-            let mut pn = *p;
+        let mut ok = true;
+        for i in 0..n {
+            let mut pn = p[i];
             if decoupled {
                 pn *= shrink;
             }
-            let g = if coupled { g + wd * pn } else { g };
-            let mn = b1t * *m + k1 * g;
-            let vn = b2t * *v + k2 * g * g;
+            let g = if coupled { g[i] + wd * pn } else { g[i] };
+            let mn = b1t * m[i] + k1 * g;
+            let vn = b2t * v[i] + k2 * g * g;
             let denom = vn.sqrt() / bc2_sqrt + eps;
             pn -= step_size * (mn / denom);
-            (*p, *m, *v) = (pn, mn, vn);
+            (out[i], m_out[i], v_out[i]) = (pn, mn, vn);
+            ok &= pn.finite() & mn.finite() & vn.finite();
         }
+        ok
     }
 }
 
@@ -159,7 +167,10 @@ mod tests {
     fn run(cfg: AdamConfig, p: &mut [f64], grads: &[f64]) {
         let mut st = vec![DMatrix::zeros(p.len(), 1), DMatrix::zeros(p.len(), 1)];
         for (i, &g) in grads.iter().enumerate() {
-            cfg.apply(cfg.lr, i as u64 + 1, p, &[g], &mut st);
+            let (mut out, mut out_st) = (p.to_vec(), st.clone());
+            assert!(cfg.apply(cfg.lr, i as u64 + 1, p, &[g], &st, &mut out, &mut out_st));
+            p.copy_from_slice(&out);
+            st = out_st;
         }
     }
 

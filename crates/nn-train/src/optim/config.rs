@@ -131,21 +131,31 @@ impl OptimizerConfig {
         Ok(())
     }
 
-    /// The update of one parameter, written in place (see [`SgdConfig::apply`] and the others).
+    /// The update of one parameter (see [`SgdConfig::apply`] and the others): its new value
+    /// into `value` and its new state into `buffers`, `p` and `state` left as they are. `true`
+    /// when every new value is finite.
     pub(super) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
-        p: &mut Param<T>,
-        bufs: &mut [DMatrix<T>],
-    ) {
-        let (v, g) = (p.value.as_mut_slice(), p.grad.as_slice());
-        match self {
-            OptimizerConfig::Sgd(c) => c.apply(lr, t, v, g, bufs),
-            OptimizerConfig::Adagrad(c) => c.apply(lr, t, v, g, bufs),
-            OptimizerConfig::RmsProp(c) => c.apply(lr, v, g, bufs),
-            OptimizerConfig::Adam(c) => c.apply(lr, t, v, g, bufs),
-        }
+        p: &Param<T>,
+        state: &[DMatrix<T>],
+        value: &mut DMatrix<T>,
+        buffers: &mut [DMatrix<T>],
+    ) -> bool {
+        let (v, g, out) = (p.value.as_slice(), p.grad.as_slice(), value.as_mut_slice());
+        // The element loops compiled for the widest vectors the CPU has (same bits on every
+        // path: no fast-math, no contraction); they pay for writing to other buffers and the
+        // finiteness check.
+        nn_core::kernels::simd::dispatch(
+            #[inline(always)]
+            || match self {
+                OptimizerConfig::Sgd(c) => c.apply(lr, t, v, g, state, out, buffers),
+                OptimizerConfig::Adagrad(c) => c.apply(lr, t, v, g, state, out, buffers),
+                OptimizerConfig::RmsProp(c) => c.apply(lr, v, g, state, out, buffers),
+                OptimizerConfig::Adam(c) => c.apply(lr, t, v, g, state, out, buffers),
+            },
+        )
     }
 
     /// Names of the per-parameter state buffers, in order.

@@ -6,6 +6,13 @@
 //! created at the first [`Optimizer::step`] from the parameters' names and shapes, and every
 //! later step checks that the model still has exactly those parameters.
 //!
+//! A step is all or nothing. It computes every parameter's new value and state into a second
+//! set of buffers shaped like them (made at the first step, reused after), checking on the way
+//! that each new value is finite; only when all are does it swap the new buffers in (no copy),
+//! so a step that would make any value NaN or infinite leaves the parameters, the gradients, the
+//! state and the step count exactly as they were. Valid steps compute the same values as an
+//! update in place, bit for bit.
+//!
 //! Per-parameter state is exported under `<prefix>.<param name>.<buffer>` with PyTorch's buffer
 //! names (`momentum_buffer`, `sum`, `square_avg`, `grad_avg`, `exp_avg`, `exp_avg_sq`) and the
 //! parameter's PyTorch shape; `<prefix>.step`, `<prefix>.lr` and `<prefix>.hparams` hold the step
@@ -48,6 +55,70 @@ pub struct Optimizer<T: Float> {
     lr: f64,
     step: u64,
     state: Vec<ParamState<T>>,
+    scratch: Scratch<T>,
+}
+
+/// Where a step writes the new values before it keeps them: per parameter, a value and one
+/// matrix per state buffer, shaped like them. Holds nothing of the optimizer's meaning, so a
+/// clone starts empty and every two compare equal.
+#[derive(Debug, Default)]
+struct Scratch<T: Float>(Vec<NewValues<T>>);
+
+#[derive(Debug)]
+struct NewValues<T: Float> {
+    value: DMatrix<T>,
+    buffers: Vec<DMatrix<T>>,
+}
+
+impl<T: Float> Clone for Scratch<T> {
+    fn clone(&self) -> Self {
+        Scratch(Vec::new())
+    }
+}
+
+impl<T: Float> PartialEq for Scratch<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T: Float> Scratch<T> {
+    /// Makes one [`NewValues`] per parameter of `state`, shaped like it, unless they already
+    /// are (no allocation then). A size that cannot be allocated is [`nn_core::Error::TooLarge`].
+    fn fit(&mut self, state: &[ParamState<T>]) -> Result<()> {
+        let fits = |n: &NewValues<T>, s: &ParamState<T>| {
+            n.buffers.len() == s.buffers.len()
+                && n.value.shape() == dims(&s.shape)
+                && n.buffers.iter().all(|b| b.shape() == dims(&s.shape))
+        };
+        if self.0.len() == state.len() && self.0.iter().zip(state).all(|(n, s)| fits(n, s)) {
+            return Ok(());
+        }
+        let mut fresh = Vec::new();
+        for s in state {
+            let (r, c) = dims(&s.shape);
+            let zeros = || nn_core::try_zeros("optimizer step buffer", r, c);
+            fresh.push(NewValues {
+                value: zeros()?,
+                buffers: s
+                    .buffers
+                    .iter()
+                    .map(|_| zeros())
+                    .collect::<nn_core::Result<_>>()?,
+            });
+        }
+        self.0 = fresh;
+        Ok(())
+    }
+}
+
+/// The `(rows, cols)` of a parameter of PyTorch shape `shape` (`[n]` is an `(n, 1)` column).
+fn dims(shape: &[usize]) -> (usize, usize) {
+    match shape {
+        [n] => (*n, 1),
+        [r, c] => (*r, *c),
+        _ => (0, 0),
+    }
 }
 
 fn describe<T: Float>(name: &str, p: &Param<T>) -> String {
@@ -65,6 +136,7 @@ impl<T: Float> Optimizer<T> {
             config,
             step: 0,
             state: Vec::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -94,7 +166,8 @@ impl<T: Float> Optimizer<T> {
     }
 
     /// Makes `self` equal to `other`, reusing `self`'s buffers where the shapes allow (how the
-    /// trainer keeps a copy to undo a step without allocating every step).
+    /// trainer keeps a copy to undo a step without allocating every step). The step buffers
+    /// are not copied: they hold nothing between steps.
     pub(crate) fn copy_from(&mut self, other: &Optimizer<T>) {
         self.config = other.config;
         self.lr = other.lr;
@@ -148,83 +221,94 @@ impl<T: Float> Optimizer<T> {
         let mut err = None;
         model.visit(&mut |name, p| {
             if err.is_none() {
-                match self.state.get(i) {
-                    Some(s) if s.name == name && shape_eq(&s.shape, p) => {}
-                    Some(s) => {
-                        err = Some(Error::StateMismatch {
-                            index: i,
-                            expected: format!("{} {:?}", s.name, s.shape),
-                            got: describe(name, p),
-                        })
-                    }
-                    None => {
-                        err = Some(Error::StateMismatch {
-                            index: i,
-                            expected: "nothing".into(),
-                            got: describe(name, p),
-                        })
-                    }
-                }
+                err = mismatch(i, self.state.get(i), name, p);
             }
             i += 1;
         });
-        if let Some(e) = err {
-            return Err(e);
+        match err {
+            Some(e) => Err(e),
+            None => missing(i, &self.state),
         }
-        if i != self.state.len() {
-            let s = &self.state[i];
-            return Err(Error::StateMismatch {
-                index: i,
-                expected: format!("{} {:?}", s.name, s.shape),
-                got: "nothing".into(),
-            });
-        }
-        Ok(())
     }
 
     /// One update of every parameter of `model` from its gradient (the gradients are read, not
     /// cleared). The first step creates the state; later steps check it still fits the model.
     ///
-    /// A step that makes any parameter or state value NaN or infinite (an overflow: settings
-    /// that cannot work are refused earlier, by [`Optimizer::new`] and when state is loaded) is
-    /// [`Error::NonFiniteUpdate`] naming the first such parameter. The update has then been
-    /// applied (the step count too): the model is not usable, so do not save it. Checking every
-    /// update before writing any took a second pass of the update's arithmetic, 11% of the
-    /// smallest reference workload's step (PERF.md); a scan of the written values costs little.
+    /// All or nothing: a step that would make any parameter or state value NaN or infinite (an
+    /// overflow; settings that cannot work are refused earlier, by [`Optimizer::new`] and when
+    /// state is loaded) is [`Error::NonFiniteUpdate`] naming the optimizer and the first such
+    /// parameter, and then the parameters, the gradients, the state and the step count are
+    /// exactly as they were. So is every other error.
     pub fn step<M: Module<T> + ?Sized>(&mut self, model: &mut M) -> Result<()> {
         // A step count restored from a file may be anything; running out is an error, not a wrap.
         let t = self
             .step
             .checked_add(1)
             .ok_or_else(|| invalid(format!("optimizer step count {} cannot grow", self.step)))?;
-        if self.state.is_empty() {
+        let fresh = self.state.is_empty();
+        if fresh {
             self.init_state(model);
-        } else {
-            self.check_model(model)?;
+        }
+        if let Err(e) = self.scratch.fit(&self.state) {
+            if fresh {
+                self.state.clear();
+            }
+            return Err(e);
         }
         let (lr, config) = (self.lr, self.config);
+        // Every new value into the step buffers, the parameters and state only read; on the
+        // way, the check that the state still fits the model ([`Optimizer::check_model`]).
         let mut bad = None;
         let mut i = 0;
+        let (state, new) = (&self.state, &mut self.scratch.0);
+        model.visit(&mut |name, p| {
+            if bad.is_some() {
+                return;
+            }
+            bad = mismatch(i, state.get(i), name, p);
+            if let (None, Some(s), Some(n)) = (&bad, state.get(i), new.get_mut(i)) {
+                if p.grad.shape() != p.value.shape() {
+                    bad = Some(invalid(format!(
+                        "{}: the gradient of `{name}` has shape {:?}, its value {:?}",
+                        config.kind(),
+                        p.grad.shape(),
+                        p.value.shape()
+                    )));
+                } else if !config.apply(lr, t, p, &s.buffers, &mut n.value, &mut n.buffers) {
+                    bad = Some(Error::NonFiniteUpdate {
+                        optimizer: config.kind(),
+                        step: t,
+                        param: name.to_string(),
+                    });
+                }
+            }
+            i += 1;
+        });
+        let checked = match bad {
+            Some(e) => Err(e),
+            None => missing(i, state),
+        };
+        if let Err(e) = checked {
+            if fresh {
+                self.state.clear();
+            }
+            return Err(e);
+        }
+        // All finite: the new buffers take the old ones' places (the old become the next
+        // step's buffers).
+        let mut i = 0;
         let state = &mut self.state;
-        model.visit_mut(&mut |name, p| {
-            let buffers = &mut state[i].buffers;
-            config.apply(lr, t, p, buffers);
-            // A vectorized scan of what was just written, while it is still in cache.
-            let finite = |m: &DMatrix<T>| nn_core::check_finite("", m).is_ok();
-            if bad.is_none() && !(finite(&p.value) && buffers.iter().all(finite)) {
-                bad = Some(name.to_string());
+        model.visit_mut(&mut |_, p| {
+            if let (Some(s), Some(n)) = (state.get_mut(i), new.get_mut(i)) {
+                std::mem::swap(&mut p.value, &mut n.value);
+                for (old, new) in s.buffers.iter_mut().zip(&mut n.buffers) {
+                    std::mem::swap(old, new);
+                }
             }
             i += 1;
         });
         self.step = t;
-        match bad {
-            None => Ok(()),
-            Some(param) => Err(Error::NonFiniteUpdate {
-                optimizer: config.kind(),
-                step: t,
-                param,
-            }),
-        }
+        Ok(())
     }
 
     /// Adds the state to `out`: `<prefix>.<param>.<buffer>` (PyTorch shapes), `<prefix>.step`
@@ -309,6 +393,7 @@ impl<T: Float> Optimizer<T> {
             lr,
             step,
             state,
+            scratch: std::mem::take(&mut self.scratch),
         };
         Ok(())
     }
@@ -330,6 +415,41 @@ fn check_buffer<T: Float>(key: &str, buffer: &str, m: &DMatrix<T>) -> Result<()>
                 ""
             }
         ))),
+    }
+}
+
+/// The [`Error::StateMismatch`] of parameter `index` of a model, `name` `p`, against the state
+/// made for it (`None` when it fits).
+fn mismatch<T: Float>(
+    index: usize,
+    state: Option<&ParamState<T>>,
+    name: &str,
+    p: &Param<T>,
+) -> Option<Error> {
+    match state {
+        Some(s) if s.name == name && shape_eq(&s.shape, p) => None,
+        Some(s) => Some(Error::StateMismatch {
+            index,
+            expected: format!("{} {:?}", s.name, s.shape),
+            got: describe(name, p),
+        }),
+        None => Some(Error::StateMismatch {
+            index,
+            expected: "nothing".into(),
+            got: describe(name, p),
+        }),
+    }
+}
+
+/// The [`Error::StateMismatch`] of a model with `seen` parameters, when the state has more.
+fn missing<T: Float>(seen: usize, state: &[ParamState<T>]) -> Result<()> {
+    match state.get(seen) {
+        None => Ok(()),
+        Some(s) => Err(Error::StateMismatch {
+            index: seen,
+            expected: format!("{} {:?}", s.name, s.shape),
+            got: "nothing".into(),
+        }),
     }
 }
 

@@ -109,21 +109,69 @@ impl RmsPropConfig {
         }
     }
 
-    /// The update of `p` given `g`, with learning rate `lr`. It writes the new `p` and state.
-    pub(crate) fn apply<T: Float>(&self, lr: f64, p: &mut [T], g: &[T], state: &mut [DMatrix<T>]) {
+    /// The update of `p` given `g`, with learning rate `lr`: the new `p` into `out`, the new
+    /// state into `out_state` (the inputs are left as they are). Returns `true` when every new
+    /// value is finite.
+    #[inline(always)]
+    pub(crate) fn apply<T: Float>(
+        &self,
+        lr: f64,
+        p: &[T],
+        g: &[T],
+        state: &[DMatrix<T>],
+        out: &mut [T],
+        out_state: &mut [DMatrix<T>],
+    ) -> bool {
+        match (self.momentum > 0.0, self.centered) {
+            (false, false) => self.run::<T, false, false>(lr, p, g, state, out, out_state),
+            (true, false) => self.run::<T, true, false>(lr, p, g, state, out, out_state),
+            (false, true) => self.run::<T, false, true>(lr, p, g, state, out, out_state),
+            (true, true) => self.run::<T, true, true>(lr, p, g, state, out, out_state),
+        }
+    }
+
+    /// [`RmsPropConfig::apply`] for one combination of momentum and centering, so each loop
+    /// has no branch per element; the buffers are in [`RmsPropConfig::buffers`]' order.
+    #[inline(always)]
+    fn run<T: Float, const MOMENTUM: bool, const CENTERED: bool>(
+        &self,
+        lr: f64,
+        p: &[T],
+        g: &[T],
+        state: &[DMatrix<T>],
+        out: &mut [T],
+        out_state: &mut [DMatrix<T>],
+    ) -> bool {
+        let n = p.len();
+        let (g, out) = (&g[..n], &mut out[..n]);
         let (sq, rest) = state
+            .split_first()
+            .expect("RMSprop has a square_avg buffer");
+        let (sq_out, rest_out) = out_state
             .split_first_mut()
             .expect("RMSprop has a square_avg buffer");
-        let (mut buf, rest) = if self.momentum > 0.0 {
-            let (b, r) = rest.split_first_mut().expect("momentum_buffer");
-            (Some(b.as_mut_slice()), r)
-        } else {
-            (None, rest)
+        let (sq, sq_out) = (&sq.as_slice()[..n], &mut sq_out.as_mut_slice()[..n]);
+        // Without momentum or centering, the missing buffers are read and written as empty
+        // slices that the loop never touches.
+        let none = || (<&[T]>::default(), <&mut [T]>::default());
+        let ((buf, buf_out), (ga, ga_out)) = match (rest, rest_out) {
+            ([b, a], [bo, ao]) => (
+                (b.as_slice(), bo.as_mut_slice()),
+                (a.as_slice(), ao.as_mut_slice()),
+            ),
+            ([x], [xo]) if MOMENTUM => ((x.as_slice(), xo.as_mut_slice()), none()),
+            ([x], [xo]) => (none(), (x.as_slice(), xo.as_mut_slice())),
+            _ => (none(), none()),
         };
-        let mut g_avg = if self.centered {
-            Some(rest[0].as_mut_slice())
+        let (buf, buf_out) = if MOMENTUM {
+            (&buf[..n], &mut buf_out[..n])
         } else {
-            None
+            (buf, buf_out)
+        };
+        let (ga, ga_out) = if CENTERED {
+            (&ga[..n], &mut ga_out[..n])
+        } else {
+            (ga, ga_out)
         };
         let lr: T = lit(lr);
         let alpha: T = lit(self.alpha);
@@ -132,28 +180,31 @@ impl RmsPropConfig {
         let mom: T = lit(self.momentum);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
-        for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
-            let g = if decay { g + wd * *p } else { g };
-            let s = &mut sq.as_mut_slice()[i];
-            let sn = alpha * *s + k * g * g;
-            let avg = match g_avg.as_deref_mut() {
-                Some(ga) => {
-                    let gan = alpha * ga[i] + k * g;
-                    ga[i] = gan;
-                    (sn - gan * gan).sqrt() + eps
-                }
-                None => sn.sqrt() + eps,
+        let mut ok = true;
+        for i in 0..n {
+            let (p, g) = (p[i], g[i]);
+            let g = if decay { g + wd * p } else { g };
+            let sn = alpha * sq[i] + k * g * g;
+            let avg = if CENTERED {
+                let gan = alpha * ga[i] + k * g;
+                ga_out[i] = gan;
+                ok &= gan.finite();
+                (sn - gan * gan).sqrt() + eps
+            } else {
+                sn.sqrt() + eps
             };
-            let pn = match buf.as_deref_mut() {
-                Some(b) => {
-                    let bn = mom * b[i] + g / avg;
-                    b[i] = bn;
-                    *p - lr * bn
-                }
-                None => *p - lr * (g / avg),
+            let pn = if MOMENTUM {
+                let bn = mom * buf[i] + g / avg;
+                buf_out[i] = bn;
+                ok &= bn.finite();
+                p - lr * bn
+            } else {
+                p - lr * (g / avg)
             };
-            (*p, *s) = (pn, sn);
+            (out[i], sq_out[i]) = (pn, sn);
+            ok &= pn.finite() & sn.finite();
         }
+        ok
     }
 }
 
@@ -165,7 +216,10 @@ mod tests {
         let mut st: Vec<DMatrix<f64>> =
             cfg.buffers().iter().map(|_| DMatrix::zeros(1, 1)).collect();
         for &g in grads {
-            cfg.apply(cfg.lr, p, &[g], &mut st);
+            let (mut out, mut out_st) = (p.to_vec(), st.clone());
+            assert!(cfg.apply(cfg.lr, p, &[g], &st, &mut out, &mut out_st));
+            p.copy_from_slice(&out);
+            st = out_st;
         }
     }
 

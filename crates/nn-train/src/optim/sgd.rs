@@ -104,38 +104,53 @@ impl SgdConfig {
         }
     }
 
-    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`. It writes the new `p` and state.
+    /// The update of `p` given `g`, at step `t` (1-based), with learning rate `lr`: the new `p`
+    /// into `out`, the new state into `out_state` (the inputs are left as they are). Returns
+    /// `true` when every new value is finite.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn apply<T: Float>(
         &self,
         lr: f64,
         t: u64,
-        p: &mut [T],
+        p: &[T],
         g: &[T],
-        state: &mut [DMatrix<T>],
-    ) {
+        state: &[DMatrix<T>],
+        out: &mut [T],
+        out_state: &mut [DMatrix<T>],
+    ) -> bool {
+        let n = p.len();
+        let (g, out) = (&g[..n], &mut out[..n]);
         let lr: T = lit(lr);
         let wd: T = lit(self.weight_decay);
         let decay = self.weight_decay != 0.0;
+        let mut ok = true;
         if self.momentum == 0.0 {
-            for (p, &g) in p.iter_mut().zip(g) {
-                let d = if decay { g + wd * *p } else { g };
-                let pn = *p - lr * d;
-                *p = pn;
+            for i in 0..n {
+                let (p, g) = (p[i], g[i]);
+                let d = if decay { g + wd * p } else { g };
+                let pn = p - lr * d;
+                out[i] = pn;
+                ok &= pn.finite();
             }
-            return;
+            return ok;
         }
         let mom: T = lit(self.momentum);
         let keep: T = lit(1.0 - self.dampening);
-        let [buf] = state else {
+        let ([buf], [buf_out]) = (state, out_state) else {
             unreachable!("SGD with momentum has one buffer")
         };
-        for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.as_mut_slice()) {
-            let d = if decay { g + wd * *p } else { g };
-            let bn = if t == 1 { d } else { *b * mom + keep * d };
+        let (buf, buf_out) = (&buf.as_slice()[..n], &mut buf_out.as_mut_slice()[..n]);
+        for i in 0..n {
+            let (p, g) = (p[i], g[i]);
+            let d = if decay { g + wd * p } else { g };
+            let bn = if t == 1 { d } else { buf[i] * mom + keep * d };
             let d = if self.nesterov { d + mom * bn } else { bn };
-            let pn = *p - lr * d;
-            (*p, *b) = (pn, bn);
+            let pn = p - lr * d;
+            (out[i], buf_out[i]) = (pn, bn);
+            ok &= pn.finite() & bn.finite();
         }
+        ok
     }
 }
 
@@ -150,7 +165,10 @@ mod tests {
             .map(|_| DMatrix::zeros(p.len(), 1))
             .collect();
         for (i, g) in grads.iter().enumerate() {
-            cfg.apply(cfg.lr, i as u64 + 1, p, g, &mut st);
+            let (mut out, mut out_st) = (p.to_vec(), st.clone());
+            assert!(cfg.apply(cfg.lr, i as u64 + 1, p, g, &st, &mut out, &mut out_st));
+            p.copy_from_slice(&out);
+            st = out_st;
         }
     }
 
