@@ -248,10 +248,14 @@ pub struct SeqWorkspace<T: Float> {
     embedded: DMatrix<T>,
     /// With an embedding: the layer's input gradient `(E, T*B)`.
     d_embedded: DMatrix<T>,
-    /// A variable-length batch's last-step objectives: each sequence's last output `(D*H, B)`
-    /// and its gradient; its `NextToken` targets with the padded positions ignored.
+    /// A variable-length batch: the padded columns the head reads (each sequence's last step,
+    /// or every real position), those outputs gathered `(D*H, k)` and their gradient, the head's
+    /// logits on them `(O, k)` and their gradient, and the targets gathered or masked.
+    gathered: Vec<usize>,
     last_out: DMatrix<T>,
     d_last_out: DMatrix<T>,
+    packed_logits: DMatrix<T>,
+    d_packed_logits: DMatrix<T>,
     targets: Vec<usize>,
 }
 
@@ -277,6 +281,16 @@ fn ensure<T: Float>(
     Ok(())
 }
 
+/// Gives `m` the shape `(rows, cols)`, keeping its memory when it is large enough (the
+/// gathered buffers of variable-length batches change width from batch to batch).
+fn reuse<T: Float>(m: &mut DMatrix<T>, rows: usize, cols: usize) {
+    if m.shape() != (rows, cols) {
+        let mut v: Vec<T> = std::mem::replace(m, DMatrix::zeros(0, 0)).data.into();
+        v.resize(rows * cols, T::zero());
+        *m = DMatrix::from_vec(rows, cols, v);
+    }
+}
+
 impl<T: Float> SeqWorkspace<T> {
     /// An empty workspace; the first step sizes it.
     pub fn new() -> Self {
@@ -287,8 +301,11 @@ impl<T: Float> SeqWorkspace<T> {
             d_output: DMatrix::zeros(0, 0),
             embedded: DMatrix::zeros(0, 0),
             d_embedded: DMatrix::zeros(0, 0),
+            gathered: Vec::new(),
             last_out: DMatrix::zeros(0, 0),
             d_last_out: DMatrix::zeros(0, 0),
+            packed_logits: DMatrix::zeros(0, 0),
+            d_packed_logits: DMatrix::zeros(0, 0),
             targets: Vec::new(),
         }
     }
@@ -398,7 +415,9 @@ impl<T: Float> SeqModel<T> {
             logits,
             d_logits,
             embedded,
+            gathered,
             last_out,
+            packed_logits,
             ..
         } = ws;
         let (input, steps) = self.layer_input(x, batch, embedded)?;
@@ -426,6 +445,26 @@ impl<T: Float> SeqModel<T> {
                 last_out.column_mut(j).copy_from(&out.column(c));
             }
             self.head.forward_to(&*last_out, logits)?;
+        } else if matches!(lengths, Lengths::Each(_)) {
+            // The head on the real positions only (`lengths.rs`); the padded columns of the
+            // logits are the head's output for the zero output there, its bias.
+            gathered.clear();
+            gathered.extend(lengths::real_columns(lengths, steps));
+            let k = gathered.len();
+            reuse(last_out, out.nrows(), k);
+            reuse(packed_logits, self.output_size(), k);
+            for (j, &c) in gathered.iter().enumerate() {
+                last_out.column_mut(j).copy_from(&out.column(c));
+            }
+            self.head.forward_to(&*last_out, packed_logits)?;
+            for c in 0..cols {
+                logits
+                    .column_mut(c)
+                    .copy_from(&self.head.bias.value.column(0));
+            }
+            for (j, &c) in gathered.iter().enumerate() {
+                logits.column_mut(c).copy_from(&packed_logits.column(j));
+            }
         } else {
             self.head.forward_to(&out.columns(first, cols), logits)?;
         }
@@ -436,8 +475,18 @@ impl<T: Float> SeqModel<T> {
     /// as [`Dense::forward_to`] checks; a loss that overflows is `NonFinite`).
     fn loss_to(target: Target<'_, T>, lengths: Lengths<'_>, ws: &mut SeqWorkspace<T>) -> Result<T> {
         Ok(match target {
+            Target::NextToken(t) if matches!(lengths, Lengths::Each(_)) => {
+                // On the real positions the forward gathered.
+                lengths::gather_targets(t, &ws.gathered, ws.logits.ncols(), &mut ws.targets)?;
+                let (rows, k) = ws.packed_logits.shape();
+                reuse(&mut ws.d_packed_logits, rows, k);
+                loss::softmax_cross_entropy_to(
+                    &ws.packed_logits,
+                    &ws.targets,
+                    &mut ws.d_packed_logits,
+                )?
+            }
             Target::NextToken(t) => {
-                let t = lengths::mask_targets(t, lengths, &mut ws.targets);
                 loss::softmax_cross_entropy_to(&ws.logits, t, &mut ws.d_logits)?
             }
             Target::LastStepClass(t) => {
@@ -524,6 +573,28 @@ impl<T: Float> SeqModel<T> {
             self.head
                 .backward_to(&ws.last_out, &ws.d_logits, Some(&mut ws.d_last_out))?;
             for (j, c) in lengths::last_columns(lengths, steps).enumerate() {
+                ws.d_output
+                    .column_mut(c)
+                    .copy_from(&ws.d_last_out.column(j));
+            }
+        } else if matches!(lengths, Lengths::Each(_)) {
+            // The head's gradient on the real positions (NextToken's loss wrote it there;
+            // StepMse's is gathered from its padded gradient).
+            if !matches!(target, Target::NextToken(_)) {
+                let (rows, k) = ws.packed_logits.shape();
+                reuse(&mut ws.d_packed_logits, rows, k);
+                for (j, &c) in ws.gathered.iter().enumerate() {
+                    ws.d_packed_logits
+                        .column_mut(j)
+                        .copy_from(&ws.d_logits.column(c));
+                }
+            }
+            let (rows, k) = ws.last_out.shape();
+            reuse(&mut ws.d_last_out, rows, k);
+            self.head
+                .backward_to(&ws.last_out, &ws.d_packed_logits, Some(&mut ws.d_last_out))?;
+            ws.d_output.fill(T::zero());
+            for (j, &c) in ws.gathered.iter().enumerate() {
                 ws.d_output
                     .column_mut(c)
                     .copy_from(&ws.d_last_out.column(j));

@@ -42,6 +42,23 @@ impl<T: Float> SeqModel<T> {
                 last.column_mut(j).copy_from(&out.column(c));
             }
             self.head.forward_to(&last, logits)?;
+        } else if matches!(lengths, Lengths::Each(_)) {
+            // The head on the real positions, the bias elsewhere (as `SeqModel::forward` does).
+            let real: Vec<usize> = super::lengths::real_columns(lengths, steps).collect();
+            let mut gathered = DMatrix::zeros(out.nrows(), real.len());
+            for (j, &c) in real.iter().enumerate() {
+                gathered.column_mut(j).copy_from(&out.column(c));
+            }
+            let mut packed = DMatrix::zeros(self.output_size(), real.len());
+            self.head.forward_to(&gathered, &mut packed)?;
+            for c in 0..cols {
+                logits
+                    .column_mut(c)
+                    .copy_from(&self.head.bias.value.column(0));
+            }
+            for (j, &c) in real.iter().enumerate() {
+                logits.column_mut(c).copy_from(&packed.column(j));
+            }
         } else {
             self.head.forward_to(&out.columns(first, cols), logits)?;
         }

@@ -1,8 +1,10 @@
 //! A [`SeqModel`](super::SeqModel) on a variable-length batch ([`Lengths::Each`], PyTorch's
 //! packed sequences): the losses cover the real positions only.
 //!
-//! - `NextToken`: the targets of padded positions (`t >= lengths[b]`) are ignored whatever
-//!   they hold (as if [`IGNORE_INDEX`]); the mean is over the real positions.
+//! - `NextToken`: the head and the loss run on the real positions only, gathered
+//!   ([`real_columns`]); the targets of padded positions (`t >= lengths[b]`) are never read, and
+//!   the mean is over the real positions (any of them may still be [`IGNORE_INDEX`](nn_core::loss::IGNORE_INDEX)). The
+//!   padded columns of the logits hold the head's output for the zero output there, its bias.
 //! - `StepMse`: `L = Σ_real (logits − y)² / (O·N)`, `N = Σ lengths`; padded columns get no loss
 //!   and a zero gradient, and their targets are not read.
 //! - The last-step objectives read each sequence's own last step, column
@@ -10,7 +12,7 @@
 
 use crate::error::Result;
 use nalgebra::DMatrix;
-use nn_core::loss::IGNORE_INDEX;
+
 use nn_core::{Error, Float, Shape};
 use nn_recurrent::Lengths;
 
@@ -26,33 +28,38 @@ pub(crate) fn last_columns(lengths: Lengths<'_>, steps: usize) -> impl Iterator<
     })
 }
 
+/// The padded columns of the real positions, step by step (`t*B + b` with `t < lengths[b]`).
+pub(crate) fn real_columns(lengths: Lengths<'_>, steps: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..steps * lengths.batch()).filter(move |&c| !padded(lengths, c))
+}
+
+/// The targets of the `gathered` columns, in that order, into `buf`; targets of the wrong count
+/// (not `cols`) are a `LengthMismatch`.
+pub(crate) fn gather_targets(
+    targets: &[usize],
+    gathered: &[usize],
+    cols: usize,
+    buf: &mut Vec<usize>,
+) -> Result<()> {
+    if targets.len() != cols {
+        return Err(Error::LengthMismatch {
+            op: "SeqModel NextToken targets (T*B)",
+            expected: cols,
+            got: targets.len(),
+        }
+        .into());
+    }
+    buf.clear();
+    buf.extend(gathered.iter().map(|&c| targets[c]));
+    Ok(())
+}
+
 /// Whether padded column `col` (`t*B + b`) is past its sequence's end.
 fn padded(lengths: Lengths<'_>, col: usize) -> bool {
     match lengths {
         Lengths::Full(_) => false,
         Lengths::Each(l) => col / l.len() >= l[col % l.len()],
     }
-}
-
-/// `targets` with every padded position's class replaced by [`IGNORE_INDEX`], in `buf` (a
-/// wrong count is left to the loss to report).
-pub(crate) fn mask_targets<'a>(
-    targets: &'a [usize],
-    lengths: Lengths<'_>,
-    buf: &'a mut Vec<usize>,
-) -> &'a [usize] {
-    if matches!(lengths, Lengths::Full(_)) {
-        return targets;
-    }
-    buf.clear();
-    buf.extend(targets.iter().enumerate().map(|(col, &t)| {
-        if padded(lengths, col) {
-            IGNORE_INDEX
-        } else {
-            t
-        }
-    }));
-    buf
 }
 
 /// Mean squared error over the real columns of `logits` against `y` (both `(O, T*B)`), its
