@@ -441,8 +441,27 @@ unsafe fn forward_steps<T: Float>(
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
             slow_down(hand, side);
+            if s + 1 < steps {
+                bs = still_running(&dims, bs, t, dims.step(lp.base + s + 1));
+            }
             bs = hand.poll(side, bs, s, steps);
         }
+    }
+}
+
+/// The sequences of `bs` that may still run after step `t`, the next step being `next`: when time
+/// goes forward (`next > t`), lengths only shrink, so the sequences past `n_next` are done for
+/// good and need not be kept (nor handed over); otherwise all of `bs`.
+fn still_running(
+    dims: &Dims<'_>,
+    bs: std::ops::Range<usize>,
+    t: usize,
+    next: usize,
+) -> std::ops::Range<usize> {
+    if next > t {
+        bs.start..bs.end.min(dims.running(next)).max(bs.start)
+    } else {
+        bs
     }
 }
 
@@ -544,6 +563,9 @@ unsafe fn backward_steps<T: Float>(
         };
         if nb == 0 {
             if let Some((hand, side)) = handoff {
+                if s + 1 < steps {
+                    bs = still_running(&dims, bs, t, dims.step(steps - 2 - s));
+                }
                 bs = hand.poll(side, bs, s, steps);
             }
             continue;
@@ -564,6 +586,9 @@ unsafe fn backward_steps<T: Float>(
         if let Some((hand, side)) = handoff {
             #[cfg(test)]
             slow_down(hand, side);
+            if s + 1 < steps {
+                bs = still_running(&dims, bs, t, dims.step(steps - 2 - s));
+            }
             bs = hand.poll(side, bs, s, steps);
         }
     }
