@@ -15,7 +15,7 @@ use crate::fingerprint::Fingerprint;
 use crate::gates::GateLayout;
 use crate::lengths::Packing;
 use crate::{CellKind, RecurrentConfig, RecurrentState};
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 use nn_core::kernels::gemv::GemvMatrix;
 use nn_core::kernels::packed::PackedMatrix;
 use nn_core::{Float, Result, try_zeros};
@@ -286,6 +286,32 @@ impl<T: Float> RecurrentCache<T> {
             (Some(top), _) if self.forward_shape().is_some() => &top.output,
             _ => &self.empty,
         }
+    }
+
+    /// The top layer's output at the real positions of the last forward, packed: `(D*H, N)`,
+    /// column `k` the padded column `t*B + b` that [`RecurrentCache::packed_columns`] gives as
+    /// the `k`-th (steps in order; within a step, the sequences still running, longest first).
+    /// For a full batch, `N = T*B` and this is [`RecurrentCache::output`]. Empty before the first
+    /// forward. [`Recurrent::backward_packed`](crate::Recurrent::backward_packed) takes a gradient
+    /// in this layout.
+    pub fn packed_output(&self) -> DMatrixView<'_, T> {
+        match self.layers.last() {
+            Some(top) if self.forward_shape().is_some() => {
+                top.output.columns(0, self.packing.total())
+            }
+            _ => self.empty.columns(0, 0),
+        }
+    }
+
+    /// The padded column (`t*B + b`) of each column of [`RecurrentCache::packed_output`], in
+    /// order.
+    pub fn packed_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = if self.forward_shape().is_some() {
+            self.packing.total()
+        } else {
+            0
+        };
+        self.packing.padded_columns().take(n)
     }
 
     /// The final state (`h_n`, `c_n`) of the last forward: `(H, L*D*B)`, column `(l*D + d)*B + b`.

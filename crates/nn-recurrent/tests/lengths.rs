@@ -307,3 +307,52 @@ fn gradients_on_variable_lengths_match_finite_differences() {
         assert!(r.max_rel_error <= 1e-6, "{cell:?} h0: {r:?}");
     }
 }
+
+/// `backward_packed` on the output gradient at the real positions gives `backward`'s bits, and
+/// `packed_output` holds the output's real columns in `packed_columns` order.
+#[test]
+fn the_packed_output_and_backward_are_the_padded_ones() {
+    let lengths = [3, 7, 1, 7, 5];
+    let config = RecurrentConfig::new(CellKind::Lstm, 3, 4)
+        .with_num_layers(2)
+        .with_bidirectional(true);
+    let Case {
+        mut layer,
+        x,
+        initial,
+        d_out,
+        d_final,
+    } = case(&config, 7, lengths.len());
+    let run = |layer: &mut Recurrent<f64>, packed: bool| {
+        let mut cache = RecurrentCache::new();
+        layer
+            .forward_with(
+                &x,
+                Lengths::Each(&lengths),
+                Some(&initial),
+                &mut cache,
+                None,
+            )
+            .unwrap();
+        let cols: Vec<usize> = cache.packed_columns().collect();
+        let out = cache.packed_output().clone_owned();
+        for (k, &c) in cols.iter().enumerate() {
+            assert_eq!(out.column(k), cache.output().column(c));
+        }
+        layer.zero_grad();
+        let mut d_x = DMatrix::zeros(3, x.ncols());
+        if packed {
+            let d = DMatrix::from_fn(d_out.nrows(), cols.len(), |i, k| d_out[(i, cols[k])]);
+            layer.backward_packed(&x, &mut cache, &d, Some(&d_final), Some(&mut d_x))
+        } else {
+            layer.backward(&x, &mut cache, &d_out, Some(&d_final), Some(&mut d_x))
+        }
+        .unwrap();
+        (
+            nn_testutil::param_grads(layer),
+            d_x,
+            cache.d_initial().clone(),
+        )
+    };
+    assert_eq!(run(&mut layer, false), run(&mut layer, true));
+}

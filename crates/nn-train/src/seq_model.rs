@@ -446,17 +446,15 @@ impl<T: Float> SeqModel<T> {
             }
             self.head.forward_to(&*last_out, logits)?;
         } else if matches!(lengths, Lengths::Each(_)) {
-            // The head on the real positions only (`lengths.rs`); the padded columns of the
-            // logits are the head's output for the zero output there, its bias.
+            // The head on the real positions only (`lengths.rs`), read packed from the layer;
+            // the padded columns of the logits are the head's output for the zero output there,
+            // its bias.
             gathered.clear();
-            gathered.extend(lengths::real_columns(lengths, steps));
+            gathered.extend(cache.packed_columns());
             let k = gathered.len();
-            reuse(last_out, out.nrows(), k);
             reuse(packed_logits, self.output_size(), k);
-            for (j, &c) in gathered.iter().enumerate() {
-                last_out.column_mut(j).copy_from(&out.column(c));
-            }
-            self.head.forward_to(&*last_out, packed_logits)?;
+            self.head
+                .forward_to(&cache.packed_output(), packed_logits)?;
             for c in 0..cols {
                 logits
                     .column_mut(c)
@@ -589,16 +587,15 @@ impl<T: Float> SeqModel<T> {
                         .copy_from(&ws.d_logits.column(c));
                 }
             }
-            let (rows, k) = ws.last_out.shape();
+            // Its gradient stays packed: the layer's backward takes it so
+            // (`Recurrent::backward_packed`).
+            let (rows, k) = (self.rnn.output_size(), ws.gathered.len());
             reuse(&mut ws.d_last_out, rows, k);
-            self.head
-                .backward_to(&ws.last_out, &ws.d_packed_logits, Some(&mut ws.d_last_out))?;
-            ws.d_output.fill(T::zero());
-            for (j, &c) in ws.gathered.iter().enumerate() {
-                ws.d_output
-                    .column_mut(c)
-                    .copy_from(&ws.d_last_out.column(j));
-            }
+            self.head.backward_to(
+                &ws.cache.packed_output(),
+                &ws.d_packed_logits,
+                Some(&mut ws.d_last_out),
+            )?;
         } else {
             self.head.backward_to(
                 &ws.cache.output().columns(first, cols),
@@ -606,10 +603,16 @@ impl<T: Float> SeqModel<T> {
                 Some(&mut ws.d_output.columns_mut(first, cols)),
             )?;
         }
+        // All steps of a variable-length batch: the output gradient is packed.
+        let packed = !last_only && matches!(lengths, Lengths::Each(_));
+        let d_out = if packed { &ws.d_last_out } else { &ws.d_output };
         match (x, &mut self.embed) {
-            (SeqInput::Dense(x), _) => {
+            (SeqInput::Dense(x), _) if packed => {
                 self.rnn
-                    .backward(x, &mut ws.cache, &ws.d_output, None, None)?;
+                    .backward_packed(x, &mut ws.cache, d_out, None, None)?;
+            }
+            (SeqInput::Dense(x), _) => {
+                self.rnn.backward(x, &mut ws.cache, d_out, None, None)?;
             }
             (SeqInput::Tokens(ids), Some(embed)) => {
                 // The layer's input gradient, added into the rows the ids read.
@@ -619,10 +622,16 @@ impl<T: Float> SeqModel<T> {
                     embed.dim(),
                     steps * batch,
                 )?;
-                self.rnn.backward(
+                let backward = if packed {
+                    Recurrent::backward_packed
+                } else {
+                    Recurrent::backward
+                };
+                backward(
+                    &mut self.rnn,
                     &ws.embedded,
                     &mut ws.cache,
-                    &ws.d_output,
+                    d_out,
                     None,
                     Some(&mut ws.d_embedded),
                 )?;

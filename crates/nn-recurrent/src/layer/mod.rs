@@ -472,9 +472,37 @@ impl<T: Float> Recurrent<T> {
         cache: &mut RecurrentCache<T>,
         d_output: &DMatrix<T>,
         d_final: Option<&RecurrentState<T>>,
+        d_input: Option<&mut DMatrix<T>>,
+    ) -> Result<()> {
+        self.backward_impl(x.into(), cache, d_output, false, d_final, d_input)
+    }
+
+    /// [`Recurrent::backward`] with the output gradient in the packed layout of
+    /// [`RecurrentCache::packed_output`]: `(D*H, N)`, column `k` for the padded column
+    /// [`RecurrentCache::packed_columns`] gives as the `k`-th (for a full batch, the padded
+    /// `(D*H, T*B)` itself). A caller that computes its gradient at the real positions only (a head
+    /// on the packed output) gives it without scattering it into the padded layout.
+    pub fn backward_packed<'x>(
+        &mut self,
+        x: impl Into<DMatrixView<'x, T>>,
+        cache: &mut RecurrentCache<T>,
+        d_output: &DMatrix<T>,
+        d_final: Option<&RecurrentState<T>>,
+        d_input: Option<&mut DMatrix<T>>,
+    ) -> Result<()> {
+        self.backward_impl(x.into(), cache, d_output, true, d_final, d_input)
+    }
+
+    /// Both backwards: `d_output` padded, or packed when `packed_dy`.
+    fn backward_impl(
+        &mut self,
+        x: DMatrixView<'_, T>,
+        cache: &mut RecurrentCache<T>,
+        d_output: &DMatrix<T>,
+        packed_dy: bool,
+        d_final: Option<&RecurrentState<T>>,
         mut d_input: Option<&mut DMatrix<T>>,
     ) -> Result<()> {
-        let x: DMatrixView<'x, T> = x.into();
         let (steps, batch) = match cache.forward_shape() {
             Some((c, t, b)) if *c == self.config => (t, b),
             _ => {
@@ -500,10 +528,15 @@ impl<T: Float> Recurrent<T> {
             &x,
             Shape(input, cols),
         )?;
+        let d_cols = if packed_dy {
+            cache.packing.total()
+        } else {
+            cols
+        };
         check_shape(
             "Recurrent::backward d_output",
             d_output,
-            Shape(self.output_size(), cols),
+            Shape(self.output_size(), d_cols),
         )?;
         if let Some(s) = d_final {
             self.check_state("Recurrent::backward d_final", s, batch, self.slots(), true)?;
@@ -538,13 +571,19 @@ impl<T: Float> Recurrent<T> {
         let mut no_buffer = DMatrix::zeros(0, 0);
         let (x_in, dy_top, initial, d_state, mut d_x0, h_prev) = match varlen {
             Some(p) => {
-                packing.gather(&d_output.columns(0, cols), &mut p.d_top);
-                check_finite(op, &p.d_top.columns(0, total))?;
                 p.initial_d(packing, d_final);
+                let dy_top = if packed_dy {
+                    check_finite(op, d_output)?;
+                    d_output
+                } else {
+                    packing.gather(&d_output.columns(0, cols), &mut p.d_top);
+                    check_finite(op, &p.d_top.columns(0, total))?;
+                    &p.d_top
+                };
                 let d_x0 = d_input.is_some().then(|| p.d_x.columns_mut(0, total));
                 (
                     p.x.columns(0, total),
-                    &p.d_top,
+                    dy_top,
                     &p.initial,
                     &mut p.d_initial,
                     d_x0,
