@@ -248,9 +248,10 @@ pub struct SeqWorkspace<T: Float> {
     embedded: DMatrix<T>,
     /// With an embedding: the layer's input gradient `(E, T*B)`.
     d_embedded: DMatrix<T>,
-    /// A variable-length batch: the padded columns the head reads (each sequence's last step,
-    /// or every real position), those outputs gathered `(D*H, k)` and their gradient, the head's
-    /// logits on them `(O, k)` and their gradient, and the targets gathered or masked.
+    /// A variable-length batch: the padded columns the head reads at every real position (in
+    /// the layer's packed order), each sequence's last output `(D*H, B)` and its gradient (or,
+    /// for every step, the packed output's gradient `(D*H, N)`), the head's logits on the real
+    /// positions `(O, N)` and their gradient, and the targets gathered in the packed order.
     gathered: Vec<usize>,
     last_out: DMatrix<T>,
     d_last_out: DMatrix<T>,

@@ -1,8 +1,9 @@
 //! A [`SeqModel`](super::SeqModel) on a variable-length batch ([`Lengths::Each`], PyTorch's
 //! packed sequences): the losses cover the real positions only.
 //!
-//! - `NextToken`: the head and the loss run on the real positions only, gathered
-//!   ([`real_columns`]); the targets of padded positions (`t >= lengths[b]`) are never read, and
+//! - `NextToken`: the head and the loss run on the real positions only, the layer's packed
+//!   output (`RecurrentCache::packed_output`; the forward-only pass gathers [`real_columns`]);
+//!   the targets of padded positions (`t >= lengths[b]`) are never read, and
 //!   the mean is over the real positions (any of them may still be [`IGNORE_INDEX`](nn_core::loss::IGNORE_INDEX)). The
 //!   padded columns of the logits hold the head's output for the zero output there, its bias.
 //! - `StepMse`: `L = Σ_real (logits − y)² / (O·N)`, `N = Σ lengths`; padded columns get no loss
